@@ -1,0 +1,192 @@
+"""The command line: ``escalation-rules COMMAND SPEC ...``, thin over the Python API.
+
+SPEC is a protocol file or folder (``spec/nct07117175`` or
+``spec/nct07117175.toml``) or a built-in design name with ``--doses N``.
+
+Exit status: 0 success; 1 a check failed (``verify`` found a violation);
+2 the input was refused (bad protocol, impossible history, bad arguments).
+Errors are printed on stderr, one line each, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .designs import DESIGNS
+from .engine import decide
+from .errors import EscalationRulesError
+from .graph import compile_protocol
+from .history import parse_history_json
+from .paths import future_paths, paths_text
+from .protocol import GUARD_NAME_DOCS, Protocol
+from .spec import resolve_spec
+from .verify import verify
+
+__all__ = ["main"]
+
+#: Modules that add subcommands; each defines ``register(subparsers)``.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as for every refused input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the SPEC positional and ``--doses`` (shared by every subcommand)."""
+    parser.add_argument("spec", metavar="SPEC",
+                        help=f"protocol file or folder, or a built-in design: {', '.join(sorted(DESIGNS))}")
+    parser.add_argument("--doses", type=int, default=None, metavar="N",
+                        help="number of doses for a built-in design (default 5)")
+
+
+def load_spec(args: argparse.Namespace) -> Protocol:
+    """Resolve the SPEC and ``--doses`` arguments."""
+    return resolve_spec(args.spec, args.doses)
+
+
+def _history(args: argparse.Namespace) -> Any:
+    if getattr(args, "history_json", None):
+        path = Path(args.history_json)
+        try:
+            text = sys.stdin.read() if args.history_json == "-" else path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
+        return parse_history_json(text, str(path))
+    return args.outcomes or ""
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    protocol = load_spec(args)
+    compile_protocol(protocol)  # refuse a protocol that fails its build checks
+    decision = decide(protocol, _history(args))
+    if args.json:
+        print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(f"history: {decision.history or '(none)'}")
+    if decision.action == "treat":
+        print(f"treat {decision.cohort_size} patient(s) at dose {decision.dose} ({decision.dose_label})")
+    elif decision.action == "decide":
+        print("decide: " + "; ".join(
+            f"{o.id} = {o.label}" + (f" (dose {o.dose}, {o.cohort_size} patients)" if o.dose else "")
+            for o in decision.options))
+    else:
+        print(f"stop: MTD {'not determined' if decision.mtd is None else f'dose {decision.mtd} ({decision.mtd_label})'}")
+    if decision.signoff:
+        print(f"sign-off: {', '.join(decision.signoff)}")
+    print(f"rule: {decision.rule} [{decision.clause}]")
+    print(f"reason: {decision.reason}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    report = verify(compile_protocol(load_spec(args)))
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report.text())
+    return 0 if report.ok else 1
+
+
+def _cmd_paths(args: argparse.Namespace) -> int:
+    protocol = load_spec(args)
+    compile_protocol(protocol)
+    tree = future_paths(protocol, _history(args), max_depth=args.depth)
+    if args.json:
+        print(json.dumps(tree, ensure_ascii=False, indent=1))
+    else:
+        print(paths_text(tree))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    protocol = load_spec(args)
+    compiled = compile_protocol(protocol)
+    if args.json:
+        from .describe import protocol_summary
+
+        print(json.dumps(protocol_summary(compiled), ensure_ascii=False, indent=2))
+        return 0
+    from .describe import protocol_text
+
+    print(protocol_text(compiled))
+    return 0
+
+
+def _cmd_names(args: argparse.Namespace) -> int:
+    for name, doc in GUARD_NAME_DOCS.items():
+        print(f"{name:18} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with every subcommand registered."""
+    parser = _Parser(prog="escalation-rules", description="Rules engine for dose-escalation protocols.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("next", help="the decision after a history")
+    add_spec_arguments(p)
+    p.add_argument("outcomes", nargs="?", default="", metavar="OUTCOMES",
+                   help="history as an outcome string, e.g. '1NNN 2NTN' (decisions in brackets: '[escalate]')")
+    p.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    p.set_defaults(handler=_cmd_next)
+
+    p = sub.add_parser("verify", help="check every invariant on every reachable state")
+    add_spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_cmd_verify)
+
+    p = sub.add_parser("paths", help="the tree of every future decision from a history")
+    add_spec_arguments(p)
+    p.add_argument("outcomes", nargs="?", default="", metavar="OUTCOMES")
+    p.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
+    p.add_argument("--depth", type=int, default=None, metavar="N", help="expand at most N steps")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+    p.set_defaults(handler=_cmd_paths)
+
+    p = sub.add_parser("show", help="the protocol's dose ladder and decision tables")
+    add_spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the tables as JSON")
+    p.set_defaults(handler=_cmd_show)
+
+    p = sub.add_parser("names", help="the names a rule's guard may read")
+    p.set_defaults(handler=_cmd_names)
+
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (also used by the console script)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills an optional positional before it sees later options
+    # ("next SPEC --doses 3 '1NNN'"); take such a trailing history here.
+    if extra and hasattr(args, "outcomes") and not args.outcomes and len(extra) == 1 and not extra[0].startswith("-"):
+        args.outcomes = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        status = int(args.handler(args))
+    except EscalationRulesError as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            print(f"escalation-rules {args.command}: {line}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # pragma: no cover - e.g. piped into head
+        return 0
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

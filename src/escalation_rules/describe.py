@@ -1,0 +1,109 @@
+"""Neutral descriptions of a compiled protocol: the dose ladder and decision tables.
+
+``show`` prints them; the documentation generator renders the same data, so
+what a reviewer reads is what the engine runs.
+
+Examples
+--------
+>>> from escalation_rules import builtin_design, compile_protocol
+>>> summary = protocol_summary(compile_protocol(builtin_design("3+3-escalate-only", doses=2)))
+>>> summary["stages"][0]["rules"][0]["when"]
+'n == 3 and tox == 0 and has_next'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .graph import CompiledProtocol
+from .protocol import Outcome, Rule
+
+__all__ = ["outcome_text", "protocol_summary", "protocol_text", "rule_text"]
+
+
+def outcome_text(outcome: Outcome) -> str:
+    """An outcome in words, e.g. ``"treat 3 at the next dose"``."""
+    close = "close this dose; " if outcome.close else ""
+    if outcome.action == "stop":
+        mtd = {"current": "MTD = this dose", "previous": "MTD = the dose below", "none": "no MTD"}[outcome.mtd]
+        return f"{close}stop, {mtd}"
+    where = {"stay": "this dose", "next": "the next dose", "previous": "the dose below"}[outcome.move]
+    size = outcome.cohort.text if outcome.cohort is not None else "the stage's first cohort"
+    stage = f" (stage {outcome.stage})" if outcome.stage else ""
+    return f"{close}treat {size} at {where}{stage}"
+
+
+def rule_text(rule: Rule) -> str:
+    """A rule's action in words; decision points list their options."""
+    if rule.action == "decide":
+        return "decide: " + " | ".join(f"{o.id}: {outcome_text(o.outcome)}" for o in rule.options)
+    assert rule.outcome is not None
+    return outcome_text(rule.outcome)
+
+
+def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
+    """The protocol as JSON-ready data: ladder, stages with their tables, statistics."""
+    p = compiled.protocol
+    return {
+        "id": p.id,
+        "title": p.title,
+        "source": p.source,
+        "cap": p.cap,
+        "start": {"dose": p.dose_index(p.start_dose) + 1, "stage": p.start_stage},
+        "roles": list(p.roles),
+        "escalation_signoff": list(p.escalation_signoff),
+        "doses": [{"level": i + 1, "id": d.id, "label": d.label, "amount": d.amount, "unit": d.unit,
+                   "provisional": d.provisional} for i, d in enumerate(p.doses)],
+        "stages": [{
+            "id": s.id, "label": s.label, "kind": s.kind, "cohort": s.cohort, "doses": list(s.doses),
+            "hit_policy": s.hit_policy, "clause": s.clause,
+            "window_days": [s.window.min_days, s.window.max_days] if s.window else None,
+            "rules": [{
+                "id": r.id, "when": r.when.text, "action": r.action, "does": rule_text(r),
+                "options": [{"id": o.id, "label": o.label, "does": outcome_text(o.outcome),
+                             "signoff": list(o.signoff)} for o in r.options],
+                "signoff": list(r.signoff), "clause": r.clause, "paraphrase": r.paraphrase,
+            } for r in s.rules],
+        } for s in p.stages],
+        "early_termination": None if p.early_termination is None else {
+            "signoff": list(p.early_termination.signoff), "clause": p.early_termination.clause,
+            "paraphrase": p.early_termination.paraphrase},
+        "default_policy": dict(p.default_policy),
+        "clauses": dict(p.clauses),
+        "graph": dict(compiled.stats),
+        "warnings": list(compiled.warnings),
+    }
+
+
+def protocol_text(compiled: CompiledProtocol) -> str:
+    """The summary as plain text, one table per stage."""
+    s = protocol_summary(compiled)
+    lines = [f"{s['id']}: {s['title']}", f"source: {s['source']}",
+             f"cap: {s['cap']} patients; start: dose {s['start']['dose']} in stage {s['start']['stage']}"]
+    if s["escalation_signoff"]:
+        lines.append(f"every escalation signed by: {', '.join(s['escalation_signoff'])}")
+    lines.append("doses:")
+    for d in s["doses"]:
+        lines.append(f"  {d['level']}. {d['label']}{' (provisional)' if d['provisional'] else ''}")
+    for st in s["stages"]:
+        window = f", DLT window {st['window_days'][0]}-{st['window_days'][1]} days" if st["window_days"] else ""
+        lines.append("")
+        lines.append(f"stage {st['id']} ({st['kind']}): {st['label']}")
+        lines.append(f"  first cohort {st['cohort']}, hit policy {st['hit_policy']}{window}")
+        for r in st["rules"]:
+            sign = f" [sign: {', '.join(r['signoff'])}]" if r["signoff"] else ""
+            lines.append(f"  - {r['id']}: when {r['when']}")
+            lines.append(f"      then {r['does']}{sign}")
+            lines.append(f"      {r['clause']}: {r['paraphrase']}")
+    if s["early_termination"]:
+        et = s["early_termination"]
+        lines.append("")
+        lines.append(f"early termination at any time [sign: {', '.join(et['signoff'])}] {et['clause']}: "
+                     f"{et['paraphrase']}")
+    g = s["graph"]
+    lines.append("")
+    lines.append(f"state graph: {g['states']} states, {g['edges']} transitions, {g['paths']} paths, "
+                 f"{g['decisions']} decision points")
+    for w in s["warnings"]:
+        lines.append(f"note: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Trial histories: outcome strings (the field's notation) and their JSON form.
+
+An outcome string lists cohorts as a dose level (1-based) followed by one
+letter per patient, ``N`` for no DLT and ``T`` for a DLT: ``"1NNN 2NTN"``.
+Spaces between cohorts are optional.  As an extension, a decision people took
+at a decision point may be written in brackets, ``"1N [escalate] 2NNN"``;
+outcome strings without brackets imply the decision from the next cohort's
+dose.
+
+The JSON form is a list (or an object with a ``"history"`` list) of entries,
+each either a cohort ``{"dose": 2, "outcomes": "NTN"}`` or a decision
+``{"decision": "escalate", "signoff": ["investigator", "sponsor"]}``.
+
+Examples
+--------
+>>> parse_outcomes("1NNN 2NTN")
+(Cohort(dose=1, outcomes='NNN'), Cohort(dose=2, outcomes='NTN'))
+>>> format_history(parse_outcomes("1N [escalate] 2NNN"))
+'1N [escalate] 2NNN'
+>>> parse_outcomes("1NXN")
+Traceback (most recent call last):
+...
+escalation_rules.errors.HistoryError: cohort 1 ('1NXN'): unknown symbol 'X' (expected N for no DLT or T for a DLT)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Union
+
+import attrs
+
+from .errors import HistoryError
+
+__all__ = ["Cohort", "Choice", "Entry", "format_history", "parse_history_json", "parse_outcomes"]
+
+
+@attrs.frozen
+class Cohort:
+    """Patients treated at one dose, in order: ``N`` no DLT, ``T`` DLT."""
+
+    dose: int
+    outcomes: str
+
+    @property
+    def dlts(self) -> int:
+        """Number of DLTs in the cohort."""
+        return self.outcomes.count("T")
+
+    def __str__(self) -> str:
+        return f"{self.dose}{self.outcomes}"
+
+
+@attrs.frozen
+class Choice:
+    """A decision people took at a decision point (an option id), and who signed it."""
+
+    option: str
+    signoff: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.option}]"
+
+
+Entry = Union[Cohort, Choice]
+
+_TOKEN = re.compile(r"\s*(?:(?P<cohort>(?P<dose>\d+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+))")
+
+
+def parse_outcomes(text: str) -> tuple[Entry, ...]:
+    """Parse an outcome string into entries.
+
+    Raises
+    ------
+    HistoryError
+        Naming the cohort (1-based entry number) and what is wrong with it.
+    """
+    if not isinstance(text, str):
+        raise HistoryError(f"expected an outcome string such as '1NNN 2NTN' (got {text!r})")
+    entries: list[Entry] = []
+    for match in _TOKEN.finditer(text):
+        if match.group(0).strip() == "":
+            continue
+        index = len(entries) + 1
+        if match.group("bad"):
+            bad = match.group("bad")
+            raise HistoryError(
+                f"cohort {index} ({bad!r}): expected a dose level followed by N/T letters, "
+                f"such as '2NTN', or a decision in brackets such as '[escalate]'",
+                index,
+            )
+        if match.group("choice"):
+            entries.append(Choice(match.group("choice")))
+            continue
+        token = match.group("cohort")
+        dose = int(match.group("dose"))
+        outcomes = match.group("out")
+        for symbol in outcomes:
+            if symbol not in "NT":
+                hint = " (symbols are upper case)" if symbol in "nt" else ""
+                raise HistoryError(
+                    f"cohort {index} ({token!r}): unknown symbol {symbol!r} "
+                    f"(expected N for no DLT or T for a DLT){hint}",
+                    index,
+                )
+        entries.append(Cohort(dose, outcomes))
+    return tuple(entries)
+
+
+def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
+    """Parse the JSON form of a history (already decoded, or as a JSON string).
+
+    Examples
+    --------
+    >>> parse_history_json('[{"dose": 1, "outcomes": "N"}, {"decision": "escalate"}]')
+    (Cohort(dose=1, outcomes='N'), Choice(option='escalate', signoff=None))
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise HistoryError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    if isinstance(data, dict):
+        unknown = set(data) - {"history", "protocol"}
+        if unknown:
+            raise HistoryError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected 'history')")
+        if "history" not in data:
+            raise HistoryError(f"{source}: expected a list of entries or an object with 'history'")
+        data = data["history"]
+    if isinstance(data, str):
+        return parse_outcomes(data)
+    if not isinstance(data, list):
+        raise HistoryError(f"{source}: expected a list of entries (got {type(data).__name__})")
+    entries: list[Entry] = []
+    for i, raw in enumerate(data):
+        where = f"{source}[{i}]"
+        index = i + 1
+        if not isinstance(raw, dict):
+            raise HistoryError(f"{where}: expected an object (got {raw!r})", index)
+        if "decision" in raw:
+            unknown = set(raw) - {"decision", "signoff", "note"}
+            if unknown:
+                raise HistoryError(f"{where}.{sorted(unknown)[0]}: unknown key (expected decision, signoff, note)", index)
+            option = raw["decision"]
+            if not isinstance(option, str) or not option:
+                raise HistoryError(f"{where}.decision: expected an option id (got {option!r})", index)
+            signoff = raw.get("signoff")
+            if signoff is not None and (not isinstance(signoff, list) or not all(isinstance(s, str) for s in signoff)):
+                raise HistoryError(f"{where}.signoff: expected a list of role names (got {signoff!r})", index)
+            entries.append(Choice(option, tuple(signoff) if signoff is not None else None))
+            continue
+        unknown = set(raw) - {"dose", "outcomes", "note"}
+        if unknown:
+            raise HistoryError(f"{where}.{sorted(unknown)[0]}: unknown key (expected dose, outcomes, note)", index)
+        dose = raw.get("dose")
+        if not isinstance(dose, int) or isinstance(dose, bool):
+            raise HistoryError(f"{where}.dose: expected a dose level as an integer (got {dose!r})", index)
+        outcomes = raw.get("outcomes")
+        if not isinstance(outcomes, str) or not outcomes:
+            raise HistoryError(f"{where}.outcomes: expected a string of N/T letters (got {outcomes!r})", index)
+        parsed = parse_outcomes(f"{dose}{outcomes}")
+        if len(parsed) != 1 or not isinstance(parsed[0], Cohort):
+            raise HistoryError(f"{where}.outcomes: expected only N/T letters (got {outcomes!r})", index)
+        for symbol in outcomes:
+            if symbol not in "NT":
+                raise HistoryError(f"{where}.outcomes: unknown symbol {symbol!r} (expected N or T)", index)
+        entries.append(parsed[0])
+    return tuple(entries)
+
+
+def format_history(entries: Sequence[Entry]) -> str:
+    """Write entries back as an outcome string (decisions in brackets)."""
+    return " ".join(str(e) for e in entries)

@@ -1,0 +1,152 @@
+"""The tree of every future decision from a history (the field's "dose paths").
+
+Examples
+--------
+>>> from escalation_rules import builtin_design
+>>> tree = future_paths(builtin_design("3+3-escalate-only", doses=1), "")
+>>> tree["decision"]["action"], len(tree["children"])
+('treat', 4)
+>>> count_leaves(tree)
+7
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._machine import State, after_cohort, choose
+from .engine import Decision, decision_at, replay
+from .errors import EscalationRulesError
+from .graph import CompiledProtocol
+from .history import Choice, Cohort, Entry, format_history, parse_outcomes
+from .protocol import Protocol
+
+__all__ = ["count_leaves", "future_paths", "paths_text"]
+
+
+def _summary(decision: Decision) -> dict[str, Any]:
+    return {k: v for k, v in decision.to_dict().items() if k in (
+        "action", "dose", "cohort_size", "mtd", "rule", "signoff")} | {
+        "options": [o.id for o in decision.options]}
+
+
+def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
+                 max_depth: int | None = None, max_nodes: int = 200_000) -> dict[str, Any]:
+    """Every future decision from ``history``, as a nested dict.
+
+    Each node has ``history`` (outcome string), ``decision`` (a summary of the
+    decision there) and ``children``; each child edge names the ``step`` taken
+    (a cohort's outcomes such as ``"2NNT"``, or an option in brackets).
+
+    Parameters
+    ----------
+    max_depth : int or None
+        Stop expanding after this many steps (cohorts or decisions).
+    max_nodes : int
+        Refuse trees larger than this, with an error suggesting ``max_depth``.
+
+    Raises
+    ------
+    HistoryError
+        If ``history`` is impossible.
+    EscalationRulesError
+        If the tree would exceed ``max_nodes``.
+    """
+    p = protocol.protocol if isinstance(protocol, CompiledProtocol) else protocol
+    entries = parse_outcomes(history) if isinstance(history, str) else tuple(history)
+    state, decision = replay(p, entries)
+    budget = [max_nodes]
+    base = decision.history
+    root: dict[str, Any] = {"history": base, "decision": _summary(decision), "children": []}
+    budget[0] -= 1
+    if decision.action == "treat" and decision.dose is not None and not _complete(state, decision):
+        # an incomplete cohort: branch on the rest of it
+        seen = base.split(" ")[-1][len(str(decision.dose)):]
+        prefix = " ".join(base.split(" ")[:-1])
+        for u in range(decision.cohort_size + 1 if decision.cohort_size else 1):
+            rest = "N" * ((decision.cohort_size or 0) - u) + "T" * u
+            step = f"{decision.dose}{seen}{rest}"
+            child_hist = f"{prefix} {step}".strip()
+            root["children"].append({"step": f"{decision.dose}{rest}", "node": _expand_history(p, child_hist, budget, max_depth, 1)})
+        return root
+    root["children"] = _children(p, state, entries, budget, max_depth, 0)
+    return root
+
+
+def _complete(state: State, decision: Decision) -> bool:
+    return state.phase == "treat" and state.dose + 1 == decision.dose and state.cohort == decision.cohort_size
+
+
+def _expand_history(p: Protocol, history: str, budget: list[int], max_depth: int | None, depth: int) -> dict[str, Any]:
+    entries = parse_outcomes(history)
+    state, decision = replay(p, entries)
+    return _node(p, state, decision, list(_entries_of(decision)), budget, max_depth, depth)
+
+
+def _entries_of(decision: Decision) -> tuple[Entry, ...]:
+    return parse_outcomes(decision.history)
+
+
+def _node(p: Protocol, state: State, decision: Decision, entries: list[Entry], budget: list[int],
+          max_depth: int | None, depth: int) -> dict[str, Any]:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise EscalationRulesError("paths: the tree has more nodes than the limit; give a smaller --depth")
+    node: dict[str, Any] = {"history": format_history(entries), "decision": _summary(decision), "children": []}
+    if max_depth is None or depth < max_depth:
+        node["children"] = _children(p, state, tuple(entries), budget, max_depth, depth)
+    return node
+
+
+def _children(p: Protocol, state: State, entries: tuple[Entry, ...], budget: list[int],
+              max_depth: int | None, depth: int) -> list[dict[str, Any]]:
+    children = []
+    if state.phase == "treat":
+        for dlts in range(state.cohort + 1):
+            cohort = Cohort(state.dose + 1, "N" * (state.cohort - dlts) + "T" * dlts)
+            _, nxt = after_cohort(p, state, dlts)
+            new_entries = [*entries, cohort]
+            children.append({"step": str(cohort), "node": _node(p, nxt, decision_at(p, nxt, new_entries),
+                                                                  new_entries, budget, max_depth, depth + 1)})
+    elif state.phase == "decide":
+        rule = p.rule(state.rule or "")
+        for option in rule.options:
+            nxt = choose(p, state, option)
+            new_entries = [*entries, Choice(option.id)]
+            children.append({"step": f"[{option.id}]", "node": _node(p, nxt, decision_at(p, nxt, new_entries),
+                                                                       new_entries, budget, max_depth, depth + 1)})
+    return children
+
+
+
+
+def count_leaves(tree: dict[str, Any]) -> int:
+    """Number of paths (leaves) in a tree from :func:`future_paths`."""
+    if not tree["children"]:
+        return 1
+    return sum(count_leaves(child["node"]) for child in tree["children"])
+
+
+def paths_text(tree: dict[str, Any]) -> str:
+    """The tree as indented lines, one per node."""
+    lines: list[str] = []
+
+    def say(decision: dict[str, Any]) -> str:
+        if decision["action"] == "treat":
+            return f"treat {decision['cohort_size']} at dose {decision['dose']}"
+        if decision["action"] == "decide":
+            return f"decide: {' | '.join(decision['options'])} ({decision['rule']})"
+        mtd = decision["mtd"]
+        return f"stop, MTD {'none' if mtd is None else 'dose ' + str(mtd)} ({decision['rule']})"
+
+    def walk(node: dict[str, Any], step: str, indent: int) -> None:
+        lines.append(f"{'  ' * indent}{step} -> {say(node['decision'])}")
+        for child in node["children"]:
+            walk(child["node"], child["step"], indent + 1)
+
+    walk(tree, tree["history"] or "(start)", 0)
+    return "\n".join(lines)
+
+
+
+

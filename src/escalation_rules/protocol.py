@@ -1,0 +1,691 @@
+"""The protocol model (frozen attrs classes) and its TOML loader.
+
+A protocol declares a dose ladder, stages with decision tables, the points
+where people decide, the enrolment cap and the provenance of every rule.  It
+is read from a TOML file, or from a folder of TOML files whose top-level keys
+are merged.  Loading checks everything and refuses a bad file with one line
+per problem, each naming the file and the key path::
+
+    spec/x.toml: stages[1].rules[2].when: unknown name 'dlts' (known: ...)
+
+Examples
+--------
+>>> from escalation_rules.protocol import load_protocol
+>>> p = load_protocol("spec/nct07117175")
+>>> [d.label for d in p.doses][:2]
+['1×10^7 CAR-NK cells/kg', '2×10^7 CAR-NK cells/kg']
+>>> p.cap
+18
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import GuardSyntaxError, ProtocolError
+from .guards import BOOL, INT, Guard, parse_guard, parse_int_expression
+
+__all__ = [
+    "GUARD_NAMES",
+    "Dose",
+    "EarlyTermination",
+    "Option",
+    "Outcome",
+    "Protocol",
+    "Rule",
+    "Stage",
+    "Window",
+    "load_protocol",
+    "protocol_from_mapping",
+]
+
+#: The names a rule's guard may read, with their types.  The counts are those
+#: of the dose being treated ("current"), the one below ("prev") and the one
+#: above ("next"); a dose that does not exist counts as 0 patients.
+GUARD_NAMES: Mapping[str, str] = {
+    "n": INT,
+    "tox": INT,
+    "n_prev": INT,
+    "tox_prev": INT,
+    "n_next": INT,
+    "tox_next": INT,
+    "has_prev": BOOL,
+    "has_next": BOOL,
+    "next_closed": BOOL,
+    "next_provisional": BOOL,
+    "dose": INT,
+    "doses": INT,
+    "enrolled": INT,
+    "remaining": INT,
+    "cap": INT,
+}
+
+#: What each name means, for documentation and ``show``.
+GUARD_NAME_DOCS: Mapping[str, str] = {
+    "n": "patients evaluated at the current dose",
+    "tox": "patients with a DLT at the current dose",
+    "n_prev": "patients evaluated at the dose below (0 if none)",
+    "tox_prev": "patients with a DLT at the dose below (0 if none)",
+    "n_next": "patients evaluated at the dose above (0 if none)",
+    "tox_next": "patients with a DLT at the dose above (0 if none)",
+    "has_prev": "a lower dose exists on the ladder",
+    "has_next": "a higher dose exists on the ladder",
+    "next_closed": "the dose above has been closed for toxicity",
+    "next_provisional": "the dose above is a provisional (added-by-decision) dose group",
+    "dose": "1-based level of the current dose",
+    "doses": "number of doses on the ladder",
+    "enrolled": "patients enrolled in the trial so far",
+    "remaining": "places left under the enrolment cap",
+    "cap": "the enrolment cap",
+}
+
+ACTIONS = ("treat", "stop", "decide")
+MOVES = ("stay", "next", "previous")
+MTDS = ("current", "previous", "none")
+STAGE_KINDS = ("escalation", "titration", "deescalation", "fill")
+HIT_POLICIES = ("unique", "first")
+
+
+@attrs.frozen
+class Dose:
+    """One rung of the dose ladder.
+
+    Attributes
+    ----------
+    id : str
+        Identifier used in the protocol file.
+    label : str
+        Human-readable dose, e.g. ``"2×10^7 CAR-NK cells/kg"``.
+    amount : float or None
+        The amount, in ``unit``.
+    unit : str or None
+        Unit of ``amount``.
+    provisional : bool
+        A dose group that exists only if people decide to add it.
+    """
+
+    id: str
+    label: str
+    amount: float | None = None
+    unit: str | None = None
+    provisional: bool = False
+
+
+@attrs.frozen
+class Window:
+    """A DLT observation window in days (``min_days`` to ``max_days``)."""
+
+    min_days: int
+    max_days: int
+
+
+@attrs.frozen
+class Outcome:
+    """What happens next: treat a cohort, or stop.
+
+    Attributes
+    ----------
+    action : str
+        ``"treat"`` or ``"stop"``.
+    move : str
+        For ``treat``: ``"stay"``, ``"next"`` or ``"previous"`` dose.
+    cohort : Guard or None
+        For ``treat``: the cohort size as an integer expression; ``None``
+        takes the entry cohort of the stage that governs the target dose.
+    stage : str or None
+        For ``treat``: the stage to enter; ``None`` keeps the current stage on
+        ``stay`` and takes the target dose's own stage otherwise.
+    mtd : str
+        For ``stop``: ``"current"``, ``"previous"`` or ``"none"``.
+    close : bool
+        Close the current dose for toxicity before moving on.
+    """
+
+    action: str
+    move: str = "stay"
+    cohort: Guard | None = None
+    stage: str | None = None
+    mtd: str = "none"
+    close: bool = False
+
+
+@attrs.frozen
+class Option:
+    """One choice at a decision point."""
+
+    id: str
+    label: str
+    outcome: Outcome
+    signoff: tuple[str, ...]
+
+
+@attrs.frozen
+class Rule:
+    """One row of a stage's decision table.
+
+    Attributes
+    ----------
+    id : str
+        Unique across the protocol.
+    when : Guard
+        When the row applies.
+    action : str
+        ``"treat"``, ``"stop"`` or ``"decide"``.
+    outcome : Outcome or None
+        What happens, for ``treat`` and ``stop``.
+    options : tuple of Option
+        The choices left to people, for ``decide``.
+    signoff : tuple of str
+        Roles whose agreement the row requires.
+    clause : str
+        The protocol clause it encodes (section and paragraph).
+    paraphrase : str
+        What the clause says, in our words.
+    """
+
+    id: str
+    when: Guard
+    action: str
+    outcome: Outcome | None
+    options: tuple[Option, ...]
+    signoff: tuple[str, ...]
+    clause: str
+    paraphrase: str
+
+
+@attrs.frozen
+class Stage:
+    """A stage: a decision table consulted whenever a cohort at its doses completes.
+
+    Attributes
+    ----------
+    kind : str
+        ``"escalation"``, ``"titration"``, ``"deescalation"`` or ``"fill"``;
+        it tells verification which invariants apply (a titration stage may
+        escalate after a single patient without DLT; a fill stage may hold
+        more than six patients at a dose).
+    cohort : int
+        Size of the first cohort on entering the stage.
+    doses : tuple of str
+        The doses this stage governs when the trial moves onto them.
+    hit_policy : str
+        ``"unique"`` (exactly one row may apply) or ``"first"`` (the first
+        row that applies wins, in the order written).
+    """
+
+    id: str
+    label: str
+    kind: str
+    cohort: int
+    doses: tuple[str, ...]
+    hit_policy: str
+    window: Window | None
+    rules: tuple[Rule, ...]
+    clause: str
+
+
+@attrs.frozen
+class EarlyTermination:
+    """People may end the trial at any time, with these roles signing."""
+
+    signoff: tuple[str, ...]
+    clause: str
+    paraphrase: str
+
+
+@attrs.frozen
+class Protocol:
+    """A loaded, checked protocol. Compile it with :func:`escalation_rules.compile_protocol`.
+
+    Attributes
+    ----------
+    id, title, source : str
+        Identifier, title and where it was read from (file, folder or design name).
+    doses : tuple of Dose
+        The ladder, lowest first.
+    stages : tuple of Stage
+    start_dose, start_stage : str
+        Where the first cohort goes.
+    cap : int
+        The enrolment cap.
+    roles : tuple of str
+        The roles that may sign decisions.
+    escalation_signoff : tuple of str
+        Roles that must sign every escalation (checked by ``verify``).
+    early_termination : EarlyTermination or None
+    clauses : dict
+        Clause reference to a short description of the clause, for traceability.
+    default_policy : dict
+        Rule id to the option id taken by default at that decision point.
+    """
+
+    id: str
+    title: str
+    source: str
+    doses: tuple[Dose, ...]
+    stages: tuple[Stage, ...]
+    start_dose: str
+    start_stage: str
+    cap: int
+    roles: tuple[str, ...]
+    escalation_signoff: tuple[str, ...]
+    early_termination: EarlyTermination | None
+    clauses: Mapping[str, str]
+    default_policy: Mapping[str, str]
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def stage(self, stage_id: str) -> Stage:
+        """Return the stage with this id."""
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)
+
+    def dose_index(self, dose_id: str) -> int:
+        """0-based position of a dose on the ladder."""
+        for i, dose in enumerate(self.doses):
+            if dose.id == dose_id:
+                return i
+        raise KeyError(dose_id)
+
+    def rule(self, rule_id: str) -> Rule:
+        """Return the rule with this id."""
+        for stage in self.stages:
+            for rule in stage.rules:
+                if rule.id == rule_id:
+                    return rule
+        raise KeyError(rule_id)
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _Reader:
+    """Walks raw TOML data, collecting one problem line per mistake."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {path}: {message}")
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        kind: type | tuple[type, ...],
+        default: Any = attrs.NOTHING,
+    ) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in table:
+            if default is attrs.NOTHING:
+                self.problem(where, "missing")
+                return None
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            names = " or ".join(_type_name(k) for k in kinds)
+            self.problem(where, f"expected {names} (got {value!r})")
+            return None
+        return value
+
+    def unknown_keys(self, table: Mapping[str, Any], path: str, allowed: Iterable[str]) -> None:
+        allowed = set(allowed)
+        for key in table:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else key
+                self.problem(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+    def choice(self, value: Any, path: str, choices: Iterable[str]) -> None:
+        choices = tuple(choices)
+        if value is not None and value not in choices:
+            self.problem(path, f"expected one of {', '.join(choices)} (got {value!r})")
+
+    def guard(self, text: Any, path: str, integer: bool = False) -> Guard | None:
+        if text is None:
+            return None
+        if isinstance(text, int) and not isinstance(text, bool) and integer:
+            text = str(text)
+        if not isinstance(text, str):
+            self.problem(path, f"expected an expression string (got {text!r})")
+            return None
+        try:
+            if integer:
+                return parse_int_expression(text, GUARD_NAMES)
+            return parse_guard(text, GUARD_NAMES)
+        except GuardSyntaxError as err:
+            self.problem(path, err.message)
+            return None
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(kind, kind.__name__)
+
+
+_RULE_KEYS = ("id", "when", "action", "move", "cohort", "stage", "mtd", "close", "options",
+              "signoff", "clause", "paraphrase")
+_OPTION_KEYS = ("id", "label", "action", "move", "cohort", "stage", "mtd", "close", "signoff")
+
+
+def _read_outcome(r: _Reader, raw: Mapping[str, Any], path: str, action: str) -> Outcome:
+    move = r.get(raw, "move", path, str, "stay")
+    r.choice(move, f"{path}.move", MOVES)
+    mtd = r.get(raw, "mtd", path, str, "none")
+    r.choice(mtd, f"{path}.mtd", MTDS)
+    cohort = r.guard(raw.get("cohort"), f"{path}.cohort", integer=True)
+    stage = r.get(raw, "stage", path, str, None)
+    close = r.get(raw, "close", path, bool, False)
+    if action == "stop":
+        for key in ("move", "cohort", "stage"):
+            if key in raw:
+                r.problem(f"{path}.{key}", "not allowed with action 'stop'")
+    if action == "treat" and "mtd" in raw:
+        r.problem(f"{path}.mtd", "not allowed with action 'treat'")
+    return Outcome(action, move or "stay", cohort, stage, mtd or "none", bool(close))
+
+
+def _read_roles(r: _Reader, raw: Mapping[str, Any], path: str, roles: tuple[str, ...],
+                default: tuple[str, ...] = (), key: str = "signoff") -> tuple[str, ...]:
+    value = r.get(raw, key, path, list, list(default))
+    if value is None:
+        return ()
+    result = []
+    for i, role in enumerate(value):
+        if not isinstance(role, str):
+            r.problem(f"{path}.{key}[{i}]", f"expected a role name (got {role!r})")
+        elif role not in roles:
+            r.problem(f"{path}.{key}[{i}]",
+                      f"unknown role {role!r} (known: {', '.join(roles) or 'none; declare them in roles'})")
+        else:
+            result.append(role)
+    return tuple(result)
+
+
+def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule | None:
+    if not isinstance(raw, dict):
+        r.problem(path, f"expected a table (got {raw!r})")
+        return None
+    r.unknown_keys(raw, path, _RULE_KEYS)
+    rule_id = r.get(raw, "id", path, str)
+    when = r.guard(r.get(raw, "when", path, str), f"{path}.when")
+    action = r.get(raw, "action", path, str)
+    r.choice(action, f"{path}.action", ACTIONS)
+    signoff = _read_roles(r, raw, path, roles)
+    clause = r.get(raw, "clause", path, str)
+    paraphrase = r.get(raw, "paraphrase", path, str)
+    outcome = None
+    options: list[Option] = []
+    if action in ("treat", "stop"):
+        outcome = _read_outcome(r, raw, path, action)
+        if "options" in raw:
+            r.problem(f"{path}.options", f"only allowed with action 'decide' (got action {action!r})")
+    elif action == "decide":
+        for key in ("move", "cohort", "stage", "mtd", "close"):
+            if key in raw:
+                r.problem(f"{path}.{key}", "not allowed with action 'decide': put it on an option")
+        raw_options = r.get(raw, "options", path, list)
+        if raw_options is not None and not raw_options:
+            r.problem(f"{path}.options", "expected at least one option (got an empty list)")
+        seen: set[str] = set()
+        for j, raw_option in enumerate(raw_options or []):
+            opath = f"{path}.options[{j}]"
+            if not isinstance(raw_option, dict):
+                r.problem(opath, f"expected a table (got {raw_option!r})")
+                continue
+            r.unknown_keys(raw_option, opath, _OPTION_KEYS)
+            oid = r.get(raw_option, "id", opath, str)
+            if oid in seen:
+                r.problem(f"{opath}.id", f"duplicate option id {oid!r}")
+            seen.add(oid)
+            label = r.get(raw_option, "label", opath, str, oid or "")
+            oaction = r.get(raw_option, "action", opath, str)
+            r.choice(oaction, f"{opath}.action", ("treat", "stop"))
+            oout = _read_outcome(r, raw_option, opath, oaction or "stop")
+            osign = _read_roles(r, raw_option, opath, roles, signoff)
+            if oid is not None and oaction in ("treat", "stop"):
+                options.append(Option(oid, label or oid, oout, osign))
+    if None in (rule_id, when, action, clause, paraphrase):
+        return None
+    return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase)
+
+
+def protocol_from_mapping(data: Mapping[str, Any], source: str) -> Protocol:
+    """Build a :class:`Protocol` from already-parsed data (a TOML document as a dict).
+
+    Built-in designs use this too, so they pass the same checks as files.
+
+    Raises
+    ------
+    ProtocolError
+        With one line per problem, each naming ``source`` and the key path.
+    """
+    r = _Reader(source)
+    r.unknown_keys(data, "", ("protocol", "doses", "stages", "roles", "early_termination",
+                              "clauses", "policy", "eligibility", "dlt", "scenarios", "meta"))
+    head = r.get(data, "protocol", "", dict) or {}
+    r.unknown_keys(head, "protocol", ("id", "title", "cap", "start_dose", "start_stage",
+                                      "escalation_signoff", "description"))
+    pid = r.get(head, "id", "protocol", str)
+    title = r.get(head, "title", "protocol", str, pid or "")
+    cap = r.get(head, "cap", "protocol", int)
+    if isinstance(cap, int) and cap < 1:
+        r.problem("protocol.cap", f"expected a positive integer (got {cap})")
+
+    roles_raw = r.get(data, "roles", "", list, [])
+    roles: list[str] = []
+    for i, role in enumerate(roles_raw or []):
+        if isinstance(role, str):
+            roles.append(role)
+        else:
+            r.problem(f"roles[{i}]", f"expected a role name (got {role!r})")
+    role_tuple = tuple(roles)
+    esc_sign = _read_roles(r, head, "protocol", role_tuple, key="escalation_signoff")
+
+    doses: list[Dose] = []
+    seen_doses: set[str] = set()
+    raw_doses = r.get(data, "doses", "", list) or []
+    if not raw_doses and "doses" in data:
+        r.problem("doses", "expected at least one dose (got an empty list)")
+    for i, raw in enumerate(raw_doses):
+        path = f"doses[{i}]"
+        if not isinstance(raw, dict):
+            r.problem(path, f"expected a table (got {raw!r})")
+            continue
+        r.unknown_keys(raw, path, ("id", "label", "amount", "unit", "provisional"))
+        did = r.get(raw, "id", path, str)
+        if did in seen_doses:
+            r.problem(f"{path}.id", f"duplicate dose id {did!r}")
+        seen_doses.add(did)
+        amount = r.get(raw, "amount", path, (int, float), None)
+        dose = Dose(did or "", r.get(raw, "label", path, str, did) or "",
+                    float(amount) if amount is not None else None,
+                    r.get(raw, "unit", path, str, None),
+                    bool(r.get(raw, "provisional", path, bool, False)))
+        if did is not None:
+            doses.append(dose)
+    for i, dose in enumerate(doses):
+        if not dose.provisional and any(d.provisional for d in doses[:i]):
+            r.problem(f"doses[{i}].provisional",
+                      "a provisional dose group may only be followed by other provisional ones")
+
+    stages: list[Stage] = []
+    rule_ids: set[str] = set()
+    stage_ids: set[str] = set()
+    raw_stages = r.get(data, "stages", "", list) or []
+    for i, raw in enumerate(raw_stages):
+        path = f"stages[{i}]"
+        if not isinstance(raw, dict):
+            r.problem(path, f"expected a table (got {raw!r})")
+            continue
+        r.unknown_keys(raw, path, ("id", "label", "kind", "cohort", "doses", "hit_policy",
+                                   "window_days", "rules", "clause"))
+        sid = r.get(raw, "id", path, str)
+        if sid in stage_ids:
+            r.problem(f"{path}.id", f"duplicate stage id {sid!r}")
+        stage_ids.add(sid)
+        kind = r.get(raw, "kind", path, str, "escalation")
+        r.choice(kind, f"{path}.kind", STAGE_KINDS)
+        cohort = r.get(raw, "cohort", path, int)
+        if isinstance(cohort, int) and cohort < 1:
+            r.problem(f"{path}.cohort", f"expected a positive integer (got {cohort})")
+        sdoses = r.get(raw, "doses", path, list, [])
+        for j, did in enumerate(sdoses or []):
+            if did not in seen_doses:
+                r.problem(f"{path}.doses[{j}]", f"unknown dose {did!r} (known: {', '.join(d.id for d in doses)})")
+        policy = r.get(raw, "hit_policy", path, str, "unique")
+        r.choice(policy, f"{path}.hit_policy", HIT_POLICIES)
+        window = None
+        raw_window = r.get(raw, "window_days", path, list, None)
+        if raw_window is not None:
+            if (len(raw_window) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw_window)
+                    or not 0 < raw_window[0] <= raw_window[1]):
+                r.problem(f"{path}.window_days", f"expected [min, max] days with 0 < min <= max (got {raw_window!r})")
+            else:
+                window = Window(raw_window[0], raw_window[1])
+        rules: list[Rule] = []
+        raw_rules = r.get(raw, "rules", path, list) or []
+        if "rules" in raw and not raw_rules:
+            r.problem(f"{path}.rules", "expected at least one rule (got an empty list)")
+        for j, raw_rule in enumerate(raw_rules):
+            rule = _read_rule(r, raw_rule, f"{path}.rules[{j}]", role_tuple)
+            if rule is None:
+                continue
+            if rule.id in rule_ids:
+                r.problem(f"{path}.rules[{j}].id", f"duplicate rule id {rule.id!r}")
+            rule_ids.add(rule.id)
+            rules.append(rule)
+        stages.append(Stage(sid or "", r.get(raw, "label", path, str, sid) or "", kind or "escalation",
+                            cohort if isinstance(cohort, int) else 1, tuple(sdoses or ()),
+                            policy or "unique", window, tuple(rules), r.get(raw, "clause", path, str, "") or ""))
+
+    # cross references
+    governed: dict[str, str] = {}
+    for i, stage in enumerate(stages):
+        for did in stage.doses:
+            if did in governed:
+                r.problem(f"stages[{i}].doses", f"dose {did!r} is already governed by stage {governed[did]!r}")
+            governed[did] = stage.id
+    for dose in doses:
+        if dose.id not in governed:
+            r.problem("stages", f"no stage governs dose {dose.id!r} (list it in one stage's doses)")
+    for i, stage in enumerate(stages):
+        for j, rule in enumerate(stage.rules):
+            outcomes = [(f"stages[{i}].rules[{j}]", rule.outcome)] if rule.outcome else []
+            outcomes += [(f"stages[{i}].rules[{j}].options[{k}]", o.outcome) for k, o in enumerate(rule.options)]
+            for opath, outcome in outcomes:
+                if outcome is not None and outcome.stage is not None and outcome.stage not in stage_ids:
+                    r.problem(f"{opath}.stage", f"unknown stage {outcome.stage!r} (known: {', '.join(sorted(stage_ids))})")
+
+    start_dose = r.get(head, "start_dose", "protocol", str, doses[0].id if doses else None)
+    if start_dose is not None and start_dose not in seen_doses:
+        r.problem("protocol.start_dose", f"unknown dose {start_dose!r}")
+    start_stage = r.get(head, "start_stage", "protocol", str, governed.get(start_dose or "", None))
+    if start_stage is not None and start_stage not in stage_ids:
+        r.problem("protocol.start_stage", f"unknown stage {start_stage!r}")
+
+    early = None
+    raw_early = r.get(data, "early_termination", "", dict, None)
+    if raw_early is not None:
+        r.unknown_keys(raw_early, "early_termination", ("signoff", "clause", "paraphrase"))
+        early = EarlyTermination(
+            _read_roles(r, raw_early, "early_termination", role_tuple),
+            r.get(raw_early, "clause", "early_termination", str) or "",
+            r.get(raw_early, "paraphrase", "early_termination", str) or "",
+        )
+
+    clauses = r.get(data, "clauses", "", dict, {}) or {}
+    for key, value in clauses.items():
+        if not isinstance(value, str):
+            r.problem(f"clauses.{key}", f"expected a string (got {value!r})")
+
+    policy_raw = r.get(data, "policy", "", dict, {}) or {}
+    r.unknown_keys(policy_raw, "policy", ("default",))
+    default_policy = r.get(policy_raw, "default", "policy", dict, {}) or {}
+    for rule_id, option_id in default_policy.items():
+        try:
+            rule = next(x for s in stages for x in s.rules if x.id == rule_id)
+        except StopIteration:
+            r.problem(f"policy.default.{rule_id}", f"unknown rule {rule_id!r}")
+            continue
+        if rule.action != "decide":
+            r.problem(f"policy.default.{rule_id}", f"rule {rule_id!r} is not a decision point")
+        elif option_id not in [o.id for o in rule.options]:
+            r.problem(f"policy.default.{rule_id}",
+                      f"unknown option {option_id!r} (offered: {', '.join(o.id for o in rule.options)})")
+
+    if r.problems:
+        raise ProtocolError(r.problems)
+    extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
+    return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
+                    start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
+                    dict(default_policy), extra)
+
+
+def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Read a protocol file, or merge the TOML files of a protocol folder.
+
+    Returns the merged data and the source name used in error messages.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.toml"))
+        if not files:
+            raise ProtocolError([f"{path}: no .toml files in this folder"])
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ProtocolError([f"{path}: no such protocol file or folder"])
+    merged: dict[str, Any] = {}
+    owner: dict[str, Path] = {}
+    problems = []
+    for file in files:
+        try:
+            with file.open("rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            problems.append(f"{file}: not valid TOML: {err}")
+            continue
+        except OSError as err:
+            problems.append(f"{file}: cannot read: {err.strerror}")
+            continue
+        for key, value in data.items():
+            if key in merged:
+                problems.append(f"{file}: {key}: already declared in {owner[key]}")
+            else:
+                merged[key] = value
+                owner[key] = file
+    if problems:
+        raise ProtocolError(problems)
+    return merged, str(path)
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Load and check a protocol file or folder.
+
+    Raises
+    ------
+    ProtocolError
+        With one line per problem (file and key path).
+
+    Examples
+    --------
+    >>> load_protocol("no/such.toml")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.ProtocolError: no/such.toml: no such protocol file or folder
+    """
+    data, source = read_protocol_data(path)
+    return protocol_from_mapping(data, source)
