@@ -16,7 +16,7 @@ import attrs
 
 from .protocol import Option, Outcome, Protocol, Rule, Stage
 
-__all__ = ["State", "StepError", "initial_state", "after_cohort", "apply_outcome", "env_of", "choose"]
+__all__ = ["State", "StepError", "after_cohort", "apply_outcome", "choose", "env_of", "initial_state"]
 
 Counts = tuple[tuple[int, int], ...]
 
@@ -172,10 +172,7 @@ def apply_outcome(protocol: Protocol, state: State, outcome: Outcome, env: dict[
         stage_id = state.stage
     else:
         stage_id = _governing(protocol, target)
-    if outcome.cohort is not None:
-        cohort = outcome.cohort.evaluate(env)
-    else:
-        cohort = protocol.stage(stage_id).cohort
+    cohort = outcome.cohort.evaluate(env) if outcome.cohort is not None else protocol.stage(stage_id).cohort
     if cohort < 1:
         raise StepError(f"rule {label!r} treats a cohort of {cohort} (expected at least 1)", (label.split("/")[0],))
     if state.enrolled + cohort > protocol.cap:

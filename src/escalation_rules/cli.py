@@ -80,7 +80,8 @@ def _cmd_next(args: argparse.Namespace) -> int:
             f"{o.id} = {o.label}" + (f" (dose {o.dose}, {o.cohort_size} patients)" if o.dose else "")
             for o in decision.options))
     else:
-        print(f"stop: MTD {'not determined' if decision.mtd is None else f'dose {decision.mtd} ({decision.mtd_label})'}")
+        mtd = "not determined" if decision.mtd is None else f"dose {decision.mtd} ({decision.mtd_label})"
+        print(f"stop: MTD {mtd}")
     if decision.signoff:
         print(f"sign-off: {', '.join(decision.signoff)}")
     print(f"rule: {decision.rule} [{decision.clause}]")

@@ -174,7 +174,8 @@ class _Run:
             if option is None:
                 offered = ", ".join(o.id for o in rule.options)
                 raise HistoryError(
-                    f"cohort {index} ([{entry.option}]): rule {rule.id!r} offers {offered} (got {entry.option!r})", index)
+                    f"cohort {index} ([{entry.option}]): rule {rule.id!r} offers {offered} (got {entry.option!r})",
+                    index)
             self.check_signoff(entry, option.signoff, index)
             self.state = self.apply(state, option, index)
             self.entries.append(entry)
@@ -274,7 +275,7 @@ class _Run:
         outcomes = [self.step(state, t + u) for u in range(state.cohort - m + 1)]
         views = {_signature(self.p, nxt) for _, nxt in outcomes}
         if len(views) == 1:
-            rule, nxt = outcomes[0]
+            _rule, nxt = outcomes[0]
             counts = list(nxt.counts)
             before = state.counts[state.dose]
             counts[state.dose] = (before[0] + m, before[1] + t)
@@ -426,9 +427,9 @@ def decide(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]
     >>> d = decide(nct, "1N 2N")
     >>> d.action, d.dose, d.cohort_size
     ('treat', 2, 2)
-    >>> decide(nct, "1N 3NNN")
+    >>> decide(nct, "1N 3NNN")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    escalation_rules.errors.HistoryError: cohort 2 ('3NNN'): at the decision point of rule 'at-pass-one' (Description ¶1) the options are escalate (dose 2), terminate (stop); none treats at dose 3
+    escalation_rules.errors.HistoryError: cohort 2 ('3NNN'): ... none treats at dose 3
     """
     return replay(protocol, history)[1]

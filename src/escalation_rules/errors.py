@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "CompileError",
     "EscalationRulesError",
     "GuardSyntaxError",
-    "ProtocolError",
-    "CompileError",
     "HistoryError",
+    "ProtocolError",
 ]
 
 

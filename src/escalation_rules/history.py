@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
 from .errors import HistoryError
 
-__all__ = ["Cohort", "Choice", "Entry", "format_history", "parse_history_json", "parse_outcomes"]
+__all__ = ["Choice", "Cohort", "Entry", "format_history", "parse_history_json", "parse_outcomes"]
 
 
 @attrs.frozen
@@ -64,7 +64,7 @@ class Choice:
         return f"[{self.option}]"
 
 
-Entry = Union[Cohort, Choice]
+Entry = Cohort | Choice
 
 _TOKEN = re.compile(r"\s*(?:(?P<cohort>(?P<dose>\d+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+))")
 
@@ -142,7 +142,8 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
         if "decision" in raw:
             unknown = set(raw) - {"decision", "signoff", "note"}
             if unknown:
-                raise HistoryError(f"{where}.{sorted(unknown)[0]}: unknown key (expected decision, signoff, note)", index)
+                key = sorted(unknown)[0]
+                raise HistoryError(f"{where}.{key}: unknown key (expected decision, signoff, note)", index)
             option = raw["decision"]
             if not isinstance(option, str) or not option:
                 raise HistoryError(f"{where}.decision: expected an option id (got {option!r})", index)

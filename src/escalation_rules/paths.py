@@ -67,7 +67,8 @@ def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
             rest = "N" * ((decision.cohort_size or 0) - u) + "T" * u
             step = f"{decision.dose}{seen}{rest}"
             child_hist = f"{prefix} {step}".strip()
-            root["children"].append({"step": f"{decision.dose}{rest}", "node": _expand_history(p, child_hist, budget, max_depth, 1)})
+            node = _expand_history(p, child_hist, budget, max_depth, 1)
+            root["children"].append({"step": f"{decision.dose}{rest}", "node": node})
         return root
     root["children"] = _children(p, state, entries, budget, max_depth, 0)
     return root

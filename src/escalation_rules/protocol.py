@@ -331,10 +331,7 @@ class _Reader:
             return default
         value = table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
+        ok = False if isinstance(value, bool) and bool not in kinds else isinstance(value, kinds)
         if not ok:
             names = " or ".join(_type_name(k) for k in kinds)
             self.problem(where, f"expected {names} (got {value!r})")
@@ -457,7 +454,7 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
             osign = _read_roles(r, raw_option, opath, roles, signoff)
             if oid is not None and oaction in ("treat", "stop"):
                 options.append(Option(oid, label or oid, oout, osign))
-    if None in (rule_id, when, action, clause, paraphrase):
+    if rule_id is None or when is None or action is None or clause is None or paraphrase is None:
         return None
     return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase)
 
@@ -587,12 +584,13 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str) -> Protocol:
             outcomes += [(f"stages[{i}].rules[{j}].options[{k}]", o.outcome) for k, o in enumerate(rule.options)]
             for opath, outcome in outcomes:
                 if outcome is not None and outcome.stage is not None and outcome.stage not in stage_ids:
-                    r.problem(f"{opath}.stage", f"unknown stage {outcome.stage!r} (known: {', '.join(sorted(stage_ids))})")
+                    known = ", ".join(sorted(stage_ids))
+                    r.problem(f"{opath}.stage", f"unknown stage {outcome.stage!r} (known: {known})")
 
     start_dose = r.get(head, "start_dose", "protocol", str, doses[0].id if doses else None)
     if start_dose is not None and start_dose not in seen_doses:
         r.problem("protocol.start_dose", f"unknown dose {start_dose!r}")
-    start_stage = r.get(head, "start_stage", "protocol", str, governed.get(start_dose or "", None))
+    start_stage = r.get(head, "start_stage", "protocol", str, governed.get(start_dose or ""))
     if start_stage is not None and start_stage not in stage_ids:
         r.problem("protocol.start_stage", f"unknown stage {start_stage!r}")
 

@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -216,7 +217,7 @@ class _Checker:
             if a.phase != "treat":
                 continue
             by_dlts = sorted(((d["dlts"], b, d) for _, b, d in self.g.out_edges(a, data=True)), key=lambda x: x[0])
-            for (t0, b0, _d0), (t1, b1, d1) in zip(by_dlts, by_dlts[1:], strict=False):
+            for (t0, b0, _d0), (t1, b1, d1) in itertools.pairwise(by_dlts):
                 l0, l1 = _level(self.g, b0), _level(self.g, b1)
                 if l1 > l0:
                     yield (a, b1, d1), (f"{t1} DLT leads to level {l1 + 1} but {t0} DLT leads to level {l0 + 1}")
@@ -233,10 +234,7 @@ class _Checker:
 
     def check_signoff(self) -> Iterator[tuple[Any, str] | None]:
         for a, b, data in self.escalations():
-            if data["kind"] == "option":
-                roles = set(data.get("signoff", ()))
-            else:
-                roles = set(self.p.rule(data["rule"]).signoff)
+            roles = set(data.get("signoff", ())) if data["kind"] == "option" else set(self.p.rule(data["rule"]).signoff)
             missing = self.required - roles
             yield ((a, b, data), f"escalation by rule {data['rule']!r} lacks sign-off by "
                                  f"{', '.join(sorted(missing))}") if missing else None
