@@ -86,7 +86,10 @@ def protocol_text(compiled: CompiledProtocol) -> str:
     for d in s["doses"]:
         lines.append(f"  {d['level']}. {d['label']}{' (provisional)' if d['provisional'] else ''}")
     for st in s["stages"]:
-        window = f", DLT window {st['window_days'][0]}-{st['window_days'][1]} days" if st["window_days"] else ""
+        window = ""
+        if st["window_days"]:
+            low, high = st["window_days"]
+            window = f", DLT window {low} days" if low == high else f", DLT window {low}-{high} days"
         lines.append("")
         lines.append(f"stage {st['id']} ({st['kind']}): {st['label']}")
         lines.append(f"  first cohort {st['cohort']}, hit policy {st['hit_policy']}{window}")
