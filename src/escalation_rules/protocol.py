@@ -278,6 +278,17 @@ class Protocol:
     clauses: Mapping[str, str]
     default_policy: Mapping[str, str]
     extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    files: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def key_source(self, key: str) -> str:
+        """The file that declared a top-level key (for error messages), else :attr:`source`.
+
+        Examples
+        --------
+        >>> load_protocol("spec/nct07117175").key_source("doses")
+        'spec/nct07117175/protocol.toml'
+        """
+        return self.files.get(key, self.source)
 
     def stage(self, stage_id: str) -> Stage:
         """Return the stage with this id."""
@@ -308,12 +319,14 @@ class Protocol:
 class _Reader:
     """Walks raw TOML data, collecting one problem line per mistake."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, owners: Mapping[str, str] | None = None) -> None:
         self.source = source
+        self.owners = owners or {}
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {path}: {message}")
+        top = path.split(".")[0].split("[")[0]
+        self.problems.append(f"{self.owners.get(top, self.source)}: {path}: {message}")
 
     def get(
         self,
@@ -459,17 +472,19 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
     return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase)
 
 
-def protocol_from_mapping(data: Mapping[str, Any], source: str) -> Protocol:
+def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[str, str] | None = None) -> Protocol:
     """Build a :class:`Protocol` from already-parsed data (a TOML document as a dict).
 
     Built-in designs use this too, so they pass the same checks as files.
+    ``owners`` maps a top-level key to the file it came from (for a folder),
+    so each problem names the file that holds it.
 
     Raises
     ------
     ProtocolError
         With one line per problem, each naming ``source`` and the key path.
     """
-    r = _Reader(source)
+    r = _Reader(source, owners)
     r.unknown_keys(data, "", ("protocol", "doses", "stages", "roles", "early_termination",
                               "clauses", "policy", "eligibility", "dlt", "scenarios", "meta"))
     head = r.get(data, "protocol", "", dict) or {}
@@ -629,13 +644,14 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str) -> Protocol:
     extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
     return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
                     start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
-                    dict(default_policy), extra)
+                    dict(default_policy), extra, dict(owners or {}))
 
 
-def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str]:
+def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str, str]]:
     """Read a protocol file, or merge the TOML files of a protocol folder.
 
-    Returns the merged data and the source name used in error messages.
+    Returns the merged data, the source name used in error messages, and the
+    file each top-level key came from.
     """
     path = Path(path)
     if path.is_dir():
@@ -667,7 +683,7 @@ def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str]:
                 owner[key] = file
     if problems:
         raise ProtocolError(problems)
-    return merged, str(path)
+    return merged, str(path), {key: str(file) for key, file in owner.items()}
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -685,5 +701,5 @@ def load_protocol(path: str | Path) -> Protocol:
     ...
     escalation_rules.errors.ProtocolError: no/such.toml: no such protocol file or folder
     """
-    data, source = read_protocol_data(path)
-    return protocol_from_mapping(data, source)
+    data, source, owners = read_protocol_data(path)
+    return protocol_from_mapping(data, source, owners)
