@@ -63,6 +63,7 @@ def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
                 "options": [{"id": o.id, "label": o.label, "does": outcome_text(o.outcome),
                              "signoff": list(o.signoff)} for o in r.options],
                 "signoff": list(r.signoff), "clause": r.clause, "paraphrase": r.paraphrase,
+                "window_days": [r.window.min_days, r.window.max_days] if r.window else None,
             } for r in s.rules],
         } for s in p.stages],
         "early_termination": None if p.early_termination is None else {

@@ -76,6 +76,12 @@ class Decision:
         remaining patients leads to this same decision.
     history : str
         The history decided on, as a normalised outcome string.
+    window_days : tuple of int or None
+        For ``treat``: the DLT observation window (min, max days) of the
+        stage the next patients are treated in, when the protocol declares one.
+    early_termination : tuple of str or None
+        While the trial runs and the protocol allows ending it at any time by
+        decision (``[terminate]``): the roles that must sign that.
     """
 
     action: str
@@ -92,6 +98,8 @@ class Decision:
     history: str
     dose_label: str | None = None
     mtd_label: str | None = None
+    window_days: tuple[int, int] | None = None
+    early_termination: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of ``escalation-rules next --json``."""
@@ -110,6 +118,8 @@ class Decision:
             "stage": self.stage,
             "determined_early": self.determined_early,
             "history": self.history,
+            "window_days": list(self.window_days) if self.window_days else None,
+            "early_termination": list(self.early_termination) if self.early_termination is not None else None,
         }
 
 
@@ -364,6 +374,18 @@ def _signature(protocol: Protocol, state: State) -> tuple[Any, ...]:
     return ("treat", state.dose, state.cohort, state.stage)
 
 
+def _with_context(protocol: Protocol, state: State, decision: Decision) -> Decision:
+    """Add what the protocol says around a decision: DLT window, early termination."""
+    window = None
+    if decision.action == "treat":
+        rule, _ = _rule_of(protocol, state.rule)
+        chosen = rule.window if rule is not None and rule.window is not None else protocol.stage(state.stage).window
+        window = (chosen.min_days, chosen.max_days) if chosen else None
+    et = protocol.early_termination
+    early = et.signoff if et is not None and decision.action != "stop" else None
+    return attrs.evolve(decision, window_days=window, early_termination=early)
+
+
 def replay(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]) -> tuple[State, Decision]:
     """Walk a history; return the final state and the decision (used by ``paths``)."""
     p = _protocol_of(protocol)
@@ -384,9 +406,9 @@ def replay(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]
     if run.partial:
         pending = run.resolve_partial(None, len(entries))
         if pending is not None:
-            return run.state, pending
+            return run.state, _with_context(p, run.state, pending)
         determined_early = True
-    return run.state, run.decision(determined_early)
+    return run.state, _with_context(p, run.state, run.decision(determined_early))
 
 
 def decision_at(protocol: Protocol, state: State, entries: Sequence[Entry]) -> Decision:
@@ -394,7 +416,7 @@ def decision_at(protocol: Protocol, state: State, entries: Sequence[Entry]) -> D
     run = _Run(protocol)
     run.state = state
     run.entries = list(entries)
-    return run.decision(False)
+    return _with_context(protocol, state, run.decision(False))
 
 
 def decide(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry] = "") -> Decision:

@@ -186,6 +186,9 @@ class Rule:
         The protocol clause it encodes (section and paragraph).
     paraphrase : str
         What the clause says, in our words.
+    window : Window or None
+        A DLT observation window for the patients this row (or its options)
+        sends to treatment, when it differs from the stage's.
     """
 
     id: str
@@ -196,6 +199,7 @@ class Rule:
     signoff: tuple[str, ...]
     clause: str
     paraphrase: str
+    window: Window | None = None
 
 
 @attrs.frozen
@@ -386,7 +390,7 @@ def _type_name(kind: type) -> str:
 
 
 _RULE_KEYS = ("id", "when", "action", "move", "cohort", "stage", "mtd", "close", "options",
-              "signoff", "clause", "paraphrase")
+              "signoff", "clause", "paraphrase", "window_days")
 _OPTION_KEYS = ("id", "label", "action", "move", "cohort", "stage", "mtd", "close", "signoff")
 
 
@@ -467,9 +471,21 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
             osign = _read_roles(r, raw_option, opath, roles, signoff)
             if oid is not None and oaction in ("treat", "stop"):
                 options.append(Option(oid, label or oid, oout, osign))
+    window = _read_window(r, raw, path)
     if rule_id is None or when is None or action is None or clause is None or paraphrase is None:
         return None
-    return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase)
+    return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase, window)
+
+
+def _read_window(r: _Reader, raw: Mapping[str, Any], path: str) -> Window | None:
+    value = r.get(raw, "window_days", path, list, None)
+    if value is None:
+        return None
+    if (len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+            or not 0 < value[0] <= value[1]):
+        r.problem(f"{path}.window_days", f"expected [min, max] days with 0 < min <= max (got {value!r})")
+        return None
+    return Window(value[0], value[1])
 
 
 def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[str, str] | None = None) -> Protocol:
@@ -559,14 +575,7 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
                 r.problem(f"{path}.doses[{j}]", f"unknown dose {did!r} (known: {', '.join(d.id for d in doses)})")
         policy = r.get(raw, "hit_policy", path, str, "unique")
         r.choice(policy, f"{path}.hit_policy", HIT_POLICIES)
-        window = None
-        raw_window = r.get(raw, "window_days", path, list, None)
-        if raw_window is not None:
-            if (len(raw_window) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw_window)
-                    or not 0 < raw_window[0] <= raw_window[1]):
-                r.problem(f"{path}.window_days", f"expected [min, max] days with 0 < min <= max (got {raw_window!r})")
-            else:
-                window = Window(raw_window[0], raw_window[1])
+        window = _read_window(r, raw, path)
         rules: list[Rule] = []
         raw_rules = r.get(raw, "rules", path, list) or []
         if "rules" in raw and not raw_rules:
