@@ -1,0 +1,958 @@
+"""The audit document of a protocol, generated from the same data the engine runs.
+
+Everything here is neutral of Sphinx: it turns a compiled protocol into
+
+* a condensed state diagram (:func:`condensed_diagram`), one node per
+  (stage, dose, kind of state) and per decision point, with edges labelled by
+  the rule and guard (or the option and who signs), rendered to Graphviz DOT
+  (:func:`diagram_dot`) and SVG (:func:`render_svg`);
+* the results of the conformance vectors that target the protocol
+  (:func:`run_vectors`) and a traceability matrix from clauses to rules to
+  vectors (:func:`traceability`);
+* reStructuredText for each section of the audit page (:func:`audit_rst`),
+  written for a reader who does not know Python.
+
+The Sphinx extension :mod:`escalation_rules.sphinx` parses that text into the
+page, so a change to a rule in a protocol file changes the page.
+
+Examples
+--------
+>>> from escalation_rules import builtin_design, compile_protocol
+>>> compiled = compile_protocol(builtin_design("3+3-escalate-only", doses=2))
+>>> diagram = condensed_diagram(compiled)
+>>> [n.label.splitlines()[0] for n in diagram.nodes][:2]
+['Treat at dose 1', 'Treat at dose 2']
+>>> "esc-one-of-three" in diagram_dot(diagram)
+True
+>>> print(audit_rst(AuditContext.build(compiled), ["overview"]).splitlines()[0])
+Overview
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import textwrap
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import __version__
+from ._machine import State
+from .describe import outcome_text, rule_text
+from .designs import DESIGNS
+from .engine import decide
+from .errors import EscalationRulesError
+from .graph import CompiledProtocol
+from .history import parse_history_json
+from .protocol import Protocol
+from .verify import VerificationReport, verify
+
+__all__ = [
+    "SECTIONS",
+    "AuditContext",
+    "DiagramEdge",
+    "DiagramNode",
+    "RenderError",
+    "StateDiagram",
+    "TraceRow",
+    "VectorResult",
+    "audit_rst",
+    "condensed_diagram",
+    "diagram_dot",
+    "find_vectors_dir",
+    "render_svg",
+    "run_vectors",
+    "traceability",
+]
+
+#: The sections of an audit page, in order, with their headings.
+SECTIONS: dict[str, str] = {
+    "overview": "Overview",
+    "tables": "Decision tables",
+    "diagram": "State graph",
+    "decisions": "Decision points and sign-off",
+    "eligibility": "Eligibility criteria",
+    "dlt": "Definition of a dose-limiting toxicity",
+    "verification": "Verification report",
+    "traceability": "Traceability matrix",
+    "oc": "Operating characteristics",
+}
+
+
+class RenderError(EscalationRulesError):
+    """A diagram could not be rendered (Graphviz missing or failing)."""
+
+
+# ------------------------------------------------------------------ diagram
+
+
+@attrs.frozen
+class DiagramNode:
+    """One box of the condensed diagram: many concrete states of the graph.
+
+    Attributes
+    ----------
+    id : str
+        ``treat:STAGE:DOSE``, ``decide:STAGE:DOSE:RULE`` or ``stop:MTD``.
+    kind : str
+        ``"treat"``, ``"decide"`` or ``"stop"``.
+    label : str
+        Text shown in the box (lines separated by newlines).
+    stage : str or None
+        Stage id (None for stops, which are shared by all stages).
+    dose : int or None
+        1-based dose level (for a stop: the MTD, or None for none).
+    rule : str or None
+        The decision point's rule id.
+    states : int
+        How many states of the full graph the box stands for.
+    """
+
+    id: str
+    kind: str
+    label: str
+    stage: str | None
+    dose: int | None
+    rule: str | None
+    states: int
+
+
+@attrs.frozen
+class DiagramEdge:
+    """One arrow of the condensed diagram: every transition with the same rule (or option) between two boxes.
+
+    Attributes
+    ----------
+    move : str
+        ``"escalate"`` (to a higher dose), ``"de-escalate"``, ``"same"``
+        (same dose) or ``"stop"``.
+    transitions : int
+        How many transitions of the full graph the arrow stands for.
+    """
+
+    source: str
+    target: str
+    kind: str
+    rule: str
+    option: str | None
+    guard: str
+    signoff: tuple[str, ...]
+    move: str
+    transitions: int
+
+    @property
+    def label(self) -> str:
+        """The text written on the arrow."""
+        if self.kind == "option":
+            sign = f"\nsigned by {' + '.join(self.signoff)}" if self.signoff else ""
+            return f"choose [{self.option}]{sign}"
+        return f"{self.rule}\n" + "\n".join(textwrap.wrap(self.guard, 34))
+
+
+@attrs.frozen
+class StateDiagram:
+    """The condensed state diagram of a compiled protocol."""
+
+    protocol: str
+    title: str
+    nodes: tuple[DiagramNode, ...]
+    edges: tuple[DiagramEdge, ...]
+    stages: tuple[tuple[str, str], ...]
+    states: int
+    transitions: int
+
+
+def _node_key(state: State) -> tuple[str, str | None, int | None, str | None]:
+    if state.phase == "stop":
+        return "stop", None, None if state.mtd is None else state.mtd + 1, None
+    if state.phase == "decide":
+        return "decide", state.stage, state.dose + 1, state.rule
+    return "treat", state.stage, state.dose + 1, None
+
+
+def _node_id(key: tuple[str, str | None, int | None, str | None]) -> str:
+    kind, stage, dose, rule = key
+    if kind == "stop":
+        return f"stop:{'none' if dose is None else dose}"
+    if kind == "decide":
+        return f"decide:{stage}:{dose}:{rule}"
+    return f"treat:{stage}:{dose}"
+
+
+def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
+    """Condense the state graph into one box per (stage, dose, kind) and per decision point.
+
+    Treat states merge by stage and dose, decide states by stage, dose and
+    rule, stops by the MTD they declare.  Arrows merge transitions between
+    the same boxes by the same rule (outcomes) or option (decisions).
+
+    Examples
+    --------
+    >>> from escalation_rules import compile_protocol, load_protocol
+    >>> d = condensed_diagram(compile_protocol(load_protocol("spec/nct07117175")))
+    >>> sum(n.states for n in d.nodes) == d.states
+    True
+    >>> [e.option for e in d.edges if e.rule == "top-pass" and e.kind == "option"]
+    ['add-group', 'fill', 'terminate']
+    """
+    p = compiled.protocol
+    g = compiled.graph
+    node_states: Counter[tuple[str, str | None, int | None, str | None]] = Counter()
+    cohorts: dict[tuple[str, str | None, int | None, str | None], set[int]] = defaultdict(set)
+    for state in g:
+        key = _node_key(state)
+        node_states[key] += 1
+        if state.phase == "treat":
+            cohorts[key].add(state.cohort)
+    edge_count: Counter[tuple[Any, ...]] = Counter()
+    edge_data: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for a, b, data in g.edges(data=True):
+        ka, kb = _node_key(a), _node_key(b)
+        if b.phase == "stop":
+            move = "stop"
+        elif b.dose > a.dose:
+            move = "escalate"
+        elif b.dose < a.dose:
+            move = "de-escalate"
+        else:
+            move = "same"
+        ekey = (ka, kb, data["kind"], data["rule"], data.get("option"), move)
+        edge_count[ekey] += 1
+        edge_data[ekey] = data
+    stage_order = {s.id: i for i, s in enumerate(p.stages)}
+
+    def order(key: tuple[str, str | None, int | None, str | None]) -> tuple[Any, ...]:
+        kind, stage, dose, rule = key
+        rank = {"treat": 0, "decide": 1, "stop": 2}[kind]
+        if kind == "stop":
+            return (len(stage_order), 0, -1 if dose is None else dose, rank, "")
+        return (stage_order[stage or ""], dose or 0, rank, _rule_order(p, rule))
+
+    nodes = []
+    for key in sorted(node_states, key=order):
+        kind, stage, dose, rule = key
+        if kind == "stop":
+            label = "Stop: no MTD declared" if dose is None else f"Stop: MTD = dose {dose}\n{p.doses[dose - 1].label}"
+        elif kind == "decide":
+            r = p.rule(rule or "")
+            sign = f"\nsigned by {' + '.join(r.signoff)}" if r.signoff else ""
+            label = f"Decision point\n{rule} (dose {dose}){sign}"
+        else:
+            sizes = ", ".join(str(c) for c in sorted(cohorts[key]))
+            label = f"Treat at dose {dose}\n{p.doses[(dose or 1) - 1].label}\ncohort size {sizes}"
+        nodes.append(DiagramNode(_node_id(key), kind, label, stage, dose, rule, node_states[key]))
+    edges = []
+    for ekey in sorted(edge_count, key=lambda k: (order(k[0]), order(k[1]), k[2], k[3], str(k[4]))):
+        ka, kb, kind, rule, option, move = ekey
+        data = edge_data[ekey]
+        if kind == "option":
+            signoff = tuple(data.get("signoff", ()))
+        else:
+            signoff = tuple(p.rule(rule).signoff) if rule in _rule_ids(p) else ()
+        edges.append(DiagramEdge(_node_id(ka), _node_id(kb), kind, str(rule), option, data["guard"], signoff, move,
+                                 edge_count[ekey]))
+    return StateDiagram(p.id, p.title, tuple(nodes), tuple(edges),
+                        tuple((s.id, s.label) for s in p.stages),
+                        g.number_of_nodes(), g.number_of_edges())
+
+
+def _rule_ids(p: Protocol) -> set[str]:
+    return {r.id for s in p.stages for r in s.rules}
+
+
+def _rule_order(p: Protocol, rule: str | None) -> int:
+    for i, r in enumerate(r for s in p.stages for r in s.rules):
+        if r.id == rule:
+            return i
+    return -1
+
+
+def _dot_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+_FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6"}
+_SHAPE = {"treat": "box", "decide": "hexagon", "stop": "box"}
+_COLOUR = {"escalate": "#1b7837", "de-escalate": "#b2182b", "same": "#2b2b2b", "stop": "#6b6b6b"}
+
+
+def diagram_dot(diagram: StateDiagram) -> str:
+    """The diagram as Graphviz DOT text: stages as clusters, stops at the bottom.
+
+    Arrows are green when they escalate, red when they de-escalate, grey
+    when they stop; choices people make are dashed.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design, compile_protocol
+    >>> dot = diagram_dot(condensed_diagram(compile_protocol(builtin_design("3+3-escalate-only", doses=1))))
+    >>> dot.splitlines()[0]
+    'digraph protocol {'
+    """
+    lines = [
+        "digraph protocol {",
+        '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.35, ranksep=0.55, '
+        f"tooltip={_dot_string(diagram.title)}];",
+        '  node [fontname="Helvetica", fontsize=10, style="rounded,filled", penwidth=1.2];',
+        '  edge [fontname="Helvetica", fontsize=8, arrowsize=0.7];',
+    ]
+    by_stage: dict[str | None, list[DiagramNode]] = defaultdict(list)
+    for node in diagram.nodes:
+        by_stage[node.stage].append(node)
+
+    def node_line(node: DiagramNode, indent: str) -> str:
+        tip = f"{node.states} state(s) of the full graph"
+        return (f"{indent}{_dot_string(node.id)} [label={_dot_string(node.label)}, shape={_SHAPE[node.kind]}, "
+                f"fillcolor={_dot_string(_FILL[node.kind])}, tooltip={_dot_string(tip)}];")
+
+    for i, (stage_id, stage_label) in enumerate(diagram.stages):
+        if not by_stage.get(stage_id):
+            continue
+        lines.append(f"  subgraph cluster_{i} {{")
+        lines.append(f"    label={_dot_string(f'Stage {stage_id}: {stage_label}')}; style=\"rounded,dashed\"; "
+                     'color="#8c8c8c"; fontsize=11; labeljust=l;')
+        lines.extend(node_line(n, "    ") for n in by_stage[stage_id])
+        lines.append("  }")
+    stops = by_stage.get(None, [])
+    if stops:
+        lines.append("  { rank=sink;")
+        lines.extend(node_line(n, "    ") for n in stops)
+        lines.append("  }")
+    for e in diagram.edges:
+        style = "dashed" if e.kind == "option" else "solid"
+        tip = f"{e.rule}: {e.guard} ({e.transitions} transition(s))"
+        lines.append(f"  {_dot_string(e.source)} -> {_dot_string(e.target)} [label={_dot_string(e.label)}, "
+                     f"color={_dot_string(_COLOUR[e.move])}, fontcolor={_dot_string(_COLOUR[e.move])}, "
+                     f"style={style}, tooltip={_dot_string(tip)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_svg(dot: str, program: str = "dot") -> str:
+    """Render DOT text to an SVG element with Graphviz (no network; the ``dot`` program must be installed).
+
+    The XML prologue is dropped so the SVG can be inlined in a page.
+
+    Raises
+    ------
+    RenderError
+        When Graphviz is not installed or refuses the input.
+    """
+    exe = shutil.which(program)
+    if exe is None:
+        raise RenderError(f"graphviz: the {program!r} program was not found; install Graphviz "
+                          "(Debian: apt-get install graphviz)")
+    try:
+        done = subprocess.run([exe, "-Tsvg"], input=dot.encode("utf-8"), capture_output=True, timeout=60,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"graphviz: {program} took longer than 60 s") from None
+    if done.returncode != 0:
+        first = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RenderError(f"graphviz: {program} failed: {first[0] if first else 'no message'}")
+    svg = done.stdout.decode("utf-8")
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg
+
+
+# ------------------------------------------------------------------ vectors
+
+
+@attrs.frozen
+class VectorResult:
+    """One conformance vector run against the protocol.
+
+    Attributes
+    ----------
+    file : str
+        The vector file's name.
+    description : str
+        The test's description.
+    clause : str or None
+        The clause the test cites.
+    history : str
+        The history, as written in the file (JSON lists are shown as JSON).
+    rule : str or None
+        The rule that decided (the part before ``/`` for a choice); None for
+        an error vector.
+    ok : bool
+        True when the engine gives what the vector pins.
+    detail : str
+        What differed, or what was checked.
+    """
+
+    file: str
+    description: str
+    clause: str | None
+    history: str
+    rule: str | None
+    ok: bool
+    detail: str
+
+
+def find_vectors_dir(spec_path: Path) -> Path | None:
+    """The ``vectors`` folder beside a protocol file or folder, if there is one.
+
+    Examples
+    --------
+    >>> find_vectors_dir(Path("spec/nct07117175")) in (None, Path("spec/vectors"))
+    True
+    """
+    for candidate in (spec_path.parent / "vectors", spec_path.parent.parent / "spec" / "vectors"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _targets(vector: Mapping[str, Any], protocol: Protocol, spec_path: Path | None, root: Path) -> bool:
+    design = vector.get("design")
+    if not isinstance(design, str):
+        return False
+    if design in DESIGNS:
+        return protocol.source == design and vector.get("doses") == len(protocol.doses)
+    if spec_path is None:
+        return False
+    target = root / design
+    if not target.exists() and target.suffix == ".toml":
+        target = target.with_suffix("")
+    mine = spec_path
+    if not mine.exists() and mine.suffix == ".toml":
+        mine = mine.with_suffix("")
+    try:
+        return target.resolve() == mine.resolve()
+    except OSError:  # pragma: no cover - unreadable path
+        return False
+
+
+def run_vectors(protocol: Protocol, vectors_dir: Path | None, spec_path: Path | None = None) -> list[VectorResult]:
+    """Run every vector of ``vectors_dir/*.json`` whose ``design`` is this protocol.
+
+    A vector's ``design`` path is read relative to the folder that holds
+    ``spec/`` (two levels above ``spec/vectors``).  Files that are not valid
+    vector files are reported as failed results rather than raised, so the
+    page shows them.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> run_vectors(builtin_design("3+3-deescalate", doses=3), None)
+    []
+    """
+    if vectors_dir is None or not vectors_dir.is_dir():
+        return []
+    root = vectors_dir.parent.parent
+    results: list[VectorResult] = []
+    for path in sorted(vectors_dir.glob("*.json")):
+        if path.name == "schema.json":
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            results.append(VectorResult(path.name, "(unreadable file)", None, "", None, False, str(err)))
+            continue
+        if not isinstance(data, dict) or not _targets(data, protocol, spec_path, root):
+            continue
+        for test in data.get("tests", []):
+            if isinstance(test, dict):
+                results.append(_run_one(protocol, path.name, test))
+    return results
+
+
+def _run_one(protocol: Protocol, file: str, test: Mapping[str, Any]) -> VectorResult:
+    description = str(test.get("description", ""))
+    clause = test.get("clause") if isinstance(test.get("clause"), str) else None
+    raw = test.get("history", "")
+    shown = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
+    try:
+        history: Any = raw if isinstance(raw, str) else parse_history_json(json.dumps(raw), file)
+        decision = decide(protocol, history)
+    except EscalationRulesError as err:
+        want = test.get("error")
+        if not isinstance(want, dict):
+            return VectorResult(file, description, clause, shown, None, False, f"refused: {err}")
+        cohort = getattr(err, "cohort", None)
+        problems = []
+        if "cohort" in want and want["cohort"] != cohort:
+            problems.append(f"cohort {cohort} (expected {want['cohort']})")
+        if "contains" in want and str(want["contains"]) not in str(err):
+            problems.append(f"message lacks {want['contains']!r}")
+        ok = not problems
+        return VectorResult(file, description, clause, shown, None, ok,
+                            "refused as expected" if ok else "refused, but " + "; ".join(problems))
+    rule = decision.rule.split("/")[0]
+    if "error" in test:
+        return VectorResult(file, description, clause, shown, rule, False, "expected a refusal; got a decision")
+    got = decision.to_dict() | {"options": [o.id for o in decision.options]}
+    expected = test.get("expected", {})
+    problems = [f"{key} = {got.get(key)!r} (expected {value!r})"
+                for key, value in (expected.items() if isinstance(expected, dict) else ())
+                if (list(got.get(key) or []) if key in ("options", "signoff") else got.get(key)) != value]
+    return VectorResult(file, description, clause, shown, rule, not problems,
+                        "; ".join(problems) if problems else "decision as pinned")
+
+
+# ------------------------------------------------------------------ traceability
+
+
+@attrs.frozen
+class TraceRow:
+    """One clause of the protocol, what encodes it and what tests it."""
+
+    clause: str
+    summary: str
+    rules: tuple[str, ...]
+    other: tuple[str, ...]
+    vectors: tuple[str, ...]
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """``"no rule"`` when nothing encodes the clause; ``"no vector"`` when nothing tests it."""
+        flags = []
+        if not self.rules and not self.other:
+            flags.append("no rule")
+        if not self.vectors:
+            flags.append("no vector")
+        return tuple(flags)
+
+
+def _clauses_in(data: Any, where: str) -> Iterable[tuple[str, str]]:
+    if isinstance(data, Mapping):
+        clause = data.get("clause")
+        if isinstance(clause, str):
+            yield clause, f"{where} {data.get('id', '')}".strip()
+        for value in data.values():
+            if isinstance(value, Mapping | list):
+                yield from _clauses_in(value, where)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _clauses_in(item, where)
+
+
+def traceability(protocol: Protocol, results: Sequence[VectorResult]) -> tuple[list[TraceRow], list[str]]:
+    """Clause → rules → vectors; and the rules no vector exercises.
+
+    A vector tests a rule when the engine decides by that rule on the vector's
+    history; it tests a clause when it cites the clause or tests one of the
+    clause's rules.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> rows, untested = traceability(load_protocol("spec/nct07117175"), [])
+    >>> rows[0].clause, rows[0].rules, rows[0].flags
+    ('Full description ¶1', ('at-pass-one', 'at-first-dlt', 'at-pass-three', 'at-too-toxic'), ('no vector',))
+    """
+    rules_of: dict[str, list[str]] = defaultdict(list)
+    other_of: dict[str, list[str]] = defaultdict(list)
+    for stage in protocol.stages:
+        other_of[stage.clause].append(f"stage {stage.id}")
+        for rule in stage.rules:
+            rules_of[rule.clause].append(rule.id)
+    if protocol.early_termination is not None:
+        other_of[protocol.early_termination.clause].append("early termination")
+    for key in ("eligibility", "dlt"):
+        for clause, what in _clauses_in(protocol.extra.get(key), key):
+            other_of[clause].append(what)
+    clauses = list(protocol.clauses)
+    for clause in [*rules_of, *other_of]:
+        if clause not in clauses:
+            clauses.append(clause)
+    tested_rules: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        if r.rule is not None:
+            tested_rules[r.rule].append(r.description)
+    rows = []
+    for clause in clauses:
+        rules = tuple(dict.fromkeys(rules_of.get(clause, ())))
+        vectors = [r.description for r in results if r.clause == clause]
+        for rule_id in rules:
+            vectors.extend(tested_rules.get(rule_id, ()))
+        rows.append(TraceRow(clause, protocol.clauses.get(clause, ""), rules,
+                             tuple(dict.fromkeys(other_of.get(clause, ()))), tuple(dict.fromkeys(vectors))))
+    untested = [rule.id for stage in protocol.stages for rule in stage.rules if rule.id not in tested_rules]
+    return rows, untested
+
+
+# ------------------------------------------------------------------ context
+
+
+@attrs.frozen
+class AuditContext:
+    """Everything an audit page shows, computed once from a compiled protocol.
+
+    Attributes
+    ----------
+    compiled : CompiledProtocol
+    spec : str
+        How the protocol is named in the commands the page prints.
+    report : VerificationReport
+    vectors : tuple of VectorResult
+    vectors_dir : str or None
+        Where the vectors were looked for.
+    svg : str or None
+        The rendered diagram, or None when it could not be rendered.
+    svg_error : str or None
+        Why it could not.
+    """
+
+    compiled: CompiledProtocol
+    spec: str
+    report: VerificationReport
+    vectors: tuple[VectorResult, ...]
+    vectors_dir: str | None
+    diagram: StateDiagram
+    svg: str | None
+    svg_error: str | None
+
+    @classmethod
+    def build(cls, compiled: CompiledProtocol, spec: str | None = None, spec_path: Path | None = None,
+              vectors_dir: Path | None = None, render: bool = False) -> AuditContext:
+        """Verify, run the vectors, condense the diagram and (with ``render``) draw it."""
+        diagram = condensed_diagram(compiled)
+        svg: str | None = None
+        error: str | None = None
+        if render:
+            try:
+                svg = render_svg(diagram_dot(diagram))
+            except RenderError as err:
+                error = str(err)
+        results = run_vectors(compiled.protocol, vectors_dir, spec_path)
+        return cls(compiled, spec or compiled.protocol.source, verify(compiled), tuple(results),
+                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error)
+
+
+# ------------------------------------------------------------------ reStructuredText
+
+
+def _esc(text: Any) -> str:
+    """Escape text for reStructuredText inline content."""
+    out = str(text).replace("\\", "\\\\")
+    for ch in "*`|_[]<>":
+        out = out.replace(ch, "\\" + ch)
+    return " ".join(out.split())
+
+
+def _lit(text: Any) -> str:
+    text = " ".join(str(text).split())
+    return f"``{text}``" if text else ""
+
+
+def _heading(title: str, char: str) -> str:
+    return f"{title}\n{char * max(len(title), 4)}\n\n"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int] | None = None,
+           css: str = "", caption: str = "") -> str:
+    out = [f".. list-table:: {caption}".rstrip(), "   :header-rows: 1"]
+    if widths:
+        out.append(f"   :widths: {' '.join(str(w) for w in widths)}")
+    if css:
+        out.append(f"   :class: {css}")
+    out.append("")
+    for row in [header, *rows]:
+        for i, cell in enumerate(row):
+            cell = cell if cell.strip() else "\\-"
+            lines = cell.splitlines() or ["\\-"]
+            lead = "   * - " if i == 0 else "     - "
+            out.append(lead + lines[0])
+            out.extend("       " + ln if ln else "" for ln in lines[1:])
+    return "\n".join(out) + "\n\n"
+
+
+def _not_available(what: str) -> str:
+    return f".. note::\n\n   {what}\n\n"
+
+
+def _signers(roles: Sequence[str]) -> str:
+    return ", ".join(_esc(r) for r in roles) if roles else "nobody (applied by the rules)"
+
+
+def _overview(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    stats = ctx.compiled.stats
+    start_stage = p.stage(p.start_stage)
+    out = [
+        f"This page is generated from the protocol file ``{ctx.spec}`` that the decision engine runs; "
+        "it is rebuilt from that file, so it cannot say something the engine does not do.\n\n",
+        f":Protocol: {_esc(p.id)}\n:Title: {_esc(p.title)}\n:Protocol file: ``{ctx.spec}``\n"
+        f":Enrolment cap: {p.cap} patients\n"
+        f":First cohort: {start_stage.cohort} patient(s) at dose {p.dose_index(p.start_dose) + 1}, "
+        f"stage {_esc(start_stage.id)}\n"
+        f":Roles: {_signers(p.roles)}\n",
+    ]
+    if p.escalation_signoff:
+        out.append(f":Every escalation signed by: {_signers(p.escalation_signoff)}\n")
+    if p.early_termination is not None:
+        et = p.early_termination
+        out.append(f":Early termination: {_esc(et.paraphrase)} (signed by {_signers(et.signoff)}; "
+                   f"{_esc(et.clause)})\n")
+    out.append(f":State graph: {stats['states']} states, {stats['edges']} transitions, {stats['paths']} "
+               f"complete paths, {stats['decisions']} decision points, {stats['stops']} end states\n")
+    out.append(f":Generated by: escalation_rules {__version__}\n\n")
+    out.append(_heading("Dose ladder", "-"))
+    governed = {d: s.id for s in p.stages for d in s.doses}
+    rows = [[str(i + 1), _esc(d.label), "" if d.amount is None else f"{d.amount:g}", _esc(d.unit or ""),
+             "yes: exists only if people decide to add it" if d.provisional else "no",
+             _esc(governed.get(d.id, ""))] for i, d in enumerate(p.doses)]
+    out.append(_table(["Level", "Dose", "Amount", "Unit", "Provisional", "Stage governing it"], rows,
+                      [6, 30, 10, 14, 20, 20], "escalation-dose-ladder"))
+    return "".join(out)
+
+
+def _tables(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    out = ["When every patient of a cohort has been observed, the table of the stage the trial is in is read. "
+           "Each row has a condition on the counts at the current dose (see *Names in conditions* below) and "
+           "what then happens.\n\n"]
+    for stage in p.stages:
+        out.append(_heading(f"Stage {stage.id}: {stage.label}", "-"))
+        policy = ("the first row whose condition holds applies (rows are read top to bottom)"
+                  if stage.hit_policy == "first" else "exactly one row may apply at any time (checked on every "
+                  "reachable state)")
+        window = (f"; DLT observation window {stage.window.min_days}-{stage.window.max_days} days"
+                  if stage.window else "")
+        doses = ", ".join(str(p.dose_index(d) + 1) for d in stage.doses) or "the dose it is entered at"
+        out.append(f"Kind: {_esc(stage.kind)}; doses: {doses}; first cohort: {stage.cohort} patient(s){window}; "
+                   f"{policy}. Clause: {_esc(stage.clause)}.\n\n")
+        rows = []
+        for i, rule in enumerate(stage.rules, 1):
+            rows.append([str(i), _lit(rule.id), _lit(rule.when.text), _esc(rule_text(rule)),
+                         _signers(rule.signoff) if rule.signoff else "\\-",
+                         f"{_esc(rule.paraphrase)} ({_esc(rule.clause)})"])
+        out.append(_table(["#", "Rule", "Condition", "Then", "Signed by", "What the protocol says (clause)"],
+                          rows, [3, 14, 24, 24, 10, 25], "escalation-decision-table"))
+    from .protocol import GUARD_NAME_DOCS
+
+    out.append(_heading("Names in conditions", "-"))
+    used = sorted({name for s in p.stages for r in s.rules for name in r.when.names})
+    out.append(_table(["Name", "Meaning"], [[_lit(n), _esc(GUARD_NAME_DOCS.get(n, ""))] for n in used], [20, 80]))
+    return "".join(out)
+
+
+def _diagram(ctx: AuditContext) -> str:
+    d = ctx.diagram
+    out = [f"The full state graph has {d.states} states and {d.transitions} transitions. "
+           f"The diagram condenses it into {len(d.nodes)} boxes: blue boxes are treatments at a dose within a stage "
+           "(dashed frames), yellow hexagons are decision points where people choose, grey boxes are the ends of "
+           "the trial. Each solid arrow is labelled with the rule and its condition; each dashed arrow is a "
+           "choice, with who must sign it. Green arrows escalate, red arrows de-escalate, grey arrows stop.\n\n"]
+    if ctx.svg is not None:
+        body = "\n".join("      " + ln for ln in ctx.svg.splitlines())
+        out.append(".. raw:: html\n\n"
+                   f'   <div class="escalation-diagram" role="img" aria-label="State diagram of {_attr(d.protocol)}" '
+                   'style="overflow-x:auto; margin:1em 0">\n' + body + "\n   </div>\n\n")
+    else:
+        out.append(_not_available(f"The diagram could not be drawn: {_esc(ctx.svg_error or 'not rendered')}. "
+                                  "The table below lists the same transitions."))
+    out.append(_heading("Transitions", "-"))
+    names = {n.id: n.label.splitlines()[0] + (f" ({n.label.splitlines()[1]})" if n.kind == "decide" else "")
+             for n in d.nodes}
+    rows = []
+    for e in d.edges:
+        when = (f"people choose {_lit(e.option)}" if e.kind == "option"
+                else f"{_lit(e.rule)}: {_lit(e.guard)}")
+        rows.append([_esc(names[e.source]), when, _esc(names[e.target]), _esc(e.move),
+                     _signers(e.signoff) if e.signoff else "\\-", str(e.transitions)])
+    out.append(_table(["From", "When", "To", "Move", "Signed by", "Transitions"], rows,
+                      [22, 34, 22, 8, 10, 4], "escalation-transitions"))
+    return "".join(out)
+
+
+def _attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def _decisions(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    out = ["At a decision point the rules do not choose: the people named must agree on one of the options. "
+           "The engine then follows the option recorded with its sign-off. The *default* option is the one the "
+           "operating characteristics assume.\n\n"]
+    any_point = False
+    for stage in p.stages:
+        for rule in stage.rules:
+            if rule.action != "decide":
+                continue
+            any_point = True
+            out.append(_heading(f"Decision point {rule.id}", "-"))
+            out.append(f"Arises in stage {_esc(stage.id)} when {_lit(rule.when.text)}. {_esc(rule.paraphrase)} "
+                       f"({_esc(rule.clause)}). Must be signed by: {_signers(rule.signoff)}.\n\n")
+            default = p.default_policy.get(rule.id)
+            rows = [[_lit(o.id), _esc(o.label), _esc(outcome_text(o.outcome)),
+                     _signers(o.signoff) if o.signoff else "\\-", "yes" if o.id == default else ""]
+                    for o in rule.options]
+            out.append(_table(["Option", "Label", "What happens", "Signed by", "Default"], rows,
+                              [14, 30, 30, 16, 10], "escalation-decision-options"))
+    if p.early_termination is not None:
+        any_point = True
+        et = p.early_termination
+        out.append(_heading("Early termination", "-"))
+        out.append(f"At any time: {_esc(et.paraphrase)} ({_esc(et.clause)}). Must be signed by: "
+                   f"{_signers(et.signoff)}.\n\n")
+    if not any_point:
+        out.append(_not_available("This protocol has no decision points: every step is decided by its rules."))
+    return "".join(out)
+
+
+_PREFERRED = ("id", "kind", "type", "label", "name", "paraphrase", "text", "description", "when", "rule",
+              "condition", "grade", "window_days", "signoff", "clause")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{_esc(k)}: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _esc(value)
+
+
+def _generic(data: Any, level: int = 0) -> str:
+    """Render declared data (eligibility, DLT definition): scalars as fields, lists of tables as tables."""
+    out: list[str] = []
+    if isinstance(data, Mapping):
+        scalars = {k: v for k, v in data.items() if not _is_table_list(v) and not isinstance(v, Mapping)}
+        if scalars:
+            out.append("".join(f":{_esc(k.replace('_', ' '))}: {_cell(v)}\n" for k, v in scalars.items()) + "\n")
+        for key, value in data.items():
+            if _is_table_list(value) or isinstance(value, Mapping):
+                title = str(key).replace("_", " ").capitalize()
+                out.append(f"**{_esc(title)}**\n\n" + _generic(value, level + 1))
+    elif _is_table_list(data):
+        keys: list[str] = []
+        for item in data:
+            for k in item:
+                if k not in keys:
+                    keys.append(k)
+        first_seen = {k: i for i, k in enumerate(keys)}
+        keys.sort(key=lambda k: (_PREFERRED.index(k) if k in _PREFERRED else len(_PREFERRED), first_seen[k]))
+        rows = [[_cell(item.get(k, "")) for k in keys] for item in data]
+        out.append(_table([_esc(k.replace("_", " ").capitalize()) for k in keys], rows, css="escalation-data-table"))
+    elif data is not None:
+        out.append(_cell(data) + "\n\n")
+    return "".join(out)
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _declared(ctx: AuditContext, key: str, what: str, module: str) -> str:
+    data = ctx.compiled.protocol.extra.get(key)
+    if not data:
+        return _not_available(f"Not available for this protocol: its file declares no {what}.")
+    note = f"As declared in the protocol file (the ``{key}`` table); :mod:`{module}` applies it.\n\n"
+    return note.replace(f":mod:`{module}`", f"``{module}``") + _generic(data)
+
+
+def _verification(ctx: AuditContext) -> str:
+    r = ctx.report
+    verdict = "every invariant holds" if r.ok else "AT LEAST ONE INVARIANT IS VIOLATED"
+    out = [f"The verifier walked the whole state graph: every number of DLTs in every cohort and every option "
+           f"at every decision point, up to the enrolment cap. It enumerated **{r.states} states**, "
+           f"**{r.edges} transitions** and **{r.paths} complete paths** (from the first patient to the end of the "
+           f"trial), and checked each invariant on every state or transition it concerns. Result: "
+           f"**{verdict}**.\n\n",
+           "To reproduce (exit status 0 when every invariant holds, 1 otherwise)::\n\n",
+           f"   escalation-rules verify {ctx.spec}\n   escalation-rules verify {ctx.spec} --json\n\n"]
+    rows = []
+    for res in r.results:
+        result = "holds" if res.ok else f"VIOLATED; counterexample {_lit(res.counterexample)}: {_esc(res.detail)}"
+        rows.append([_lit(res.id), _esc(res.statement), str(res.checked), result])
+    out.append(_table(["Invariant", "Statement", "Checked", "Result"], rows, [22, 48, 10, 20],
+                      "escalation-verification"))
+    if r.warnings:
+        out.append("Notes from the build:\n\n" + "".join(f"* {_esc(w)}\n" for w in r.warnings) + "\n")
+    return "".join(out)
+
+
+def _traceability(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    rows, untested = traceability(p, ctx.vectors)
+    out = ["Each clause of the protocol, the rules that encode it, and the conformance vectors that test those "
+           "rules (a vector tests a rule when the engine decides by that rule on the vector's history). "
+           "**no rule** flags a clause nothing encodes; **no vector** flags a clause no vector tests.\n\n"]
+    table_rows = []
+    for row in rows:
+        encoded = ", ".join([_lit(r) for r in row.rules] + [_esc(o) for o in row.other])
+        vectors = "; ".join(_esc(v) for v in row.vectors[:6])
+        if len(row.vectors) > 6:
+            vectors += f"; and {len(row.vectors) - 6} more"
+        table_rows.append([_esc(row.clause), _esc(row.summary), encoded or "\\-", vectors or "\\-",
+                           ", ".join(f"**{f}**" for f in row.flags) or "ok"])
+    out.append(_table(["Clause", "What it says (summary)", "Encoded by", "Tested by vectors", "Flags"],
+                      table_rows, [14, 30, 22, 26, 8], "escalation-traceability"))
+    out.append(_heading("Rules without a conformance vector", "-"))
+    if untested:
+        out.append("These rules are not exercised by any vector: " + ", ".join(_lit(u) for u in untested) + ".\n\n")
+    else:
+        out.append("Every rule is exercised by at least one vector.\n\n")
+    out.append(_heading("Conformance vectors", "-"))
+    if not ctx.vectors:
+        where = f" in ``{ctx.vectors_dir}``" if ctx.vectors_dir else ""
+        out.append(_not_available(f"Not available for this protocol: no conformance vector targets it{where}."))
+        return "".join(out)
+    failed = sum(not v.ok for v in ctx.vectors)
+    out.append(f"{len(ctx.vectors)} vectors target this protocol; {len(ctx.vectors) - failed} pass and {failed} "
+               f"fail against the rules shown on this page.\n\n")
+    vrows = [[_esc(v.file), _esc(v.description), _lit(v.history) or "(empty)", _lit(v.rule or ""),
+              ("pass" if v.ok else "**FAIL**") + f": {_esc(v.detail)}"] for v in ctx.vectors]
+    out.append(_table(["File", "Vector", "History", "Rule", "Result"], vrows, [12, 30, 20, 14, 24],
+                      "escalation-vectors"))
+    return "".join(out)
+
+
+def _oc(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    scenarios = p.extra.get("scenarios")
+    if not scenarios:
+        return _not_available("Not available for this protocol: its file declares no scenarios.")
+    out = ["The scenarios the protocol declares:\n\n", _generic(scenarios)]
+    try:
+        analysis = importlib.import_module("escalation_rules.analysis")
+    except ImportError:
+        out.append(_not_available("Computed operating characteristics are not available in this build: the "
+                                  "``escalation_rules.analysis`` module is not installed."))
+        return "".join(out)
+    out.append(_oc_results(analysis, ctx))
+    return "".join(out)
+
+
+def _oc_results(analysis: Any, ctx: AuditContext) -> str:
+    return _not_available("Computed operating characteristics are not shown: this version of the audit page does "
+                          "not know the interface of ``escalation_rules.analysis``.")
+
+
+_RENDER = {
+    "overview": _overview,
+    "tables": _tables,
+    "diagram": _diagram,
+    "decisions": _decisions,
+    "eligibility": lambda ctx: _declared(ctx, "eligibility", "eligibility criteria", "escalation_rules.eligibility"),
+    "dlt": lambda ctx: _declared(ctx, "dlt", "DLT definition", "escalation_rules.trial"),
+    "verification": _verification,
+    "traceability": _traceability,
+    "oc": _oc,
+}
+
+
+def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS)) -> str:
+    """The audit page's sections as reStructuredText (headings underlined with ``=`` and ``-``).
+
+    Raises
+    ------
+    EscalationRulesError
+        For an unknown section name.
+    """
+    out = []
+    for name in sections:
+        if name not in _RENDER:
+            raise EscalationRulesError(f"unknown audit section {name!r} (known: {', '.join(SECTIONS)})")
+        out.append(_heading(SECTIONS[name], "=") + _RENDER[name](ctx))
+    return "".join(out)

@@ -1,0 +1,130 @@
+"""``escalation-rules docs SPEC --out DIR``: an audit website for any protocol, no Sphinx project needed.
+
+The command writes a one-page Sphinx project that uses
+:mod:`escalation_rules.sphinx` on SPEC, builds it to HTML in DIR and prints
+the path of the page.  It needs the ``docs`` extra (Sphinx; the furo theme
+is used when it is installed) and Graphviz's ``dot`` for the diagram.  It
+makes no network request.  PDF output is not provided.
+
+Examples
+--------
+>>> print(index_rst("NCT07117175", "spec/nct07117175").splitlines()[0])
+NCT07117175: audit of the dose-escalation rules
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import tempfile
+from pathlib import Path
+
+from .designs import DESIGNS
+from .errors import EscalationRulesError
+from .spec import resolve_spec
+
+__all__ = ["build_site", "conf_py", "index_rst", "register"]
+
+
+def index_rst(protocol_id: str, spec: str, doses: int | None = None, vectors: str | None = None,
+              command: str | None = None) -> str:
+    """The page source: a title, how to read the page, and the ``escalation-protocol`` directive."""
+    title = f"{protocol_id}: audit of the dose-escalation rules"
+    options = ""
+    if doses is not None:
+        options += f"   :doses: {doses}\n"
+    if vectors is not None:
+        options += f"   :vectors: {vectors}\n"
+    if command is not None:
+        options += f"   :command: {command}\n"
+    return (
+        f"{title}\n{'=' * len(title)}\n\n"
+        "This document shows the dose-escalation rules of the protocol exactly as the decision software runs "
+        "them. It is produced from the protocol file itself, and the checks it reports were run on the same "
+        "rules. How to read it:\n\n"
+        "* *Overview* names the protocol, the doses and who signs decisions.\n"
+        "* *Decision tables* list, for each stage of the trial, what happens after a cohort of patients has been "
+        "observed, with the protocol clause each row encodes.\n"
+        "* *State graph* draws every way the trial can unfold, condensed into one box per dose and decision.\n"
+        "* *Decision points* list the choices the rules leave to people, and who must sign each one.\n"
+        "* *Verification report* states every safety property that was checked on every possible course of the "
+        "trial, with the command that repeats the check.\n"
+        "* *Traceability matrix* links each protocol clause to the rules and to the test cases.\n\n"
+        f".. escalation-protocol:: {spec}\n{options}\n"
+    )
+
+
+def conf_py(title: str) -> str:
+    """A minimal ``conf.py`` for the generated project."""
+    theme = "furo" if importlib.util.find_spec("furo") is not None else "alabaster"
+    return (
+        f"project = {title!r}\n"
+        "extensions = ['escalation_rules.sphinx']\n"
+        f"html_theme = {theme!r}\n"
+        f"html_title = {title!r}\n"
+        "html_show_sourcelink = False\n"
+        "html_copy_source = False\n"
+        "escalation_rules_root = '/'\n"
+    )
+
+
+def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | None = None,
+               warnings_as_errors: bool = False) -> tuple[Path, list[str]]:
+    """Build the audit site of ``spec`` into ``out``; returns the page's path and the build warnings.
+
+    Raises
+    ------
+    EscalationRulesError
+        When the protocol is refused, Sphinx is not installed, or (with
+        ``warnings_as_errors``) the build warns.
+    """
+    try:
+        from sphinx.application import Sphinx
+        from sphinx.errors import SphinxError
+    except ImportError:
+        raise EscalationRulesError("docs: Sphinx is not installed; install the docs extra: "
+                                   "pip install 'escalation_rules[docs]'") from None
+    protocol = resolve_spec(spec, doses)  # refuse a bad SPEC before building anything
+    target = spec if spec in DESIGNS else str(Path(spec).resolve())
+    vectors_abs = str(Path(vectors).resolve()) if vectors is not None else None
+    out = out.resolve()
+    warnings = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="escalation-docs-") as tmp:
+        src = Path(tmp) / "source"
+        src.mkdir()
+        title = f"{protocol.id} audit"
+        (src / "conf.py").write_text(conf_py(title), encoding="utf-8")
+        (src / "index.rst").write_text(index_rst(protocol.id, target, doses, vectors_abs, command=spec),
+                                       encoding="utf-8")
+        try:
+            app = Sphinx(str(src), str(src), str(out), str(Path(tmp) / "doctrees"), "html",
+                         status=None, warning=warnings, freshenv=True, warningiserror=warnings_as_errors)
+            app.build(force_all=True)
+        except SphinxError as err:
+            raise EscalationRulesError(f"docs: the build failed: {str(err).splitlines()[0]}") from None
+    lines = [ln for ln in warnings.getvalue().splitlines() if ln.strip()]
+    if warnings_as_errors and lines:
+        raise EscalationRulesError(f"docs: the build warned: {lines[0]}")
+    return out / "index.html", lines
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    page, warnings = build_site(args.spec, Path(args.out), args.doses, args.vectors, args.strict)
+    for line in warnings:
+        print(f"warning: {line}")
+    print(f"audit site written: {page}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``docs`` subcommand."""
+    from .cli import add_spec_arguments
+
+    p = subparsers.add_parser("docs", help="build an audit website (HTML) for a protocol")
+    add_spec_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the site to (index.html)")
+    p.add_argument("--vectors", metavar="DIR",
+                   help="conformance vector folder (default: the 'vectors' folder beside the protocol's folder)")
+    p.add_argument("--strict", action="store_true", help="treat build warnings (e.g. Graphviz missing) as errors")
+    p.set_defaults(handler=_cmd_docs)

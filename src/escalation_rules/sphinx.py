@@ -1,0 +1,253 @@
+"""A Sphinx extension that renders protocol files into audit documentation.
+
+Enable it in a project's ``conf.py``::
+
+    extensions = ["escalation_rules.sphinx"]
+    escalation_rules_root = ".."          # where relative protocol paths start (default: the conf.py folder)
+
+and write, in reStructuredText (or MyST Markdown with ``{escalation-protocol}``)::
+
+    .. escalation-protocol:: spec/nct07117175
+
+for the whole audit page, or one section at a time::
+
+    .. escalation-overview:: spec/nct07117175        (overview and dose ladder)
+    .. escalation-tables:: spec/nct07117175          (each stage's decision table)
+    .. escalation-diagram:: spec/nct07117175         (the condensed state graph, SVG)
+    .. escalation-decisions:: spec/nct07117175       (decision points, options, sign-off)
+    .. escalation-eligibility:: spec/nct07117175     (eligibility criteria, when declared)
+    .. escalation-dlt:: spec/nct07117175             (the DLT definition, when declared)
+    .. escalation-verification:: spec/nct07117175    (every invariant, what was enumerated, how to reproduce)
+    .. escalation-traceability:: spec/nct07117175    (clause -> rules -> conformance vectors, with flags)
+    .. escalation-oc:: spec/nct07117175              (operating characteristics, when declared)
+
+The argument is a protocol file or folder, or a built-in design name with the
+``:doses:`` option.  Other options: ``:sections:`` (comma-separated, for
+``escalation-protocol``), ``:vectors:`` (the vector folder; default: the
+``vectors`` folder beside the protocol's folder, or the
+``escalation_rules_vectors`` setting) and ``:command:`` (how the protocol is
+named in the printed commands; default: the argument).
+
+The page is generated from the protocol each time the document is read, and
+the protocol files are recorded as dependencies, so changing a rule rebuilds
+the tables and the diagram.  Diagrams need Graphviz's ``dot`` program; without
+it the build warns and shows the transition table only.
+
+``.. escalation-optional-module:: NAME`` documents a module with autodoc when
+it can be imported and says plainly that it is not available otherwise.
+
+Sphinx is imported only when Sphinx loads the extension, so this module can
+be imported (and its helpers used) without the ``docs`` extra.
+
+Examples
+--------
+>>> spec_files("3+3-deescalate", Path("."))
+[]
+>>> "protocol.toml" in [p.name for p in spec_files("spec/nct07117175", Path("."))]
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from . import __version__
+from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir
+from .designs import DESIGNS
+from .errors import EscalationRulesError
+from .graph import compile_protocol
+from .spec import resolve_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from sphinx.application import Sphinx  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+__all__ = ["DIRECTIVES", "build_context", "parse_rst", "setup", "spec_files"]
+
+#: Directive name to the sections it renders.
+DIRECTIVES: dict[str, tuple[str, ...]] = {
+    "escalation-protocol": tuple(SECTIONS),
+    **{f"escalation-{name}": (name,) for name in SECTIONS},
+}
+
+
+def spec_files(spec: str, root: Path) -> list[Path]:
+    """The files a protocol argument reads (none for a built-in design)."""
+    if spec in DESIGNS:
+        return []
+    path = root / spec
+    if not path.exists() and path.suffix == ".toml":
+        path = path.with_suffix("")
+    if path.is_dir():
+        return sorted(path.glob("*.toml"))
+    return [path] if path.exists() else []
+
+
+def build_context(spec: str, root: Path, doses: int | None = None, vectors: str | None = None,
+                  command: str | None = None, render: bool = True) -> AuditContext:
+    """Load, compile, verify and render a protocol for an audit page.
+
+    Parameters
+    ----------
+    spec : str
+        A protocol path relative to ``root`` (or absolute), or a built-in design name.
+    root : Path
+        Where relative paths start.
+    doses : int, optional
+        For a built-in design.
+    vectors : str, optional
+        The vector folder, relative to ``root``; default: beside the protocol.
+    command : str, optional
+        How to name the protocol in the printed commands (default ``spec``).
+    render : bool
+        Draw the diagram with Graphviz.
+
+    Raises
+    ------
+    EscalationRulesError
+        When the protocol is refused.
+
+    Examples
+    --------
+    >>> ctx = build_context("3+3-deescalate", Path("."), doses=3, render=False)
+    >>> ctx.report.ok, ctx.spec
+    (True, '3+3-deescalate')
+    """
+    if spec in DESIGNS:
+        protocol = resolve_spec(spec, doses)
+        spec_path = None
+    else:
+        spec_path = root / spec
+        protocol = resolve_spec(str(spec_path), doses)
+    compiled = compile_protocol(protocol)
+    if vectors is not None:
+        vectors_dir: Path | None = root / vectors
+    elif spec_path is not None:
+        vectors_dir = find_vectors_dir(spec_path)
+    else:
+        vectors_dir = find_vectors_dir(root / "spec" / "x")
+    return AuditContext.build(compiled, command or spec, spec_path, vectors_dir, render=render)
+
+
+def parse_rst(text: str) -> tuple[list[nodes.Node], list[str]]:
+    """Parse generated reStructuredText with plain docutils; returns the nodes and any problems found.
+
+    The text uses only standard docutils constructs, so it parses the same
+    under a reStructuredText or a MyST host document.  Needs docutils (installed with Sphinx).
+    """
+    from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from docutils.core import publish_doctree  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    doc = publish_doctree(text, settings_overrides={
+        "doctitle_xform": False, "sectsubtitle_xform": False, "report_level": 5, "halt_level": 5,
+        "raw_enabled": True, "file_insertion_enabled": False, "warning_stream": io.StringIO(),
+    })
+    problems = []
+    for msg in list(doc.findall(nodes.system_message)):
+        if msg["level"] >= 2:
+            problems.append(f"line {msg.get('line', '?')}: {msg.astext().splitlines()[-1]}")
+        if msg.parent is not None:
+            msg.parent.remove(msg)
+    for node in doc.findall(nodes.Element):
+        node["ids"] = []
+    return list(doc.children), problems
+
+
+_CACHE: dict[tuple[Any, ...], AuditContext] = {}
+
+
+def _signature(files: list[Path]) -> tuple[Any, ...]:
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the directives and settings (called by Sphinx)."""
+    from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from docutils.parsers.rst import directives  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from docutils.statemachine import StringList  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from sphinx.util import logging  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from sphinx.util.docutils import SphinxDirective  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from sphinx.util.nodes import nested_parse_with_titles  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    logger = logging.getLogger(__name__)
+    app.add_config_value("escalation_rules_root", ".", "env", types=[str])
+    app.add_config_value("escalation_rules_vectors", None, "env", types=[str, type(None)])
+    app.add_config_value("escalation_rules_render", True, "env", types=[bool])
+
+    def make(name: str, default_sections: tuple[str, ...]) -> type[SphinxDirective]:
+        class AuditDirective(SphinxDirective):
+            required_arguments = 1
+            has_content = False
+            option_spec: ClassVar[dict[str, Any]] = {
+                "doses": directives.positive_int,
+                "vectors": directives.unchanged,
+                "command": directives.unchanged,
+                "sections": directives.unchanged,
+            }
+
+            def run(self) -> list[nodes.Node]:
+                spec = self.arguments[0]
+                root = (Path(self.env.app.confdir) / self.config.escalation_rules_root).resolve()
+                vectors = self.options.get("vectors", self.config.escalation_rules_vectors)
+                sections = default_sections
+                if "sections" in self.options:
+                    sections = tuple(s.strip() for s in self.options["sections"].split(",") if s.strip())
+                files = spec_files(spec, root)
+                vector_dir = (root / vectors) if vectors else (find_vectors_dir(root / spec) if files else None)
+                vector_files = sorted(vector_dir.glob("*.json")) if vector_dir and vector_dir.is_dir() else []
+                for f in [*files, *vector_files]:
+                    self.env.note_dependency(str(f))
+                key = (spec, str(root), self.options.get("doses"), vectors, self.options.get("command"),
+                       _signature([*files, *vector_files]), self.config.escalation_rules_render)
+                try:
+                    ctx = _CACHE.get(key)
+                    if ctx is None:
+                        ctx = build_context(spec, root, self.options.get("doses"), vectors,
+                                            self.options.get("command"), render=self.config.escalation_rules_render)
+                        _CACHE[key] = ctx
+                    text = audit_rst(ctx, sections)
+                except EscalationRulesError as err:
+                    raise self.error(f"{name}: {spec}: {str(err).splitlines()[0]}") from None
+                if ctx.svg_error and "diagram" in sections and self.config.escalation_rules_render:
+                    logger.warning("%s: %s", spec, ctx.svg_error, location=self.get_location())
+                found, problems = parse_rst(text)
+                for problem in problems:
+                    logger.warning("%s: generated page text: %s", spec, problem, location=self.get_location())
+                for node in found:
+                    for element in node.findall(nodes.Element):
+                        if element["names"] or isinstance(element, nodes.section):
+                            self.state.document.set_id(element)
+                return found
+
+        AuditDirective.__name__ = "AuditDirective_" + name.replace("-", "_")
+        return AuditDirective
+
+    for directive_name, sections in DIRECTIVES.items():
+        app.add_directive(directive_name, make(directive_name, sections))
+
+    class OptionalModule(SphinxDirective):
+        """Autodoc a module when it imports; otherwise say plainly that it is not available."""
+
+        required_arguments = 1
+        has_content = False
+
+        def run(self) -> list[nodes.Node]:
+            name = self.arguments[0]
+            try:
+                importlib.import_module(name)
+            except ImportError as err:
+                para = nodes.paragraph(text=f"The module {name} is not available in this build ({err}).")
+                return [nodes.note("", para)]
+            content = StringList([f".. automodule:: {name}", "   :members:", ""], source=self.get_source_info()[0])
+            holder = nodes.section()
+            holder.document = self.state.document
+            if self.env.doc2path(self.env.docname).suffix == ".md":
+                content = StringList([f"```{{automodule}} {name}", ":members:", "```", ""])
+            nested_parse_with_titles(self.state, content, holder)
+            return list(holder.children)
+
+    app.add_directive("escalation-optional-module", OptionalModule)
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
