@@ -49,6 +49,19 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of doses for a built-in design (default 5)")
 
 
+def add_history_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add SPEC, ``--doses``, an OUTCOMES positional and ``--history-json``."""
+    add_spec_arguments(parser)
+    parser.add_argument("outcomes", nargs="?", default="", metavar="OUTCOMES",
+                        help="history as an outcome string, e.g. '1NNN 2NTN' (decisions in brackets: '[escalate]')")
+    parser.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
+
+
+def load_history(args: argparse.Namespace) -> Any:
+    """The history given by OUTCOMES or ``--history-json`` (entries or an outcome string)."""
+    return _history(args)
+
+
 def load_spec(args: argparse.Namespace) -> Protocol:
     """Resolve the SPEC and ``--doses`` arguments."""
     return resolve_spec(args.spec, args.doses)
@@ -135,10 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("next", help="the decision after a history")
-    add_spec_arguments(p)
-    p.add_argument("outcomes", nargs="?", default="", metavar="OUTCOMES",
-                   help="history as an outcome string, e.g. '1NNN 2NTN' (decisions in brackets: '[escalate]')")
-    p.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
+    add_history_arguments(p)
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(handler=_cmd_next)
 
@@ -148,9 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_verify)
 
     p = sub.add_parser("paths", help="the tree of every future decision from a history")
-    add_spec_arguments(p)
-    p.add_argument("outcomes", nargs="?", default="", metavar="OUTCOMES")
-    p.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
+    add_history_arguments(p)
     p.add_argument("--depth", type=int, default=None, metavar="N", help="expand at most N steps")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.set_defaults(handler=_cmd_paths)
