@@ -57,17 +57,13 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-json", metavar="FILE", help="read the history as JSON from FILE ('-' for stdin)")
 
 
-def load_history(args: argparse.Namespace) -> Any:
-    """The history given by OUTCOMES or ``--history-json`` (entries or an outcome string)."""
-    return _history(args)
-
-
 def load_spec(args: argparse.Namespace) -> Protocol:
     """Resolve the SPEC and ``--doses`` arguments."""
     return resolve_spec(args.spec, args.doses)
 
 
-def _history(args: argparse.Namespace) -> Any:
+def load_history(args: argparse.Namespace) -> Any:
+    """The history given by OUTCOMES or ``--history-json`` (entries or an outcome string)."""
     if getattr(args, "history_json", None):
         path = Path(args.history_json)
         try:
@@ -81,7 +77,7 @@ def _history(args: argparse.Namespace) -> Any:
 def _cmd_next(args: argparse.Namespace) -> int:
     protocol = load_spec(args)
     compile_protocol(protocol)  # refuse a protocol that fails its build checks
-    decision = decide(protocol, _history(args))
+    decision = decide(protocol, load_history(args))
     if args.json:
         print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
         return 0
@@ -114,7 +110,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_paths(args: argparse.Namespace) -> int:
     protocol = load_spec(args)
     compile_protocol(protocol)
-    tree = future_paths(protocol, _history(args), max_depth=args.depth)
+    tree = future_paths(protocol, load_history(args), max_depth=args.depth)
     if args.json:
         print(json.dumps(tree, ensure_ascii=False, indent=1))
     else:
