@@ -1,0 +1,430 @@
+"""Trial events: frozen records of what happened to patients and who decided what.
+
+Every event has a ``type`` and an ``at`` (when it happened: an ISO 8601
+date-time; a date alone means midnight UTC, a time without an offset means
+UTC).  The JSON form is a flat object; :func:`parse_event` refuses unknown
+fields, missing fields and malformed values with one line naming the field,
+and ``spec/trial/event.schema.json`` states the same contract as a JSON
+Schema.
+
+Examples
+--------
+>>> ev = parse_event({"type": "enrolled", "at": "2025-01-06T09:00:00Z", "patient": "P01", "dose": 1})
+>>> ev  # doctest: +ELLIPSIS
+Enrolled(at=datetime.datetime(2025, 1, 6, 9, 0, tzinfo=datetime.timezone.utc), patient='P01', dose=1, ...)
+>>> event_to_dict(ev)
+{'type': 'enrolled', 'at': '2025-01-06T09:00:00Z', 'patient': 'P01', 'dose': 1}
+>>> parse_event({"type": "infused", "at": "2025-01-07", "patient": "P01", "date": "2025-02-30"})
+... # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+escalation_rules.trial.events.TrialError: event (infused): date: expected an ISO 8601 date ... (got '2025-02-30')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from datetime import date as Date
+from typing import Any, ClassVar, Union
+
+import attrs
+
+from ..errors import EscalationRulesError
+from .dlt import ATTRIBUTIONS
+
+__all__ = [
+    "AMENDMENT_CHANGES",
+    "EVENT_TYPES",
+    "AdverseEventReported",
+    "AdverseEventUpdated",
+    "DecisionSigned",
+    "DltAdjudicated",
+    "Enrolled",
+    "Event",
+    "Infused",
+    "NotEvaluable",
+    "PatientScreened",
+    "ProtocolAmended",
+    "TrialError",
+    "canonical_json",
+    "event_to_dict",
+    "format_time",
+    "parse_event",
+    "parse_time",
+]
+
+
+class TrialError(EscalationRulesError):
+    """A trial event, record or store was refused; one line saying what and why.
+
+    ``index`` is the 0-based position of the offending event in the list
+    given (or the store's sequence number), when there is one.
+    """
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+#: The changes a protocol amendment may make.
+AMENDMENT_CHANGES: tuple[str, ...] = ("add-dose", "change-dose", "remove-dose", "change-cap")
+
+
+def parse_time(value: Any, where: str) -> datetime:
+    """Parse an ISO 8601 date or date-time into an aware datetime (UTC when no offset is given).
+
+    Examples
+    --------
+    >>> parse_time("2025-01-06", "at").isoformat()
+    '2025-01-06T00:00:00+00:00'
+    >>> parse_time("2025-01-06T10:30+08:00", "at").isoformat()
+    '2025-01-06T10:30:00+08:00'
+    """
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            d = date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    if isinstance(value, str) and "T" in value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            moment = moment.replace(microsecond=0)
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    raise TrialError(f"{where}: expected an ISO 8601 date or date-time such as 2025-01-06 or "
+                     f"2025-01-06T09:00:00Z (got {value!r})")
+
+
+def format_time(moment: datetime) -> str:
+    """The canonical text of a moment: seconds precision, ``Z`` for UTC.
+
+    Examples
+    --------
+    >>> format_time(parse_time("2025-01-06T10:30:00.5+00:00", "at"))
+    '2025-01-06T10:30:00Z'
+    """
+    text = moment.replace(microsecond=0).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _parse_date(value: Any, where: str) -> date:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise TrialError(f"{where}: expected an ISO 8601 date such as 2025-01-06 (got {value!r})")
+
+
+@attrs.frozen
+class PatientScreened:
+    """A patient was screened; ``result`` holds the screening result as data."""
+
+    TYPE: ClassVar[str] = "screened"
+    at: datetime
+    patient: str
+    eligible: bool
+    result: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    reasons: tuple[str, ...] = ()
+    note: str | None = None
+
+
+@attrs.frozen
+class Enrolled:
+    """A patient was enrolled at a dose level (1-based), in a cohort (1-based, optional)."""
+
+    TYPE: ClassVar[str] = "enrolled"
+    at: datetime
+    patient: str
+    dose: int
+    cohort: int | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class Infused:
+    """A patient received the infusion on ``date`` (day 0 of the observation window)."""
+
+    TYPE: ClassVar[str] = "infused"
+    at: datetime
+    patient: str
+    date: Date
+    note: str | None = None
+
+
+@attrs.frozen
+class AdverseEventReported:
+    """An adverse-event episode began: term, category, grade (or ASTCT components), onset, attribution."""
+
+    TYPE: ClassVar[str] = "ae_reported"
+    at: datetime
+    patient: str
+    ae: str
+    term: str
+    category: str
+    onset: datetime
+    grade: int | None = None
+    components: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    attribution: str | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class AdverseEventUpdated:
+    """An episode changed: a new grade (or components) from ``date``, a resolution, an attribution."""
+
+    TYPE: ClassVar[str] = "ae_updated"
+    at: datetime
+    patient: str
+    ae: str
+    date: datetime | None = None
+    grade: int | None = None
+    components: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    resolved: datetime | None = None
+    attribution: str | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class DltAdjudicated:
+    """People adjudicated an episode (``ae``) as a DLT or not, or closed a patient's safety assessment.
+
+    Without ``ae``, ``dlt`` must be false: the patient's safety assessment
+    ended without DLT (allowed from the window's first day, e.g. day 14 of a
+    14-28 day window).
+    """
+
+    TYPE: ClassVar[str] = "dlt_adjudicated"
+    at: datetime
+    patient: str
+    dlt: bool
+    role: str
+    person: str
+    ae: str | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class NotEvaluable:
+    """A patient left before being evaluable for DLT; the place in the cohort reopens for a replacement."""
+
+    TYPE: ClassVar[str] = "not_evaluable"
+    at: datetime
+    patient: str
+    reason: str
+    note: str | None = None
+
+
+@attrs.frozen
+class DecisionSigned:
+    """A person signed an option at the current decision point, in a role.
+
+    ``option`` is an option id at a decision point, ``"treat"`` or
+    ``"stop"`` for a rule that needs sign-off without offering options, or
+    ``"terminate"`` for early termination.  ``rule``, when given, must be the
+    rule of the current decision.
+    """
+
+    TYPE: ClassVar[str] = "decision_signed"
+    at: datetime
+    option: str
+    role: str
+    person: str
+    rule: str | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class ProtocolAmended:
+    """The protocol was amended (``reference`` names the amendment).
+
+    ``change`` is ``add-dose`` (``dose`` appended at the top of the ladder,
+    governed by ``stage`` or the top dose's stage), ``change-dose`` (the
+    ``dose`` fields replace those of dose ``level``), ``remove-dose`` (the
+    top dose ``level``, never used) or ``change-cap`` (``cap``).
+    """
+
+    TYPE: ClassVar[str] = "protocol_amended"
+    at: datetime
+    reference: str
+    change: str
+    dose: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    level: int | None = None
+    cap: int | None = None
+    stage: str | None = None
+    note: str | None = None
+
+
+Event = Union[  # noqa: UP007 (a runtime alias; the | form needs every class first and reads worse)
+    PatientScreened, Enrolled, Infused, AdverseEventReported, AdverseEventUpdated, DltAdjudicated,
+    NotEvaluable, DecisionSigned, ProtocolAmended]
+
+_CLASSES: tuple[type, ...] = (PatientScreened, Enrolled, Infused, AdverseEventReported, AdverseEventUpdated,
+                              DltAdjudicated, NotEvaluable, DecisionSigned, ProtocolAmended)
+
+#: Event type name (the JSON ``type``) to its class.
+EVENT_TYPES: Mapping[str, type] = {cls.TYPE: cls for cls in _CLASSES}  # type: ignore[attr-defined]
+
+# field kinds for parsing: name -> (kind, required)
+_TEXT, _INT, _BOOL, _TIME, _DATE, _OBJECT, _TEXTS = "text", "int", "bool", "time", "date", "object", "texts"
+_FIELDS: Mapping[str, Mapping[str, tuple[str, bool]]] = {
+    "screened": {"patient": (_TEXT, True), "eligible": (_BOOL, True), "result": (_OBJECT, False),
+                 "reasons": (_TEXTS, False)},
+    "enrolled": {"patient": (_TEXT, True), "dose": (_INT, True), "cohort": (_INT, False)},
+    "infused": {"patient": (_TEXT, True), "date": (_DATE, True)},
+    "ae_reported": {"patient": (_TEXT, True), "ae": (_TEXT, True), "term": (_TEXT, True),
+                    "category": (_TEXT, True), "onset": (_TIME, True), "grade": (_INT, False),
+                    "components": (_OBJECT, False), "attribution": (_TEXT, False)},
+    "ae_updated": {"patient": (_TEXT, True), "ae": (_TEXT, True), "date": (_TIME, False), "grade": (_INT, False),
+                   "components": (_OBJECT, False), "resolved": (_TIME, False), "attribution": (_TEXT, False)},
+    "dlt_adjudicated": {"patient": (_TEXT, True), "dlt": (_BOOL, True), "role": (_TEXT, True),
+                        "person": (_TEXT, True), "ae": (_TEXT, False)},
+    "not_evaluable": {"patient": (_TEXT, True), "reason": (_TEXT, True)},
+    "decision_signed": {"option": (_TEXT, True), "role": (_TEXT, True), "person": (_TEXT, True),
+                        "rule": (_TEXT, False)},
+    "protocol_amended": {"reference": (_TEXT, True), "change": (_TEXT, True), "dose": (_OBJECT, False),
+                         "level": (_INT, False), "cap": (_INT, False), "stage": (_TEXT, False)},
+}
+
+
+def _value(kind: str, value: Any, where: str) -> Any:
+    if kind == _TEXT:
+        if not isinstance(value, str) or not value.strip():
+            raise TrialError(f"{where}: expected a non-empty string (got {value!r})")
+        return value
+    if kind == _INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TrialError(f"{where}: expected an integer (got {value!r})")
+        return value
+    if kind == _BOOL:
+        if not isinstance(value, bool):
+            raise TrialError(f"{where}: expected true or false (got {value!r})")
+        return value
+    if kind == _TIME:
+        return parse_time(value, where)
+    if kind == _DATE:
+        return _parse_date(value, where)
+    if kind == _OBJECT:
+        if not isinstance(value, dict):
+            raise TrialError(f"{where}: expected an object (got {value!r})")
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TrialError(f"{where}: expected a list of strings (got {value!r})")
+    return tuple(value)
+
+
+def parse_event(data: Any, source: str = "event") -> Event:
+    """Build an event from its JSON form (a decoded object, or JSON text).
+
+    Raises
+    ------
+    TrialError
+        Naming the field and what was expected: unknown type, unknown or
+        missing field, malformed date, value out of range.
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise TrialError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    if not isinstance(data, dict):
+        raise TrialError(f"{source}: expected a JSON object (got {type(data).__name__})")
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        raise TrialError(f"{source}: type: expected one of {', '.join(EVENT_TYPES)} (got {kind!r})")
+    where = f"{source} ({kind})"
+    fields = _FIELDS[kind]
+    for key in data:
+        if key not in fields and key not in ("type", "at", "note"):
+            raise TrialError(f"{where}: {key}: unknown field (expected {', '.join(['at', *fields, 'note'])})")
+    if "at" not in data:
+        raise TrialError(f"{where}: at: missing (when it happened, e.g. 2025-01-06T09:00:00Z)")
+    values: dict[str, Any] = {"at": parse_time(data["at"], f"{where}: at")}
+    for key, (field_kind, required) in fields.items():
+        if key not in data or data[key] is None:
+            if required:
+                raise TrialError(f"{where}: {key}: missing")
+            continue
+        values[key] = _value(field_kind, data[key], f"{where}: {key}")
+    if "note" in data and data["note"] is not None:
+        values["note"] = _value(_TEXT, data["note"], f"{where}: note")
+    _check(kind, values, where)
+    event: Event = EVENT_TYPES[kind](**values)
+    return event
+
+
+def _check(kind: str, v: Mapping[str, Any], where: str) -> None:
+    """Range and consistency checks that need no trial context."""
+    for key in ("dose", "cohort", "level", "cap"):
+        if key in v and isinstance(v[key], int) and v[key] < 1:
+            raise TrialError(f"{where}: {key}: expected a positive integer (got {v[key]})")
+    if "grade" in v and not 1 <= v["grade"] <= 5:
+        raise TrialError(f"{where}: grade: expected a CTCAE grade from 1 to 5 (got {v['grade']})")
+    if "attribution" in v and v["attribution"] not in ATTRIBUTIONS:
+        raise TrialError(f"{where}: attribution: expected one of {', '.join(ATTRIBUTIONS)} (got {v['attribution']!r})")
+    if kind == "ae_reported" and "grade" not in v and "components" not in v:
+        raise TrialError(f"{where}: grade: missing (give a grade, or ASTCT components for CRS or ICANS)")
+    if kind == "ae_updated":
+        if ("grade" in v or "components" in v) and "date" not in v:
+            raise TrialError(f"{where}: date: missing (when the new grade took effect)")
+        if "date" in v and "grade" not in v and "components" not in v:
+            raise TrialError(f"{where}: date: given without a grade or components")
+        if not any(k in v for k in ("grade", "components", "resolved", "attribution")):
+            raise TrialError(f"{where}: expected at least one of grade, components, resolved, attribution")
+    if kind == "dlt_adjudicated" and v["dlt"] and "ae" not in v:
+        raise TrialError(f"{where}: ae: missing (a DLT must name its adverse-event episode)")
+    if kind == "protocol_amended":
+        change = v["change"]
+        if change not in AMENDMENT_CHANGES:
+            raise TrialError(f"{where}: change: expected one of {', '.join(AMENDMENT_CHANGES)} (got {change!r})")
+        needs = {"add-dose": ("dose",), "change-dose": ("level", "dose"), "remove-dose": ("level",),
+                 "change-cap": ("cap",)}[change]
+        for key in needs:
+            if key not in v:
+                raise TrialError(f"{where}: {key}: missing (needed by change {change!r})")
+        extra = [k for k in ("dose", "level", "cap", "stage") if k in v and k not in needs
+                 and not (k == "stage" and change == "add-dose")]
+        if extra:
+            raise TrialError(f"{where}: {extra[0]}: not used by change {change!r}")
+        if "dose" in v:
+            unknown = set(v["dose"]) - {"id", "label", "amount", "unit", "provisional"}
+            if unknown:
+                raise TrialError(f"{where}: dose.{sorted(unknown)[0]}: unknown field "
+                                 f"(expected id, label, amount, unit, provisional)")
+            if change == "add-dose" and not isinstance(v["dose"].get("id"), str):
+                raise TrialError(f"{where}: dose.id: expected the new dose's id as a string "
+                                 f"(got {v['dose'].get('id')!r})")
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The JSON form of an event (fields left at their default are omitted)."""
+    out: dict[str, Any] = {"type": event.TYPE}
+    for field in attrs.fields(type(event)):
+        value = getattr(event, field.name)
+        if value is None or (field.name == "reasons" and not value):
+            continue
+        if isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, date):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[field.name] = value
+    return out
+
+
+def canonical_json(event: Event) -> str:
+    """One-line JSON with sorted keys: what the store hashes and exports.
+
+    Examples
+    --------
+    >>> canonical_json(parse_event('{"type": "not_evaluable", "patient": "P3", "at": "2025-02-01", "reason": "x"}'))
+    '{"at":"2025-02-01T00:00:00Z","patient":"P3","reason":"x","type":"not_evaluable"}'
+    """
+    return json.dumps(event_to_dict(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
