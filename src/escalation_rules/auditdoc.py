@@ -21,7 +21,7 @@ Examples
 >>> compiled = compile_protocol(builtin_design("3+3-escalate-only", doses=2))
 >>> diagram = condensed_diagram(compiled)
 >>> [n.label.splitlines()[0] for n in diagram.nodes][:2]
-['Treat at dose 1', 'Treat at dose 2']
+['Treat at dose 1, stage escalation', 'Treat at dose 2, stage escalation']
 >>> "esc-one-of-three" in diagram_dot(diagram)
 True
 >>> print(audit_rst(AuditContext.build(compiled), ["overview"]).splitlines()[0])
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import textwrap
@@ -134,6 +135,10 @@ class DiagramEdge:
         (same dose) or ``"stop"``.
     transitions : int
         How many transitions of the full graph the arrow stands for.
+    label : str
+        The text written on the arrow: the rule and its condition, or the
+        option chosen (with who signs it when that differs from the decision
+        point's own sign-off).
     """
 
     source: str
@@ -146,13 +151,7 @@ class DiagramEdge:
     move: str
     transitions: int
 
-    @property
-    def label(self) -> str:
-        """The text written on the arrow."""
-        if self.kind == "option":
-            sign = f"\nsigned by {' + '.join(self.signoff)}" if self.signoff else ""
-            return f"choose [{self.option}]{sign}"
-        return f"{self.rule}\n" + "\n".join(textwrap.wrap(self.guard, 34))
+    label: str
 
 
 @attrs.frozen
@@ -170,7 +169,7 @@ class StateDiagram:
 
 def _node_key(state: State) -> tuple[str, str | None, int | None, str | None]:
     if state.phase == "stop":
-        return "stop", None, None if state.mtd is None else state.mtd + 1, None
+        return "stop", state.stage, None if state.mtd is None else state.mtd + 1, None
     if state.phase == "decide":
         return "decide", state.stage, state.dose + 1, state.rule
     return "treat", state.stage, state.dose + 1, None
@@ -179,7 +178,7 @@ def _node_key(state: State) -> tuple[str, str | None, int | None, str | None]:
 def _node_id(key: tuple[str, str | None, int | None, str | None]) -> str:
     kind, stage, dose, rule = key
     if kind == "stop":
-        return f"stop:{'none' if dose is None else dose}"
+        return f"stop:{stage}:{'none' if dose is None else dose}"
     if kind == "decide":
         return f"decide:{stage}:{dose}:{rule}"
     return f"treat:{stage}:{dose}"
@@ -198,7 +197,7 @@ def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
     >>> d = condensed_diagram(compile_protocol(load_protocol("spec/nct07117175")))
     >>> sum(n.states for n in d.nodes) == d.states
     True
-    >>> [e.option for e in d.edges if e.rule == "top-pass" and e.kind == "option"]
+    >>> sorted(e.option for e in d.edges if e.rule == "top-pass" and e.kind == "option")
     ['add-group', 'fill', 'terminate']
     """
     p = compiled.protocol
@@ -231,7 +230,7 @@ def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
         kind, stage, dose, rule = key
         rank = {"treat": 0, "decide": 1, "stop": 2}[kind]
         if kind == "stop":
-            return (len(stage_order), 0, -1 if dose is None else dose, rank, "")
+            return (stage_order[stage or ""], len(p.doses) + 1, rank, -1 if dose is None else dose)
         return (stage_order[stage or ""], dose or 0, rank, _rule_order(p, rule))
 
     nodes = []
@@ -245,18 +244,22 @@ def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
             label = f"Decision point\n{rule} (dose {dose}){sign}"
         else:
             sizes = ", ".join(str(c) for c in sorted(cohorts[key]))
-            label = f"Treat at dose {dose}\n{p.doses[(dose or 1) - 1].label}\ncohort size {sizes}"
+            label = f"Treat at dose {dose}, stage {stage}\n{p.doses[(dose or 1) - 1].label}\ncohort size {sizes}"
         nodes.append(DiagramNode(_node_id(key), kind, label, stage, dose, rule, node_states[key]))
     edges = []
     for ekey in sorted(edge_count, key=lambda k: (order(k[0]), order(k[1]), k[2], k[3], str(k[4]))):
         ka, kb, kind, rule, option, move = ekey
         data = edge_data[ekey]
+        rule_signoff = tuple(p.rule(rule).signoff) if rule in _rule_ids(p) else ()
         if kind == "option":
-            signoff = tuple(data.get("signoff", ()))
+            signoff = tuple(data.get("signoff", ())) or rule_signoff
+            extra = f"\nsigned by {' + '.join(signoff)}" if signoff and set(signoff) != set(rule_signoff) else ""
+            label = f"[{option}]{extra}"
         else:
-            signoff = tuple(p.rule(rule).signoff) if rule in _rule_ids(p) else ()
+            signoff = rule_signoff
+            label = f"{rule}\n" + "\n".join(textwrap.wrap(data["guard"], 28))
         edges.append(DiagramEdge(_node_id(ka), _node_id(kb), kind, str(rule), option, data["guard"], signoff, move,
-                                 edge_count[ekey]))
+                                 edge_count[ekey], label))
     return StateDiagram(p.id, p.title, tuple(nodes), tuple(edges),
                         tuple((s.id, s.label) for s in p.stages),
                         g.number_of_nodes(), g.number_of_edges())
@@ -278,12 +281,13 @@ def _dot_string(text: str) -> str:
 
 
 _FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6"}
-_SHAPE = {"treat": "box", "decide": "hexagon", "stop": "box"}
+_STAGE_FILL = ("#dbe9f6", "#e0efd8", "#eadff2", "#fde3cc", "#d7efee")
+_SHAPE = {"treat": "box", "decide": "box, peripheries=2", "stop": "box"}
 _COLOUR = {"escalate": "#1b7837", "de-escalate": "#b2182b", "same": "#2b2b2b", "stop": "#6b6b6b"}
 
 
 def diagram_dot(diagram: StateDiagram) -> str:
-    """The diagram as Graphviz DOT text: stages as clusters, stops at the bottom.
+    """The diagram as Graphviz DOT text, top to bottom; treatment boxes are coloured by stage.
 
     Arrows are green when they escalate, red when they de-escalate, grey
     when they stop; choices people make are dashed.
@@ -302,28 +306,12 @@ def diagram_dot(diagram: StateDiagram) -> str:
         '  node [fontname="Helvetica", fontsize=10, style="rounded,filled", penwidth=1.2];',
         '  edge [fontname="Helvetica", fontsize=8, arrowsize=0.7];',
     ]
-    by_stage: dict[str | None, list[DiagramNode]] = defaultdict(list)
+    palette = {stage_id: _STAGE_FILL[i % len(_STAGE_FILL)] for i, (stage_id, _label) in enumerate(diagram.stages)}
     for node in diagram.nodes:
-        by_stage[node.stage].append(node)
-
-    def node_line(node: DiagramNode, indent: str) -> str:
+        fill = palette.get(node.stage or "", _FILL["treat"]) if node.kind == "treat" else _FILL[node.kind]
         tip = f"{node.states} state(s) of the full graph"
-        return (f"{indent}{_dot_string(node.id)} [label={_dot_string(node.label)}, shape={_SHAPE[node.kind]}, "
-                f"fillcolor={_dot_string(_FILL[node.kind])}, tooltip={_dot_string(tip)}];")
-
-    for i, (stage_id, stage_label) in enumerate(diagram.stages):
-        if not by_stage.get(stage_id):
-            continue
-        lines.append(f"  subgraph cluster_{i} {{")
-        lines.append(f"    label={_dot_string(f'Stage {stage_id}: {stage_label}')}; style=\"rounded,dashed\"; "
-                     'color="#8c8c8c"; fontsize=11; labeljust=l;')
-        lines.extend(node_line(n, "    ") for n in by_stage[stage_id])
-        lines.append("  }")
-    stops = by_stage.get(None, [])
-    if stops:
-        lines.append("  { rank=sink;")
-        lines.extend(node_line(n, "    ") for n in stops)
-        lines.append("  }")
+        lines.append(f"  {_dot_string(node.id)} [label={_dot_string(node.label)}, shape={_SHAPE[node.kind]}, "
+                     f"fillcolor={_dot_string(fill)}, tooltip={_dot_string(tip)}];")
     for e in diagram.edges:
         style = "dashed" if e.kind == "option" else "solid"
         tip = f"{e.rule}: {e.guard} ({e.transitions} transition(s))"
@@ -735,18 +723,33 @@ def _tables(ctx: AuditContext) -> str:
     return "".join(out)
 
 
-def _diagram(ctx: AuditContext) -> str:
+def _responsive(svg: str) -> str:
+    """Let the SVG scale to its container: drop the fixed size of the root element (its viewBox stays)."""
+    end = svg.find(">")
+    head = re.sub(r'\s(width|height)="[^"]*"', "", svg[:end])
+    return head + ' preserveAspectRatio="xMidYMin meet"' + svg[end:]
+
+
+_DIAGRAM_STYLE = ("<style>.escalation-diagram svg{width:100%;height:auto;max-height:95vh}"
+                  ".escalation-diagram a{text-decoration:none}</style>")
+
+
+def _diagram(ctx: AuditContext, href: str | None = None) -> str:
     d = ctx.diagram
     out = [f"The full state graph has {d.states} states and {d.transitions} transitions. "
-           f"The diagram condenses it into {len(d.nodes)} boxes: blue boxes are treatments at a dose within a stage "
-           "(dashed frames), yellow hexagons are decision points where people choose, grey boxes are the ends of "
+           f"The diagram condenses it into {len(d.nodes)} boxes: rounded boxes are treatments at a dose (coloured by "
+           "the stage, which the box names), yellow double-framed boxes are decision points where people choose, grey boxes are the ends of "
            "the trial. Each solid arrow is labelled with the rule and its condition; each dashed arrow is a "
-           "choice, with who must sign it. Green arrows escalate, red arrows de-escalate, grey arrows stop.\n\n"]
+           "choice people make (signed as the decision point says). Green arrows escalate, red arrows "
+           "de-escalate, grey arrows stop. The table after the diagram lists the same arrows in words.\n\n"]
     if ctx.svg is not None:
-        body = "\n".join("      " + ln for ln in ctx.svg.splitlines())
+        body = "\n".join("      " + ln for ln in _responsive(ctx.svg).splitlines())
+        link = (f'   <p><a class="escalation-diagram-full" href="{_attr(href)}" target="_blank">'
+                "Open the diagram at full size</a></p>\n") if href else ""
         out.append(".. raw:: html\n\n"
+                   f"   {_DIAGRAM_STYLE}\n"
                    f'   <div class="escalation-diagram" role="img" aria-label="State diagram of {_attr(d.protocol)}" '
-                   'style="overflow-x:auto; margin:1em 0">\n' + body + "\n   </div>\n\n")
+                   'style="margin:1em 0">\n' + body + "\n   </div>\n" + link + "\n")
     else:
         out.append(_not_available(f"The diagram could not be drawn: {_esc(ctx.svg_error or 'not rendered')}. "
                                   "The table below lists the same transitions."))
@@ -942,8 +945,11 @@ _RENDER = {
 }
 
 
-def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS)) -> str:
+def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diagram_href: str | None = None) -> str:
     """The audit page's sections as reStructuredText (headings underlined with ``=`` and ``-``).
+
+    ``diagram_href`` is where the full-size SVG of the diagram is published,
+    if anywhere; the page links to it.
 
     Raises
     ------
@@ -954,5 +960,6 @@ def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS)) -> s
     for name in sections:
         if name not in _RENDER:
             raise EscalationRulesError(f"unknown audit section {name!r} (known: {', '.join(SECTIONS)})")
-        out.append(_heading(SECTIONS[name], "=") + _RENDER[name](ctx))
+        body = _diagram(ctx, diagram_href) if name == "diagram" else _RENDER[name](ctx)
+        out.append(_heading(SECTIONS[name], "=") + body)
     return "".join(out)

@@ -66,7 +66,17 @@ def conf_py(title: str) -> str:
         "html_show_sourcelink = False\n"
         "html_copy_source = False\n"
         "escalation_rules_root = '/'\n"
+        "html_static_path = ['_static']\n"
+        "html_css_files = ['audit.css']\n"
     )
+
+
+#: Wider pages, so the tables and the diagram have room (furo's column is narrow for them).
+AUDIT_CSS = """@media (min-width: 67em) {
+  .content { width: auto; flex: 1 1 46em; max-width: 100em; min-width: 0; }
+}
+table.docutils td, table.docutils th { vertical-align: top; }
+"""
 
 
 def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | None = None,
@@ -95,6 +105,8 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
         src.mkdir()
         title = f"{protocol.id} audit"
         (src / "conf.py").write_text(conf_py(title), encoding="utf-8")
+        (src / "_static").mkdir()
+        (src / "_static" / "audit.css").write_text(AUDIT_CSS, encoding="utf-8")
         (src / "index.rst").write_text(index_rst(protocol.id, target, doses, vectors_abs, command=spec),
                                        encoding="utf-8")
         try:

@@ -49,8 +49,10 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -208,7 +210,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
                         ctx = build_context(spec, root, self.options.get("doses"), vectors,
                                             self.options.get("command"), render=self.config.escalation_rules_render)
                         _CACHE[key] = ctx
-                    text = audit_rst(ctx, sections)
+                    href = None
+                    if ctx.svg is not None and "diagram" in sections:
+                        href = self._publish_svg(ctx.svg, ctx.compiled.protocol.id)
+                    text = audit_rst(ctx, sections, href)
                 except EscalationRulesError as err:
                     raise self.error(f"{name}: {spec}: {str(err).splitlines()[0]}") from None
                 if ctx.svg_error and "diagram" in sections and self.config.escalation_rules_render:
@@ -221,6 +226,17 @@ def setup(app: Sphinx) -> dict[str, Any]:
                         if element["names"] or isinstance(element, nodes.section):
                             self.state.document.set_id(element)
                 return found
+
+            def _publish_svg(self, svg: str, protocol_id: str) -> str | None:
+                """Write the full-size SVG beside the HTML pages; returns its URL relative to this page."""
+                if self.env.app.builder.format != "html":
+                    return None
+                digest = hashlib.sha256(svg.encode("utf-8")).hexdigest()[:10]
+                name = f"{re.sub(r'[^A-Za-z0-9_.-]', '-', protocol_id)}-{digest}.svg"
+                folder = Path(self.env.app.outdir) / "_escalation"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + svg, encoding="utf-8")
+                return "../" * self.env.docname.count("/") + f"_escalation/{name}"
 
         AuditDirective.__name__ = "AuditDirective_" + name.replace("-", "_")
         return AuditDirective
