@@ -738,10 +738,11 @@ def _diagram(ctx: AuditContext, href: str | None = None) -> str:
     d = ctx.diagram
     out = [f"The full state graph has {d.states} states and {d.transitions} transitions. "
            f"The diagram condenses it into {len(d.nodes)} boxes: rounded boxes are treatments at a dose (coloured by "
-           "the stage, which the box names), yellow double-framed boxes are decision points where people choose, grey boxes are the ends of "
-           "the trial. Each solid arrow is labelled with the rule and its condition; each dashed arrow is a "
-           "choice people make (signed as the decision point says). Green arrows escalate, red arrows "
-           "de-escalate, grey arrows stop. The table after the diagram lists the same arrows in words.\n\n"]
+           "the stage, which the box names), yellow double-framed boxes are decision points where people choose, "
+           "grey boxes are the ends of the trial. Each solid arrow is labelled with the rule and its condition; "
+           "each dashed arrow is a choice people make (signed as the decision point says). "
+           "Green arrows escalate, red arrows de-escalate, grey arrows stop. "
+           "The table after the diagram lists the same arrows in words.\n\n"]
     if ctx.svg is not None:
         body = "\n".join("      " + ln for ln in _responsive(ctx.svg).splitlines())
         link = (f'   <p><a class="escalation-diagram-full" href="{_attr(href)}" target="_blank">'
