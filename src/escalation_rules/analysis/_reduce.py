@@ -1,0 +1,411 @@
+"""Explore a protocol's trial states, merging states whose futures are identical.
+
+:func:`escalation_rules.compile_protocol` keys a state by everything it
+holds (the counts at every dose, the enrolment, the closed and passed masks),
+which verification needs, but which makes the graph of a 3+3 design grow by
+a factor of about 2.2 per dose.  The operating characteristics only need the
+*future* of a state: which cohorts will be treated where, which decisions
+will arise and where the trial stops.  This module computes that future once
+per class of states that provably share it.
+
+How states merge
+----------------
+A state is split into a *control* part (phase, stage, current dose, cohort
+size, the rule of a decision point) and a *data* part (patients and DLTs per
+dose, the closed-dose mask and the enrolment).  Exploring a state records
+which data fields its rules actually read: the guards evaluate against a
+lazy environment that notes each name it is asked for (``n`` reads the
+patients at the current dose, ``n_prev`` those at the dose below,
+``remaining`` the enrolment, and so on), and a state's read set is what its
+own rules read plus what its successors' futures read.  The future of a
+state is a deterministic function of the fields it read, so any later state
+with the same control part that agrees on those fields has the same future,
+and is looked up instead of explored.  Nothing about any particular design
+is assumed: a field is merged away only when no rule on the way to any stop
+reads it.
+
+The enrolment cap is checked without reading the enrolment: each class
+records the most patients its future can still enrol (``horizon``), and
+every state that reaches a class is checked against ``enrolled + horizon <=
+cap``.  Table gaps and overlaps, moves off the ladder, empty cohorts and the
+cap are refused with the same messages as the compiler.
+
+The merged graph has one node per class; node ids are assigned children
+first, so ascending ids are a reverse topological order.  Root-to-stop paths
+correspond one to one with those of the compiled graph.
+
+Examples
+--------
+>>> from escalation_rules import builtin_design
+>>> graph = reduce_protocol(builtin_design("3+3-deescalate", doses=5))
+>>> graph.stats["nodes"] < 200, graph.count_paths()
+(True, 922)
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .._machine import StepError, env_of, fire
+from ..errors import CompileError
+from ..protocol import Outcome, Protocol
+
+__all__ = ["DECIDE", "STOP", "TREAT", "Node", "ReducedGraph", "reduce_protocol"]
+
+TREAT, DECIDE, STOP = 0, 1, 2
+_MOVES = {"stay": 0, "next": 1, "previous": -1}
+
+
+@attrs.frozen
+class Node:
+    """One class of trial states sharing the same future.
+
+    Attributes
+    ----------
+    kind : int
+        ``TREAT``, ``DECIDE`` or ``STOP``.
+    stage : str
+        The stage in force (``""`` for a stop).
+    dose : int
+        0-based dose to treat at, or where the decision arose (``-1`` for a stop).
+    cohort : int
+        Cohort size (treat nodes), else 0.
+    rule : str
+        The decision point's rule id (decide nodes), else ``""``.
+    children : tuple of int
+        Treat: the successor for 0, 1, ... DLTs; decide: one per option.
+    labels : tuple of str
+        Treat: the rule that fired for each DLT count; decide: the option ids.
+    mtd : int or None
+        Stop: the 0-based MTD, or None.
+    closes : bool
+        Stop: the stopping rule or option closed a dose for toxicity.
+    horizon : int
+        The most patients the future of this class can enrol.
+    """
+
+    kind: int
+    stage: str
+    dose: int
+    cohort: int
+    rule: str
+    children: tuple[int, ...]
+    labels: tuple[str, ...]
+    mtd: int | None
+    closes: bool
+    horizon: int
+
+
+@attrs.frozen
+class ReducedGraph:
+    """The merged state graph of a protocol (see the module docstring).
+
+    Attributes
+    ----------
+    protocol : Protocol
+    nodes : tuple of Node
+        Children before parents.
+    root : int
+        The node of the initial state.
+    stats : dict
+        ``nodes`` (classes), ``visits`` (states looked up or explored),
+        ``treat``, ``decide`` and ``stop`` node counts.
+    """
+
+    protocol: Protocol = attrs.field(eq=False, repr=False)
+    nodes: tuple[Node, ...] = attrs.field(repr=False)
+    root: int
+    stats: dict[str, int] = attrs.field(eq=False)
+
+    @property
+    def doses(self) -> int:
+        """Number of doses on the ladder."""
+        return len(self.protocol.doses)
+
+    def count_paths(self) -> int:
+        """Number of root-to-stop paths (cohort outcomes counted by their number of DLTs)."""
+        counts: list[int] = []
+        for node in self.nodes:
+            counts.append(1 if node.kind == STOP else sum(counts[c] for c in node.children))
+        return counts[self.root]
+
+    def decision_rules(self) -> tuple[str, ...]:
+        """Ids of the decision rules that arise somewhere, in the protocol's order."""
+        seen = {node.rule for node in self.nodes if node.kind == DECIDE}
+        return tuple(rule.id for stage in self.protocol.stages for rule in stage.rules if rule.id in seen)
+
+
+class _Env(dict[str, Any]):
+    """The guard names at a dose, computed on first use and recorded as read fields."""
+
+    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: set[int]) -> None:
+        super().__init__()
+        self.explorer = explorer
+        self.vals = vals
+        self.dose = dose
+        self.reads = reads
+
+    def __missing__(self, name: str) -> Any:
+        value = self.explorer.name_value(name, self.vals, self.dose, self.reads)
+        self[name] = value
+        return value
+
+
+class _Bucket:
+    """The classes of one control part that read the same fields: field values → node id."""
+
+    __slots__ = ("fields", "project", "table")
+
+    def __init__(self, fields: tuple[int, ...]) -> None:
+        self.fields = fields
+        self.project: Callable[[list[int]], Any]
+        if not fields:
+            self.project = lambda vals: ()
+        else:
+            self.project = operator.itemgetter(*fields)
+        self.table: dict[Any, int] = {}
+
+
+class _Explorer:
+    def __init__(self, protocol: Protocol) -> None:
+        self.p = protocol
+        self.k = len(protocol.doses)
+        self.cap = protocol.cap
+        self.enrolled = 3 * self.k  # index of the enrolment in a data vector
+        self.all_fields = frozenset(range(3 * self.k + 1))
+        self.stages = {s.id: s for s in protocol.stages}
+        self.nodes: list[Node] = []
+        self.memo: dict[tuple[Any, ...], list[_Bucket]] = {}
+        self.visits = 0
+        self.governing = {}
+        for stage in protocol.stages:
+            for dose_id in stage.doses:
+                self.governing[protocol.dose_index(dose_id)] = stage.id
+
+    # -- guard names ------------------------------------------------------
+
+    def name_value(self, name: str, vals: list[int], dose: int, reads: set[int]) -> Any:
+        k = self.k
+        if name == "n":
+            reads.add(dose)
+            return vals[dose]
+        if name == "tox":
+            reads.add(k + dose)
+            return vals[k + dose]
+        if name in ("n_prev", "tox_prev"):
+            if dose == 0:
+                return 0
+            field = dose - 1 + (k if name == "tox_prev" else 0)
+            reads.add(field)
+            return vals[field]
+        if name in ("n_next", "tox_next"):
+            if dose + 1 >= k:
+                return 0
+            field = dose + 1 + (k if name == "tox_next" else 0)
+            reads.add(field)
+            return vals[field]
+        if name == "has_prev":
+            return dose > 0
+        if name == "has_next":
+            return dose + 1 < k
+        if name == "next_closed":
+            if dose + 1 >= k:
+                return False
+            reads.add(2 * k + dose + 1)
+            return bool(vals[2 * k + dose + 1])
+        if name == "next_provisional":
+            return dose + 1 < k and self.p.doses[dose + 1].provisional
+        if name == "dose":
+            return dose + 1
+        if name == "doses":
+            return k
+        if name == "cap":
+            return self.cap
+        if name in ("enrolled", "remaining"):
+            reads.add(self.enrolled)
+            return vals[self.enrolled] if name == "enrolled" else self.cap - vals[self.enrolled]
+        # A name this module does not know yet: take the engine's value and
+        # count every field as read (exact, merges nothing).
+        reads.update(self.all_fields)
+        counts = tuple((vals[i], vals[k + i]) for i in range(k))
+        closed = sum(1 << i for i in range(k) if vals[2 * k + i])
+        return env_of(self.p, dose, counts, vals[self.enrolled], closed)[name]
+
+    # -- steps ------------------------------------------------------------
+
+    def fail(self, message: str, path: list[str], step: str = "") -> CompileError:
+        history = " ".join(path)
+        where = f"{history} {step}".strip() if history or not step else step
+        return CompileError([f"{self.p.source}: {message} after history {where!r}"])
+
+    def apply(self, outcome: Outcome, stage: str, dose: int, vals: list[int], env: _Env, label: str,
+              path: list[str], step: str) -> tuple[tuple[Any, ...], list[int]]:
+        """Mirror of ``_machine.apply_outcome`` on a data vector: the next control part and data."""
+        k = self.k
+        if outcome.close and not vals[2 * k + dose]:
+            vals = list(vals)
+            vals[2 * k + dose] = 1
+        if outcome.action == "stop":
+            if outcome.mtd == "current":
+                mtd: int | None = dose
+            elif outcome.mtd == "previous":
+                mtd = dose - 1 if dose > 0 else None
+            else:
+                mtd = None
+            return (STOP, mtd, outcome.close), vals
+        target = dose + _MOVES[outcome.move]
+        if not 0 <= target < k:
+            where = "above the top dose" if target > dose else "below the lowest dose"
+            raise self.fail(f"rule {label!r} moves {where}", path, step)
+        if outcome.stage is not None:
+            stage_id = outcome.stage
+        elif outcome.move == "stay":
+            stage_id = stage
+        else:
+            stage_id = self.governing[target]
+        cohort = outcome.cohort.evaluate(env) if outcome.cohort is not None else self.stages[stage_id].cohort
+        if cohort < 1:
+            raise self.fail(f"rule {label!r} treats a cohort of {cohort} (expected at least 1)", path, step)
+        if vals[self.enrolled] + cohort > self.cap:
+            raise self.fail(f"rule {label!r} treats {cohort} more with {self.cap - vals[self.enrolled]} places "
+                            f"left under the cap of {self.cap}", path, step)
+        return (TREAT, stage_id, target, cohort), vals
+
+    def visit(self, control: tuple[Any, ...], vals: list[int], path: list[str]) -> tuple[int, tuple[int, ...]]:
+        """The node of the class of (control, vals), exploring it if new; with the fields it reads."""
+        self.visits += 1
+        buckets = self.memo.get(control)
+        if buckets is not None:
+            for bucket in buckets:
+                nid = bucket.table.get(bucket.project(vals))
+                if nid is not None:
+                    if vals[self.enrolled] + self.nodes[nid].horizon > self.cap:
+                        raise self.cap_error(nid, vals[self.enrolled], path)
+                    return nid, bucket.fields
+        else:
+            buckets = self.memo[control] = []
+        kind = control[0]
+        reads: set[int] = set()
+        children: list[int] = []
+        labels: list[str] = []
+        k = self.k
+        if kind == STOP:
+            node = Node(STOP, "", -1, 0, "", (), (), control[1], bool(control[2]), 0)
+        elif kind == TREAT:
+            _, stage_id, dose, cohort = control
+            stage = self.stages[stage_id]
+            for dlts in range(cohort + 1):
+                step = f"{dose + 1}{'N' * (cohort - dlts)}{'T' * dlts}"
+                new = list(vals)
+                new[dose] += cohort
+                new[k + dose] += dlts
+                new[self.enrolled] += cohort
+                env = _Env(self, new, dose, reads)
+                try:
+                    rule = fire(self.p, stage, env)
+                except StepError as err:
+                    raise self.fail(str(err), path, step) from None
+                if rule.action == "decide":
+                    child_control: tuple[Any, ...] = (DECIDE, stage_id, dose, rule.id)
+                    child_vals = new
+                else:
+                    assert rule.outcome is not None
+                    child_control, child_vals = self.apply(rule.outcome, stage_id, dose, new, env, rule.id,
+                                                           path, step)
+                path.append(step)
+                cid, fields = self.visit(child_control, child_vals, path)
+                path.pop()
+                reads.update(fields)
+                children.append(cid)
+                labels.append(rule.id)
+            horizon = cohort + max(self.nodes[c].horizon for c in children)
+            node = Node(TREAT, stage_id, dose, cohort, "", tuple(children), tuple(labels), None, False, horizon)
+        else:
+            _, stage_id, dose, rule_id = control
+            rule = self.p.rule(rule_id)
+            env = _Env(self, vals, dose, reads)
+            for option in rule.options:
+                step = f"[{option.id}]"
+                child_control, child_vals = self.apply(option.outcome, stage_id, dose, vals, env,
+                                                       f"{rule_id}/{option.id}", path, step)
+                path.append(step)
+                cid, fields = self.visit(child_control, child_vals, path)
+                path.pop()
+                reads.update(fields)
+                children.append(cid)
+                labels.append(option.id)
+            horizon = max(self.nodes[c].horizon for c in children)
+            node = Node(DECIDE, stage_id, dose, 0, rule_id, tuple(children), tuple(labels), None, False, horizon)
+        nid = len(self.nodes)
+        self.nodes.append(node)
+        fields = tuple(sorted(reads))
+        for bucket in buckets:
+            if bucket.fields == fields:
+                break
+        else:
+            bucket = _Bucket(fields)
+            buckets.append(bucket)
+        bucket.table[bucket.project(vals)] = nid
+        return nid, fields
+
+    def cap_error(self, nid: int, enrolled: int, path: list[str]) -> CompileError:
+        """Follow the longest future from a class to the step that passes the cap."""
+        steps = list(path)
+        label = "start"
+        while True:
+            node = self.nodes[nid]
+            if node.kind == TREAT and enrolled + node.cohort > self.cap:
+                return self.fail(f"rule {label!r} treats {node.cohort} more with {self.cap - enrolled} places left "
+                                 f"under the cap of {self.cap}", steps[:-1], steps[-1] if steps else "")
+            i = max(range(len(node.children)), key=lambda j: self.nodes[node.children[j]].horizon)
+            if node.kind == TREAT:
+                dlts = i
+                steps.append(f"{node.dose + 1}{'N' * (node.cohort - dlts)}{'T' * dlts}")
+                enrolled += node.cohort
+                label = node.labels[i]
+            else:
+                steps.append(f"[{node.labels[i]}]")
+                label = f"{node.rule}/{node.labels[i]}"
+            nid = node.children[i]
+
+
+def reduce_protocol(protocol: Protocol) -> ReducedGraph:
+    """Explore every reachable class of states of ``protocol`` (see the module docstring).
+
+    Raises
+    ------
+    CompileError
+        When a decision table is incomplete or overlapping at a reachable
+        state, a rule moves off the ladder, a cohort is empty or the cap would
+        be passed, naming the rule and a history reaching the state.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> graph = reduce_protocol(load_protocol("spec/nct07117175"))
+    >>> graph.decision_rules()[:2]
+    ('at-pass-one', 'at-pass-three')
+    """
+    explorer = _Explorer(protocol)
+    stage = protocol.stage(protocol.start_stage)
+    start = (TREAT, stage.id, protocol.dose_index(protocol.start_dose), min(stage.cohort, protocol.cap))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * protocol.cap + 200))
+    try:
+        root, _ = explorer.visit(start, [0] * (3 * explorer.k + 1), [])
+    finally:
+        sys.setrecursionlimit(limit)
+    nodes = tuple(explorer.nodes)
+    stats = {
+        "nodes": len(nodes),
+        "visits": explorer.visits,
+        "treat": sum(n.kind == TREAT for n in nodes),
+        "decide": sum(n.kind == DECIDE for n in nodes),
+        "stop": sum(n.kind == STOP for n in nodes),
+    }
+    return ReducedGraph(protocol, nodes, root, stats)
