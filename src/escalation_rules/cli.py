@@ -31,7 +31,7 @@ from .verify import verify
 __all__ = ["main"]
 
 #: Modules that add subcommands; each defines ``register(subparsers)``.
-_COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite",)
+_COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
