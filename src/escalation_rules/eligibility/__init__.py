@@ -1,0 +1,40 @@
+"""Eligibility screening: a protocol's inclusion and exclusion criteria as three-valued guards.
+
+Criteria live in the protocol folder (``eligibility.toml``, top-level key
+``eligibility``) and are written in the criteria dialect of the guard
+language (:func:`escalation_rules.guards.parse_criterion`).  A patient record
+(:func:`read_record`) is screened with :func:`screen`; the result says
+eligible, not eligible or undetermined, and why, criterion by criterion.
+
+Examples
+--------
+>>> from escalation_rules import load_protocol
+>>> from escalation_rules.eligibility import load_eligibility, screen
+>>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+>>> r = screen(spec, {"id": "P0", "anchors": {"screening": "2026-03-02"}})
+>>> r.outcome, "ecog" in r.needed
+('undetermined', True)
+"""
+
+from ._record import PatientRecord, RecordError, read_record, read_record_json
+from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen
+from ._spec import FORMULAS, Criterion, DataItem, EligibilitySpec, Formula, load_eligibility
+
+__all__ = [
+    "EXIT_STATUS",
+    "FORMULAS",
+    "OUTCOMES",
+    "Criterion",
+    "CriterionResult",
+    "DataItem",
+    "EligibilitySpec",
+    "Formula",
+    "PatientRecord",
+    "RecordError",
+    "ScreeningResult",
+    "data_dictionary",
+    "load_eligibility",
+    "read_record",
+    "read_record_json",
+    "screen",
+]

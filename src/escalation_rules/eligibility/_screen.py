@@ -1,0 +1,309 @@
+"""Screening: a record against a protocol's criteria, with an explanation per criterion.
+
+The outcome is ``"eligible"`` when every inclusion criterion is true and
+every exclusion criterion false, ``"not eligible"`` when some inclusion is
+false or some exclusion true (whatever is still unknown), and
+``"undetermined"`` otherwise; then :attr:`ScreeningResult.needed` lists the
+data items still missing.
+
+Examples
+--------
+>>> import json
+>>> from escalation_rules import load_protocol
+>>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+>>> data = json.load(open("spec/patients/eligible.json"))
+>>> result = screen(spec, data)
+>>> result.outcome, result.exit_status
+('eligible', 0)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from ..guards import QuantityType
+from ._record import PatientRecord, read_record
+from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
+
+__all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen"]
+
+OUTCOMES = ("eligible", "not eligible", "undetermined")
+#: Exit status of ``escalation-rules screen`` per outcome (2 means the input was refused).
+EXIT_STATUS = {"eligible": 0, "not eligible": 3, "undetermined": 4}
+
+_STATUS = {
+    "inclusion": {True: "met", False: "not met", None: "unknown"},
+    "exclusion": {True: "excludes", False: "does not apply", None: "unknown"},
+    "definition": {True: "true", False: "false", None: "unknown"},
+}
+
+
+@attrs.frozen
+class _Context:
+    spec: EligibilitySpec
+    record: PatientRecord
+    env: Mapping[str, Any]
+
+
+@attrs.frozen
+class CriterionResult:
+    """The result of one criterion for one record.
+
+    Attributes
+    ----------
+    criterion : Criterion
+    value : bool or None
+        ``None`` when it cannot be decided from the data.
+    missing : tuple of str
+        For an unknown result, the data items it still needs.
+    """
+
+    criterion: Criterion
+    value: bool | None
+    missing: tuple[str, ...]
+    _context: _Context = attrs.field(eq=False, repr=False)
+
+    @property
+    def status(self) -> str:
+        """``met``/``not met``/``unknown`` (inclusion), ``excludes``/``does not apply``/``unknown`` (exclusion)."""
+        return _STATUS[self.criterion.kind][self.value]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The values the criterion read, as JSON-ready data (``None`` where missing)."""
+        return {name: _show(self._context, name)[0] for name in _direct_reads(self.criterion)}
+
+    @property
+    def reason(self) -> str:
+        """One line: the status, the expression and the values it used, or what is missing."""
+        c = self.criterion
+        if self.value is None:
+            return f"{self.status}: {c.when.text}; missing {', '.join(self.missing)}"
+        shown = "; ".join(f"{name} = {_show(self._context, name)[1]}" for name in _direct_reads(c))
+        return f"{self.status}: {c.when.text}" + (f" with {shown}" if shown else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        c = self.criterion
+        return {"id": c.id, "kind": c.kind, "clause": c.clause, "paraphrase": c.paraphrase, "when": c.when.text,
+                "result": self.value, "status": self.status, "reason": self.reason, "values": self.values,
+                "missing": list(self.missing)}
+
+
+@attrs.frozen
+class ScreeningResult:
+    """The outcome of screening one record.
+
+    Attributes
+    ----------
+    record_id, protocol_id : str
+    outcome : str
+        ``"eligible"``, ``"not eligible"`` or ``"undetermined"``.
+    criteria : tuple of CriterionResult
+        Every criterion in protocol order (definitions included).
+    needed : tuple of str
+        For ``"undetermined"``: every data item still missing, in data-dictionary order.
+    """
+
+    record_id: str
+    protocol_id: str
+    outcome: str
+    criteria: tuple[CriterionResult, ...]
+    needed: tuple[str, ...]
+
+    @property
+    def exit_status(self) -> int:
+        """0 eligible, 3 not eligible, 4 undetermined."""
+        return EXIT_STATUS[self.outcome]
+
+    @property
+    def failed(self) -> tuple[CriterionResult, ...]:
+        """The inclusion criteria that are false and the exclusion criteria that are true."""
+        return tuple(r for r in self.criteria if (r.criterion.kind, r.value) in (("inclusion", False),
+                                                                                  ("exclusion", True)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the contract of ``screen --json``)."""
+        return {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
+                "exit_status": self.exit_status, "failed": [r.criterion.id for r in self.failed],
+                "needed": list(self.needed), "criteria": [r.to_dict() for r in self.criteria]}
+
+    def text(self) -> str:
+        """A person's summary: outcome, then one line per criterion."""
+        lines = [f"{self.protocol_id}: record {self.record_id}: {self.outcome.upper()}"]
+        width = max(len(r.criterion.id) for r in self.criteria)
+        for r in self.criteria:
+            lines.append(f"  {r.status:14} {r.criterion.id:{width}}  [{r.criterion.clause}] {r.reason}")
+        if self.failed:
+            lines.append(f"fails: {', '.join(r.criterion.id for r in self.failed)}")
+        if self.needed:
+            lines.append(f"needed: {', '.join(self.needed)}")
+        return "\n".join(lines)
+
+
+def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record") -> ScreeningResult:
+    """Screen one record (a :class:`PatientRecord` or decoded JSON) against ``spec``.
+
+    Raises
+    ------
+    RecordError
+        If the record is refused (nothing is screened then).
+    """
+    if not isinstance(record, PatientRecord):
+        record = read_record(record, source)
+    env = spec.environment(record)
+    context = _Context(spec, record, env)
+    results = []
+    failed = unknown = False
+    for criterion in spec.criteria:
+        value = criterion.when.evaluate(env)
+        env[criterion.id] = value
+        missing = _missing(spec, env, criterion) if value is None else ()
+        results.append(CriterionResult(criterion, value, missing, context))
+        if criterion.kind == "inclusion":
+            failed = failed or value is False
+            unknown = unknown or value is None
+        elif criterion.kind == "exclusion":
+            failed = failed or value is True
+            unknown = unknown or value is None
+    outcome = "not eligible" if failed else "undetermined" if unknown else "eligible"
+    needed: tuple[str, ...] = ()
+    if outcome == "undetermined":
+        wanted = {m for r in results if r.value is None and r.criterion.kind != "definition" for m in r.missing}
+        needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
+    return ScreeningResult(record.id, spec.protocol_id, outcome, tuple(results), needed)
+
+
+def _dictionary_order(spec: EligibilitySpec) -> Iterator[str]:
+    for name, item in spec.items.items():
+        yield name
+        if isinstance(item.type, QuantityType) and item.type.ranged:
+            yield f"{name}.uln"
+            yield f"{name}.lln"
+
+
+def _direct_reads(criterion: Criterion) -> list[str]:
+    return sorted(criterion.when.names)
+
+
+def _missing(spec: EligibilitySpec, env: Mapping[str, Any], criterion: Criterion) -> tuple[str, ...]:
+    """The missing data items behind an unknown criterion (through definitions and formulas)."""
+    out: list[str] = []
+    definitions = {c.id: c for c in spec.criteria}
+
+    def visit(name: str) -> None:
+        if env.get(name) is not None:
+            return
+        if name in definitions:
+            for inner in _direct_reads(definitions[name]):
+                visit(inner)
+            return
+        item = spec.items.get(name)
+        if item is not None and item.formula is not None:
+            for inner in item.inputs.values():
+                visit(inner)
+            return
+        if name not in out:
+            out.append(name)
+
+    for name in _direct_reads(criterion):
+        visit(name)
+    return tuple(out)
+
+
+def _date(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _show(context: _Context, name: str) -> tuple[Any, str]:
+    """JSON value and a short text for one name a criterion read."""
+    spec, record, env = context.spec, context.record, context.env
+    value = env.get(name)
+    if name in {c.id for c in spec.criteria}:
+        return {"criterion": name, "result": value}, {True: "true", False: "false", None: "unknown"}[value]
+    if value is None:
+        return None, "missing"
+    base, _, limit = name.partition(".")
+    item = spec.items[base]
+    source = item.source
+    if limit:
+        m = record.measurements[source.split(".", 1)[1]]  # type: ignore[index]
+        bound = m.high if limit == "uln" else m.low
+        return {"value": bound, "unit": m.range_unit}, f"{bound:g} {m.range_unit}"
+    if item.formula is not None:
+        inputs = {role: _show(context, inner)[1] for role, inner in item.inputs.items()}
+        if item.formula == "cockcroft_gault":
+            inputs["weight"] += " (actual body weight)"
+        unit = f" {item.unit}" if item.unit else ""
+        shown = f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+        return ({"value": round(value, 2) if isinstance(value, float) else value, "unit": item.unit,
+                 "formula": item.formula, "formula_text": FORMULAS[item.formula].text, "inputs": inputs},
+                f"{shown} ({item.formula}: " + ", ".join(f"{k} {v}" for k, v in inputs.items()) + ")")
+    head, _, rest = source.partition(".")
+    if head == "measurements":
+        m = record.measurements[rest]  # type: ignore[index]
+        data = {"value": m.value, "unit": m.unit, "date": _date(m.date),
+                "reference_range": {"low": m.low, "high": m.high, "unit": m.range_unit}}
+        text = f"{m.value:g} {m.unit}" + (f" on {m.date}" if m.date else "")
+        if m.high is not None or m.low is not None:
+            low = "" if m.low is None else f"{m.low:g}"
+            high = "" if m.high is None else f"{m.high:g}"
+            text += f" (range {low}-{high} {m.range_unit})"
+        return data, text
+    if source in ("weight", "life_expectancy"):
+        q = getattr(record, source)
+        return ({"value": q.value, "unit": q.unit, "date": _date(q.date)},
+                f"{q.value:g} {q.unit}" + (f" on {q.date}" if q.date else ""))
+    if isinstance(value, tuple):
+        spans = [{"start": _date(s), "end": _date(e)} for s, e in value]
+        text = "none" if not value else "; ".join(f"{s} to {e or 'ongoing'}" if e != s else f"{s}" for s, e in value)
+        return spans, text
+    if isinstance(value, dt.date):
+        return value.isoformat(), value.isoformat()
+    if isinstance(value, bool):
+        return value, "true" if value else "false"
+    return value, str(value)
+
+
+def data_dictionary(spec: EligibilitySpec) -> list[dict[str, Any]]:
+    """Every data item the criteria read: name, source, type, unit, dimension and users.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> rows = data_dictionary(load_eligibility(load_protocol("spec/nct07117175")))
+    >>> [r for r in rows if r["name"] == "spo2"][0]["dimension"]
+    'dimensionless'
+    """
+    rows = []
+    for name in _dictionary_order(spec):
+        base, _, limit = name.partition(".")
+        item = spec.items[base]
+        users = spec.used_by.get(name, ())
+        if limit and not users:
+            continue
+        kind = item.type
+        row: dict[str, Any] = {
+            "name": name,
+            "source": item.source + (f".reference_range.{'high' if limit == 'uln' else 'low'}" if limit else ""),
+            "type": "quantity" if limit else item.type_name,
+            "unit": item.unit if isinstance(kind, QuantityType) else None,
+            "dimension": item.dimension,
+            "codes": sorted(kind.values) if hasattr(kind, "values") and not limit else None,
+            "attested": item.attested,
+            "formula": item.formula,
+            "inputs": dict(item.inputs) or None,
+            "molar_mass": item.molar_mass,
+            "where": {k: list(v) for k, v in item.where.items()} or None,
+            "where_not": {k: list(v) for k, v in item.where_not.items()} or None,
+            "description": item.description if not limit else
+            f"{'upper' if limit == 'uln' else 'lower'} limit of normal of {base}, from its reference range",
+            "used_by": list(users),
+        }
+        rows.append(row)
+    return rows
+

@@ -1,0 +1,599 @@
+"""The ``eligibility`` section of a protocol: data items, formulas and criteria.
+
+A protocol folder declares, under the top-level key ``eligibility``, the
+data items its criteria read (``[eligibility.items.NAME]``, each taken from
+a place in the patient record or computed by a declared formula) and the
+criteria (``[[eligibility.criteria]]``, each with an id, a kind, a clause
+reference, a paraphrase and a ``when`` expression in the criteria dialect of
+the guard language).  :func:`load_eligibility` checks all of it when the
+protocol loads and refuses it with one line per problem, naming the file and
+the key path.
+
+Examples
+--------
+>>> from escalation_rules import load_protocol
+>>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+>>> spec.criteria[0].id, spec.items["crcl"].formula
+('inc_age', 'cockcroft_gault')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ..errors import GuardSyntaxError, ProtocolError
+from ..guards import BOOL, DATE, EVENTS, INT, CodeType, Guard, QuantityType, parse_criterion, quantity_type, unit_factor
+from ..protocol import Protocol
+from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError
+
+__all__ = ["FORMULAS", "Criterion", "DataItem", "EligibilitySpec", "Formula", "load_eligibility"]
+
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+KINDS = ("inclusion", "exclusion", "definition")
+
+
+@attrs.frozen
+class Formula:
+    """A declared formula for a derived data item.
+
+    Attributes
+    ----------
+    name : str
+    text : str
+        The formula as a person reads it.
+    roles : dict
+        Input role to a description of what it needs (checked at load).
+    unit : str or None
+        Unit of the result (``None``: a whole number without unit).
+    """
+
+    name: str
+    text: str
+    roles: Mapping[str, str]
+    unit: str | None
+
+
+FORMULAS: dict[str, Formula] = {
+    "age_years": Formula("age_years", "completed years from birth_date to the anchor date 'on'",
+                         {"birth_date": "a date", "on": "a date"}, None),
+    "cockcroft_gault": Formula(
+        "cockcroft_gault",
+        "(140 - age) × weight[kg] × (0.85 if female) / (72 × serum creatinine[mg/dL]), in mL/min; "
+        "weight is the recorded actual body weight",
+        {"age": "a whole number of years", "sex": "a code with 'female'", "weight": "a mass",
+         "creatinine": "a creatinine concentration (mass, or substance with a molar mass)"},
+        "mL/min"),
+}
+
+
+@attrs.frozen
+class DataItem:
+    """One data item the criteria read.
+
+    Attributes
+    ----------
+    name : str
+    source : str
+        Where it comes from in the record (``"measurements.creatinine"``), or
+        ``"formula:NAME"`` for a derived item.
+    type : object
+        Its type in the guard language (``"bool"``, a ``QuantityType``…).
+    description : str
+    unit, molar_mass : str or None
+        The unit values are held in, and for a concentration its molar mass.
+    where, where_not : dict
+        For event lists: field to the values an entry must (not) have.
+    formula : str or None
+    inputs : dict
+        Formula role to the item that fills it.
+    attested : bool
+        True for items an investigator attests (judgements).
+    """
+
+    name: str
+    source: str
+    type: Any
+    description: str = ""
+    unit: str | None = None
+    molar_mass: str | None = None
+    where: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    where_not: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    formula: str | None = None
+    inputs: Mapping[str, str] = attrs.field(factory=dict)
+    attested: bool = False
+
+    @property
+    def type_name(self) -> str:
+        """The type as shown in the data dictionary."""
+        kind = self.type
+        if isinstance(kind, QuantityType):
+            return "measurement" if kind.ranged else "quantity"
+        if isinstance(kind, CodeType):
+            return "code"
+        return str(kind)
+
+    @property
+    def dimension(self) -> str | None:
+        """The unit dimension for quantities, else ``None``."""
+        return self.type.dimension if isinstance(self.type, QuantityType) else None
+
+
+@attrs.frozen
+class Criterion:
+    """One inclusion or exclusion criterion (or a named definition other criteria use)."""
+
+    id: str
+    kind: str
+    clause: str
+    paraphrase: str
+    when: Guard
+
+
+Filler = Callable[[PatientRecord, dict[str, Any]], None]
+
+
+@attrs.frozen
+class EligibilitySpec:
+    """The checked eligibility section of a protocol.
+
+    Attributes
+    ----------
+    protocol_id, source : str
+    items : dict
+        Data item name to :class:`DataItem`, in declaration order.
+    criteria : tuple of Criterion
+        In protocol order; a criterion may read the definitions before it.
+    used_by : dict
+        Name read (item, ``ITEM.uln``/``ITEM.lln``) to the criteria that read it.
+    """
+
+    protocol_id: str
+    source: str
+    items: Mapping[str, DataItem]
+    criteria: tuple[Criterion, ...]
+    used_by: Mapping[str, tuple[str, ...]]
+    _fillers: tuple[Filler, ...] = attrs.field(eq=False, repr=False)
+    _codes: frozenset[str] = attrs.field(eq=False, repr=False)
+    _attestations: frozenset[str] = attrs.field(eq=False, repr=False)
+
+    def environment(self, record: PatientRecord) -> dict[str, Any]:
+        """Values of every data item for ``record`` (``None`` where unknown), units converted once.
+
+        Raises
+        ------
+        RecordError
+            For a measurement or attestation this protocol does not know, or a
+            unit of the wrong dimension.
+        """
+        problems = []
+        if record.measurements is not None:
+            for code in record.measurements.keys() - self._codes:
+                problems.append(f"measurements[code={code}]: unknown data item "
+                                f"(this protocol reads: {', '.join(sorted(self._codes))})")
+        for key in record.attestations.keys() - self._attestations:
+            problems.append(f"attestations.{key}: unknown data item "
+                            f"(this protocol reads: {', '.join(sorted(self._attestations))})")
+        env: dict[str, Any] = {}
+        try:
+            for fill in self._fillers:
+                fill(record, env)
+        except RecordError as err:
+            problems.extend(err.problems)
+        if problems:
+            raise RecordError([f"record {record.id}: {p}" for p in problems])
+        return env
+
+
+class _Loader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {path}: {message}")
+
+    def text(self, table: Mapping[str, Any], key: str, path: str, required: bool = True) -> str | None:
+        value = table.get(key)
+        if value is None:
+            if required:
+                self.problem(f"{path}.{key}", "missing")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(f"{path}.{key}", f"expected a non-empty string (got {value!r})")
+            return None
+        return value
+
+
+_ITEM_KEYS = ("source", "formula", "inputs", "unit", "molar_mass", "description", "where", "where_not")
+
+
+def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) -> tuple[Any, dict[str, Any]]:
+    """The type of a record path, and extra settings (unit, where...)."""
+    head, _, rest = source.partition(".")
+    extra: dict[str, Any] = {}
+    unit = raw.get("unit")
+    if head == "anchors" and rest in ("screening", "cell_collection", "enrolment", "planned_infusion"):
+        return DATE, extra
+    if source == "ecog":
+        return INT, extra
+    if source in ("weight", "life_expectancy") or (head == "measurements" and rest):
+        default = {"weight": "kg", "life_expectancy": "week"}.get(source)
+        unit = unit or default
+        if not isinstance(unit, str):
+            load.problem(f"{path}.unit", "missing (a measurement item declares the unit it is compared in)")
+            return None, extra
+        try:
+            qtype = quantity_type(unit, ranged=head == "measurements")
+        except GuardSyntaxError as err:
+            load.problem(f"{path}.unit", err.message)
+            return None, extra
+        wanted = {"weight": "[mass]", "life_expectancy": "[time]"}.get(source)
+        if wanted and qtype.dimension != wanted:
+            load.problem(f"{path}.unit", f"expected a unit of {wanted} for {source} (got {unit!r})")
+        molar = raw.get("molar_mass")
+        if molar is not None:
+            try:
+                unit_factor("g/mol", molar.split(" ", 1)[1] if " " in molar else "", None)
+                float(molar.split(" ", 1)[0])
+            except (GuardSyntaxError, ValueError, IndexError):
+                load.problem(f"{path}.molar_mass", f"expected a molar mass such as '113.12 g/mol' (got {molar!r})")
+                molar = None
+        extra.update(unit=unit, molar_mass=molar)
+        if head == "measurements" and not _ID.match(rest):
+            load.problem(f"{path}.source", f"expected measurements.CODE with a lower-case code (got {source!r})")
+        return qtype, extra
+    if head == "attestations" and _ID.match(rest):
+        extra["attested"] = True
+        return BOOL, extra
+    if head in SECTION_FIELDS and rest in SECTION_FIELDS[head]:
+        kind = SECTION_FIELDS[head][rest]
+        if kind in ("bool", "date"):
+            return {"bool": BOOL, "date": DATE}[kind], extra
+        if isinstance(kind, tuple) and kind[0] == "int":
+            return INT, extra
+        return CodeType(frozenset(kind)), extra
+    if source in LIST_FIELDS:
+        fields = LIST_FIELDS[source][0]
+        for key in ("where", "where_not"):
+            table = raw.get(key, {})
+            if not isinstance(table, dict):
+                load.problem(f"{path}.{key}", f"expected a table of field = [values] (got {table!r})")
+                continue
+            conditions = {}
+            for field, values in table.items():
+                values = values if isinstance(values, list) else [values]
+                kind = fields.get(field)
+                if kind is None or kind in ("date", "text"):
+                    known = ", ".join(k for k, v in fields.items() if v not in ("date", "text"))
+                    load.problem(f"{path}.{key}.{field}", f"not a field {source} entries can be matched on "
+                                 f"(known: {known})")
+                    continue
+                allowed = (True, False) if kind == "bool" else kind
+                bad = [v for v in values if v not in allowed or isinstance(v, bool) != (kind == "bool")]
+                if bad:
+                    load.problem(f"{path}.{key}.{field}", f"unknown value(s) {bad!r} "
+                                 f"(expected: {', '.join(map(str, allowed))})")
+                conditions[field] = tuple(values)
+            extra[key] = conditions
+        return EVENTS, extra
+    load.problem(f"{path}.source", f"unknown record field {source!r} (see docs/eligibility.md for the record format)")
+    return None, extra
+
+
+def _read_items(load: _Loader, raw_items: Any) -> dict[str, DataItem]:
+    items: dict[str, DataItem] = {}
+    if not isinstance(raw_items, dict) or not raw_items:
+        load.problem("eligibility.items", "expected a table of data items")
+        return items
+    for name, raw in raw_items.items():
+        path = f"eligibility.items.{name}"
+        if not _ID.match(name):
+            load.problem(path, "expected a lower-case name with letters, digits and underscores")
+            continue
+        if not isinstance(raw, dict):
+            load.problem(path, f"expected a table (got {raw!r})")
+            continue
+        for key in raw:
+            if key not in _ITEM_KEYS:
+                load.problem(f"{path}.{key}", f"unknown key (expected one of: {', '.join(_ITEM_KEYS)})")
+        description = load.text(raw, "description", path, required=False) or ""
+        if "formula" in raw:
+            item = _formula_item(load, path, name, raw, items, description)
+            if item is not None:
+                items[name] = item
+            continue
+        source = load.text(raw, "source", path)
+        if source is None:
+            continue
+        kind, extra = _source_type(load, path, raw, source)
+        if kind is None:
+            continue
+        if kind != EVENTS and ("where" in raw or "where_not" in raw):
+            load.problem(f"{path}.where", "only event lists (medications, therapies, events...) take where")
+        if not isinstance(kind, QuantityType) and ("unit" in raw or "molar_mass" in raw):
+            load.problem(f"{path}.unit", f"{source} has no unit")
+        items[name] = DataItem(name, source, kind, description, **extra)
+    return items
+
+
+def _formula_item(load: _Loader, path: str, name: str, raw: Mapping[str, Any], items: Mapping[str, DataItem],
+                  description: str) -> DataItem | None:
+    formula = FORMULAS.get(raw["formula"])
+    if formula is None:
+        load.problem(f"{path}.formula", f"unknown formula {raw['formula']!r} (known: {', '.join(FORMULAS)})")
+        return None
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, dict):
+        load.problem(f"{path}.inputs", f"expected a table of role = item ({', '.join(formula.roles)})")
+        return None
+    ok = True
+    for role in formula.roles:
+        if role not in inputs:
+            load.problem(f"{path}.inputs.{role}", f"missing ({formula.roles[role]})")
+            ok = False
+    for role, item_name in inputs.items():
+        where = f"{path}.inputs.{role}"
+        if role not in formula.roles:
+            load.problem(where, f"unknown role (expected: {', '.join(formula.roles)})")
+            ok = False
+        elif item_name not in items:
+            load.problem(where, f"unknown item {item_name!r} (items must be declared before formulas that use them)")
+            ok = False
+        elif not _fits(formula.name, role, items[item_name]):
+            load.problem(where, f"{item_name!r} is {items[item_name].type} but the role needs {formula.roles[role]}")
+            ok = False
+    if not ok:
+        return None
+    unit = raw.get("unit", formula.unit)
+    if formula.unit is None:
+        kind: Any = INT
+    else:
+        try:
+            kind = quantity_type(unit)
+            unit_factor(formula.unit, unit)
+        except GuardSyntaxError as err:
+            load.problem(f"{path}.unit", err.message)
+            return None
+    return DataItem(name, f"formula:{formula.name}", kind, description, unit=unit if formula.unit else None,
+                    formula=formula.name, inputs=dict(inputs))
+
+
+def _fits(formula: str, role: str, item: DataItem) -> bool:
+    kind = item.type
+    if formula == "age_years":
+        return kind == DATE
+    if role == "age":
+        return kind == INT
+    if role == "sex":
+        return isinstance(kind, CodeType) and "female" in kind.values
+    if role == "weight":
+        return isinstance(kind, QuantityType) and kind.dimension == "[mass]"
+    if role == "creatinine" and isinstance(kind, QuantityType):
+        try:
+            unit_factor(kind.unit, "mg/dL", item.molar_mass)
+        except GuardSyntaxError:
+            return False
+        return True
+    return False
+
+
+def _names(items: Mapping[str, DataItem]) -> dict[str, Any]:
+    names: dict[str, Any] = {}
+    for item in items.values():
+        names[item.name] = item.type
+        if isinstance(item.type, QuantityType) and item.type.ranged:
+            names[f"{item.name}.uln"] = item.type
+            names[f"{item.name}.lln"] = item.type
+    return names
+
+
+def _read_criteria(load: _Loader, raw: Any, items: Mapping[str, DataItem]) -> list[Criterion]:
+    criteria: list[Criterion] = []
+    if not isinstance(raw, list) or not raw:
+        load.problem("eligibility.criteria", "expected a list of criteria ([[eligibility.criteria]])")
+        return criteria
+    names = _names(items)
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        path = f"eligibility.criteria[{i}]"
+        if not isinstance(entry, dict):
+            load.problem(path, f"expected a table (got {entry!r})")
+            continue
+        for key in entry:
+            if key not in ("id", "kind", "clause", "paraphrase", "when"):
+                load.problem(f"{path}.{key}", "unknown key (expected one of: clause, id, kind, paraphrase, when)")
+        cid = load.text(entry, "id", path)
+        kind = load.text(entry, "kind", path)
+        clause = load.text(entry, "clause", path)
+        paraphrase = load.text(entry, "paraphrase", path)
+        text = load.text(entry, "when", path)
+        if cid is not None:
+            if not _ID.match(cid):
+                load.problem(f"{path}.id", f"expected a lower-case id with underscores (got {cid!r})")
+            elif cid in seen or cid in names:
+                load.problem(f"{path}.id", f"{cid!r} is already used by another criterion or data item")
+            path = f"eligibility.criteria[{i}]"
+        if kind is not None and kind not in KINDS:
+            load.problem(f"{path}.kind", f"expected one of {', '.join(KINDS)} (got {kind!r})")
+        if text is None or cid is None:
+            continue
+        try:
+            guard = parse_criterion(text, names)
+        except GuardSyntaxError as err:
+            load.problem(f"{path}.when", err.message)
+            continue
+        seen.add(cid)
+        if kind == "definition":
+            names[cid] = BOOL
+        if None not in (kind, clause, paraphrase):
+            criteria.append(Criterion(cid, str(kind), str(clause), str(paraphrase), guard))
+    return criteria
+
+
+def load_eligibility(protocol: Protocol) -> EligibilitySpec:
+    """Check the protocol's ``eligibility`` section and build its screener.
+
+    Raises
+    ------
+    ProtocolError
+        With one line per problem, e.g. ``spec/x: eligibility.criteria[3].when: ...``.
+    """
+    source = protocol.source
+    raw = protocol.extra.get("eligibility")
+    if not isinstance(raw, dict):
+        raise ProtocolError([f"{source}: eligibility: this protocol declares no eligibility criteria"])
+    load = _Loader(source)
+    for key in raw:
+        if key not in ("items", "criteria", "description"):
+            load.problem(f"eligibility.{key}", "unknown key (expected one of: criteria, description, items)")
+    items = _read_items(load, raw.get("items"))
+    criteria = _read_criteria(load, raw.get("criteria"), items)
+    used: dict[str, list[str]] = {}
+    definitions = {c.id for c in criteria if c.kind == "definition"}
+    for criterion in criteria:
+        for name in sorted(criterion.when.names):
+            used.setdefault(name, []).append(criterion.id)
+    for item in items.values():
+        for role_item in item.inputs.values():
+            used.setdefault(role_item, []).append(item.name)
+    for name in items:
+        if name not in used:
+            load.problem(f"eligibility.items.{name}", "declared but no criterion or formula reads it")
+    for cid in definitions:
+        if cid not in used:
+            load.problem("eligibility.criteria", f"definition {cid!r} is never used by a later criterion")
+    if load.problems:
+        raise ProtocolError(load.problems)
+    fillers = tuple(_filler(item, items) for item in items.values())
+    codes = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.source.startswith("measurements."))
+    attested = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.attested)
+    return EligibilitySpec(protocol.id, source, dict(items), tuple(criteria),
+                           {k: tuple(v) for k, v in used.items()}, fillers, codes, attested)
+
+
+# ------------------------------------------------------------------ filling an environment
+
+
+def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
+    """A function that puts ``item``'s value (converted to its unit) into the environment."""
+    name, source = item.name, item.source
+    head, _, rest = source.partition(".")
+    if item.formula is not None:
+        return _formula_filler(item, items)
+    if head == "anchors":
+        return lambda rec, env: env.__setitem__(name, getattr(rec.anchors, rest))
+    if source == "ecog":
+        return lambda rec, env: env.__setitem__(name, rec.ecog)
+    if head == "attestations":
+        return lambda rec, env: env.__setitem__(name, rec.attestations.get(rest))
+    if head in SECTION_FIELDS:
+        def section(rec: PatientRecord, env: dict[str, Any]) -> None:
+            table = rec.sections.get(head)
+            env[name] = None if table is None else table.get(rest)
+        return section
+    if isinstance(item.type, QuantityType):
+        unit, molar = item.type.unit, item.molar_mass
+        if head == "measurements":
+            uln, lln = f"{name}.uln", f"{name}.lln"
+
+            def measurement(rec: PatientRecord, env: dict[str, Any]) -> None:
+                m = None if rec.measurements is None else rec.measurements.get(rest)
+                if m is None:
+                    env[name] = env[uln] = env[lln] = None
+                    return
+                env[name] = m.value * _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
+                if m.low is None and m.high is None:
+                    env[uln] = env[lln] = None
+                    return
+                f = _factor(m.range_unit, unit, molar, f"measurements[code={rest}].reference_range.unit")
+                env[uln] = None if m.high is None else m.high * f
+                env[lln] = None if m.low is None else m.low * f
+            return measurement
+
+        def quantity(rec: PatientRecord, env: dict[str, Any]) -> None:
+            q = getattr(rec, source)
+            env[name] = None if q is None else q.value * _factor(q.unit, unit, molar, f"{source}.unit")
+        return quantity
+    # event lists
+    where = tuple(item.where.items())
+    where_not = tuple(item.where_not.items())
+
+    def events(rec: PatientRecord, env: dict[str, Any]) -> None:
+        entries = rec.lists.get(source)
+        if entries is None:
+            env[name] = None
+            return
+        spans = []
+        for entry in entries:
+            keep = _matches(entry, where)
+            if keep is not False and where_not:
+                dropped = _matches(entry, where_not)
+                keep = None if keep is None or dropped is None else not dropped
+            if keep is None:  # an entry whose relevant field is not known: the list is not known
+                env[name] = None
+                return
+            if keep:
+                spans.append((entry.start, entry.end))
+        env[name] = tuple(spans)
+    return events
+
+
+def _matches(entry: Any, conditions: tuple[tuple[str, tuple[Any, ...]], ...]) -> bool | None:
+    """Kleene: does the entry meet every condition (``None`` if a field it needs is not known)?"""
+    unknown = False
+    for key, allowed in conditions:
+        value = _field(entry, key)
+        if value is None:
+            unknown = True
+        elif value not in allowed:
+            return False
+    return None if unknown else True
+
+
+def _field(entry: Any, key: str) -> Any:
+    if key in ("category", "type") and hasattr(entry, "kind"):
+        return entry.kind
+    if hasattr(entry, key):
+        return getattr(entry, key)
+    return entry.details.get(key)
+
+
+def _factor(source: str, target: str, molar: str | None, path: str) -> float:
+    try:
+        return unit_factor(source, target, molar)
+    except GuardSyntaxError:
+        raise RecordError([f"{path}: expected a unit convertible to {target} (got {source!r})"]) from None
+
+
+def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
+    name, inputs = item.name, item.inputs
+    if item.formula == "age_years":
+        birth, on = inputs["birth_date"], inputs["on"]
+
+        def age(rec: PatientRecord, env: dict[str, Any]) -> None:
+            b, d = env[birth], env[on]
+            env[name] = None if b is None or d is None else _completed_years(b, d)
+        return age
+    age_name, sex, weight, creat = inputs["age"], inputs["sex"], inputs["weight"], inputs["creatinine"]
+    weight_item, creat_item = items[weight], items[creat]
+    assert isinstance(weight_item.type, QuantityType) and isinstance(creat_item.type, QuantityType)
+    to_kg = unit_factor(weight_item.type.unit, "kg")
+    to_mgdl = unit_factor(creat_item.type.unit, "mg/dL", creat_item.molar_mass)
+    out = unit_factor("mL/min", str(item.unit))
+
+    def cockcroft_gault(rec: PatientRecord, env: dict[str, Any]) -> None:
+        a, s, w, c = env[age_name], env[sex], env[weight], env[creat]
+        if a is None or s is None or w is None or c is None or c <= 0:
+            env[name] = None
+            return
+        env[name] = (140 - a) * w * to_kg * (0.85 if s == "female" else 1.0) / (72 * c * to_mgdl) * out
+    return cockcroft_gault
+
+
+def _completed_years(birth: dt.date, day: dt.date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
