@@ -31,7 +31,8 @@ from .verify import verify
 __all__ = ["main"]
 
 #: Modules that add subcommands; each defines ``register(subparsers)``.
-_COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli")
+_COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli",
+                                     "escalation_rules.trial._cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
