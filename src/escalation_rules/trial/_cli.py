@@ -1,0 +1,220 @@
+"""``escalation-rules trial ...``: the trial record on the command line, thin over :mod:`.store`.
+
+Subcommands: ``init --spec SPEC DB``, ``record DB [EVENT.json | --type ...]``,
+``status DB``, ``log DB``, ``verify DB``, ``export DB``, ``import DB FILE``.
+Exit status as everywhere: 0 success, 1 a check failed (``verify``), 2 the
+input was refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from .events import TrialError, event_to_dict, format_time, parse_time
+from .store import TrialStore
+
+__all__ = ["register"]
+
+_FLAG_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("at", str, "when it happened (ISO 8601 date or date-time; default: now)"),
+    ("patient", str, "patient id"),
+    ("dose", int, "dose level (1-based)"),
+    ("cohort", int, "cohort number (1-based)"),
+    ("date", str, "infusion date; for ae_updated the moment a new grade took effect"),
+    ("ae", str, "adverse-event episode id (unique per patient)"),
+    ("term", str, "adverse-event term (e.g. CTCAE term)"),
+    ("category", str, "adverse-event category declared by the DLT definition (e.g. crs, icans)"),
+    ("grade", int, "CTCAE (or ASTCT) grade 1-5"),
+    ("onset", str, "adverse-event onset (date or date-time)"),
+    ("resolved", str, "adverse-event resolution (date or date-time)"),
+    ("attribution", str, "unrelated, unlikely, possible, probable or definite"),
+    ("option", str, "option signed (an option id, treat, stop or terminate)"),
+    ("role", str, "role of the person signing or adjudicating"),
+    ("person", str, "the person signing or adjudicating"),
+    ("rule", str, "rule of the decision signed (checked)"),
+    ("reason", str, "why a patient is not evaluable"),
+    ("reference", str, "protocol amendment reference"),
+    ("change", str, "amendment: add-dose, change-dose, remove-dose or change-cap"),
+    ("level", int, "amendment: dose level changed or removed"),
+    ("cap", int, "amendment: new enrolment cap"),
+    ("stage", str, "amendment: stage governing an added dose"),
+    ("note", str, "free text"),
+)
+
+
+def _store(args: argparse.Namespace) -> TrialStore:
+    return TrialStore(args.db)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    store = TrialStore.create(args.db, args.spec, args.doses, args.dlt)
+    with store:
+        print(f"created {args.db} for {store.protocol.id} ({store.protocol.source})")
+    return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise TrialError(f"{path}: cannot read: {err.strerror}") from None
+
+
+def _flag_event(args: argparse.Namespace) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": args.type}
+    for name, _, _ in _FLAG_FIELDS:
+        value = getattr(args, f"f_{name}")
+        if value is not None:
+            event[name] = value
+    for name in ("eligible", "dlt"):
+        value = getattr(args, f"f_{name}")
+        if value is not None:
+            event[name] = value == "yes"
+    if args.f_dose_id or args.f_dose_label or args.f_amount is not None or args.f_unit:
+        dose = {"id": args.f_dose_id, "label": args.f_dose_label, "amount": args.f_amount, "unit": args.f_unit}
+        event["dose"] = {k: v for k, v in dose.items() if v is not None}
+    if "at" not in event:
+        event["at"] = format_time(datetime.now(UTC))
+    return event
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    if args.event and args.type:
+        raise TrialError("give an EVENT file or --type with flags, not both")
+    if args.event:
+        text = _read_text(args.event)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TrialError(f"{args.event}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") \
+                from None
+        batch = data if isinstance(data, list) else [data]
+        labels = [args.event if len(batch) == 1 else f"{args.event}[{i}]" for i in range(len(batch))]
+    elif args.type:
+        batch, labels = [_flag_event(args)], ["event"]
+    else:
+        raise TrialError("give an EVENT file (JSON object or list) or --type with flags")
+    with _store(args) as store:
+        seqs = store.record(batch, labels)
+        stored = {s.seq: s for s in store.events()[-len(seqs):]} if seqs else {}
+        for seq in seqs:
+            ev = event_to_dict(stored[seq].event)
+            what = ev.get("patient") or ev.get("option") or ev.get("reference") or ""
+            print(f"recorded event {seq}: {ev['type']} {what} at {ev['at']}".rstrip())
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        status = store.status(parse_time(args.as_of, "--as-of") if args.as_of else None)
+    if args.json:
+        print(json.dumps(status.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(status.text())
+    return 0
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        events = store.events()
+    if args.json:
+        for s in events:
+            print(json.dumps(s.to_dict(), ensure_ascii=False, sort_keys=True))
+        return 0
+    for s in events:
+        ev = event_to_dict(s.event)
+        detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in ev.items() if k not in ("type", "at"))
+        print(f"{s.seq:4d} {ev['at']} {ev['type']:16} {detail}  [{s.hash[:12]}]")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        report = store.verify()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report.text(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if args.output and args.output != "-":
+            try:
+                with open(args.output, "w", encoding="utf-8") as out:
+                    store.export(out)
+            except OSError as err:
+                raise TrialError(f"{args.output}: cannot write: {err.strerror}") from None
+        else:
+            store.export(sys.stdout)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    text = _read_text(args.file)
+    with _store(args) as store:
+        seqs = store.import_lines(text.splitlines(), args.file)
+    print(f"imported {len(seqs)} events" + (f" (events {seqs[0]}-{seqs[-1]})" if seqs else ""))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``trial`` and its subcommands to the CLI."""
+    trial = subparsers.add_parser("trial", help="the trial record: patient events, sign-offs, audit log")
+    sub = trial.add_subparsers(dest="trial_command", required=True, metavar="TRIAL_COMMAND")
+
+    p = sub.add_parser("init", help="create a trial store for a protocol")
+    p.add_argument("--spec", required=True, metavar="SPEC", help="protocol file or folder, or a built-in design")
+    p.add_argument("--doses", type=int, default=None, metavar="N", help="number of doses for a built-in design")
+    p.add_argument("--dlt", default=None, metavar="FILE", help="a TOML file with a 'dlt' table (DLT definition)")
+    p.add_argument("db", metavar="DB", help="the store file to create (SQLite)")
+    p.set_defaults(handler=_cmd_init)
+
+    p = sub.add_parser("record", help="check and append events (a JSON file, or --type and flags)")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("event", nargs="?", metavar="EVENT.json",
+                   help="a JSON event object or a list of them ('-' for stdin); a list is one transaction")
+    p.add_argument("--type", default=None, help="event type, with the flags below for its fields")
+    for name, kind, text in _FLAG_FIELDS:
+        p.add_argument(f"--{name}", dest=f"f_{name}", type=kind, default=None, help=text)
+    p.add_argument("--eligible", dest="f_eligible", choices=("yes", "no"), default=None, help="screening result")
+    p.add_argument("--dlt", dest="f_dlt", choices=("yes", "no"), default=None, help="adjudication: DLT or not")
+    p.add_argument("--dose-id", dest="f_dose_id", default=None, help="amendment: dose id")
+    p.add_argument("--dose-label", dest="f_dose_label", default=None, help="amendment: dose label")
+    p.add_argument("--amount", dest="f_amount", type=float, default=None, help="amendment: dose amount")
+    p.add_argument("--unit", dest="f_unit", default=None, help="amendment: dose unit")
+    p.set_defaults(handler=_cmd_record)
+
+    p = sub.add_parser("status", help="cohorts, pending patients and until when, the current decision")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--as-of", default=None, metavar="TIME", help="evaluate at this moment (default: now)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("log", help="every stored event, in the order recorded, with its hash")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=_cmd_log)
+
+    p = sub.add_parser("verify", help="check the hash chain and every event; exit 1 naming the first broken link")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_cmd_verify)
+
+    p = sub.add_parser("export", help="every event as JSON lines")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default stdout)")
+    p.set_defaults(handler=_cmd_export)
+
+    p = sub.add_parser("import", help="record events from JSON lines, in one transaction")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("file", metavar="FILE", help="JSON lines ('-' for stdin)")
+    p.set_defaults(handler=_cmd_import)
