@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def write_toml(tmp_path: Path):  # type: ignore[no-untyped-def]
+def write_toml(tmp_path: Path) -> Callable[..., Path]:
     """Write TOML text to a file under a temporary folder and return its path."""
 
     def write(text: str, name: str = "protocol.toml") -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from escalation_rules import DESIGNS, Protocol, builtin_design, compile_protocol, decide, load_protocol
