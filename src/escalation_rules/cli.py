@@ -32,7 +32,7 @@ __all__ = ["main"]
 
 #: Modules that add subcommands; each defines ``register(subparsers)``.
 _COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli",
-                                     "escalation_rules.trial._cli")
+                                     "escalation_rules.trial._cli", "escalation_rules.eligibility._cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,118 @@
+"""The ``screen`` and ``data-items`` subcommands.
+
+Exit status of ``screen``: 0 eligible, 3 not eligible, 4 undetermined, 2 the
+input was refused (bad protocol, malformed or impossible record).  With
+``--batch``: 0 when every record was screened (whatever the outcomes), 2 when
+any line was refused (each refused line is reported, the others are still
+screened).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..errors import EscalationRulesError
+from ._record import RecordError, read_record_json
+from ._screen import OUTCOMES, data_dictionary, screen
+from ._spec import EligibilitySpec, load_eligibility
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``screen`` and ``data-items`` to the CLI's subparsers."""
+    from ..cli import add_spec_arguments
+
+    p = subparsers.add_parser("screen", help="screen a patient record against the protocol's eligibility criteria")
+    add_spec_arguments(p)
+    p.add_argument("patient", nargs="?", metavar="PATIENT.json", help="the patient record ('-' for stdin)")
+    p.add_argument("--batch", metavar="FILE.jsonl", help="screen one record per line of FILE ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (one object per line with --batch)")
+    p.set_defaults(handler=_cmd_screen)
+
+    p = subparsers.add_parser("data-items", help="the data items the eligibility criteria read")
+    add_spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the data dictionary as JSON")
+    p.set_defaults(handler=_cmd_data_items)
+
+
+def _spec(args: argparse.Namespace) -> EligibilitySpec:
+    from ..cli import load_spec
+
+    return load_eligibility(load_spec(args))
+
+
+def _read(name: str) -> str:
+    try:
+        return sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise EscalationRulesError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    if (args.patient is None) == (args.batch is None):
+        raise EscalationRulesError("give either PATIENT.json or --batch FILE.jsonl")
+    spec = _spec(args)
+    if args.batch is not None:
+        return _batch(spec, args.batch, args.json)
+    record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
+    result = screen(spec, record)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(result.text())
+    return result.exit_status
+
+
+def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
+    text = _read(name)
+    source = "<stdin>" if name == "-" else name
+    tally: Counter[str] = Counter()
+    refused = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            result = screen(spec, read_record_json(line, where))
+        except RecordError as err:
+            refused += 1
+            for problem in err.problems:
+                print(f"escalation-rules screen: {problem}", file=sys.stderr)
+            if as_json:
+                print(json.dumps({"line": number, "error": err.problems}, ensure_ascii=False))
+            continue
+        tally[result.outcome] += 1
+        if as_json:
+            data: dict[str, Any] = {"line": number, **result.to_dict()}
+            print(json.dumps(data, ensure_ascii=False))
+        else:
+            detail = (f" (fails: {', '.join(r.criterion.id for r in result.failed)})" if result.failed else
+                      f" (needs: {', '.join(result.needed)})" if result.needed else "")
+            print(f"{where}: {result.record_id}: {result.outcome}{detail}")
+    if not as_json:
+        counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
+        print(f"screened {sum(tally.values())} record(s): {counts}; {refused} refused")
+    return 2 if refused else 0
+
+
+def _cmd_data_items(args: argparse.Namespace) -> int:
+    rows = data_dictionary(_spec(args))
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        kind = r["type"] + (f" [{r['unit']}; {r['dimension']}]" if r["unit"] else "")
+        if r["codes"]:
+            kind += f" ({'|'.join(r['codes'])})"
+        if r["attested"]:
+            kind += " (attested by the investigator)"
+        print(f"{r['name']:{width}}  {r['source']:45}  {kind}")
+        print(f"{'':{width}}  used by: {', '.join(r['used_by'])}")
+    return 0
