@@ -69,6 +69,7 @@ __all__ = [
     "find_vectors_dir",
     "render_svg",
     "run_vectors",
+    "scenarios_of",
     "traceability",
 ]
 
@@ -847,12 +848,44 @@ def _is_table_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
 
-def _declared(ctx: AuditContext, key: str, what: str, module: str) -> str:
+def _declared(ctx: AuditContext, key: str, what: str) -> str:
     data = ctx.compiled.protocol.extra.get(key)
     if not data:
         return _not_available(f"Not available for this protocol: its file declares no {what}.")
-    note = f"As declared in the protocol file (the ``{key}`` table); :mod:`{module}` applies it.\n\n"
-    return note.replace(f":mod:`{module}`", f"``{module}``") + _generic(data)
+    out = []
+    if isinstance(data, Mapping) and (data.get("template") or data.get("status")):
+        status = data.get("status") or "a template"
+        out.append(f".. warning::\n\n   Status of this {what}: {_esc(status)}\n\n")
+    out.append(f"As declared in the protocol file (the ``{key}`` table):\n\n")
+    out.append(_generic(data))
+    return "".join(out)
+
+
+def _eligibility(ctx: AuditContext) -> str:
+    p = ctx.compiled.protocol
+    if not p.extra.get("eligibility"):
+        return _not_available("Not available for this protocol: its file declares no eligibility criteria.")
+    try:
+        module = importlib.import_module("escalation_rules.eligibility")
+    except ImportError:
+        return _declared(ctx, "eligibility", "eligibility criteria")
+    try:
+        spec = module.load_eligibility(p)
+    except EscalationRulesError as err:
+        return (f".. warning::\n\n   The eligibility criteria were refused: {_esc(str(err).splitlines()[0])}\n\n"
+                + _declared(ctx, "eligibility", "eligibility criteria"))
+    out = ["Each criterion is a condition on the patient's record. A missing value makes a criterion *unknown* "
+           "rather than true or false, so screening says *eligible*, *not eligible* or *undetermined* (with the "
+           "data still needed). Inclusion criteria must all hold; no exclusion criterion may hold.\n\n"]
+    rows = [[_lit(c.id), _esc(c.kind), _esc(c.paraphrase), _lit(c.when.text), _esc(c.clause)]
+            for c in spec.criteria]
+    out.append(_table(["Criterion", "Kind", "What it requires", "Condition", "Clause"], rows,
+                      [14, 10, 34, 28, 14], "escalation-eligibility"))
+    dictionary = getattr(module, "data_dictionary", None)
+    if dictionary is not None:
+        out.append(_heading("Data the criteria read", "-"))
+        out.append(_generic(list(dictionary(spec))))
+    return "".join(out)
 
 
 def _verification(ctx: AuditContext) -> str:
@@ -912,25 +945,126 @@ def _traceability(ctx: AuditContext) -> str:
     return "".join(out)
 
 
+def scenarios_of(protocol: Protocol) -> list[tuple[str, list[Any]]]:
+    """The scenarios a protocol declares: ``[[scenarios]]`` tables with ``name`` and ``truth``, or a table of lists.
+
+    Each truth is one true DLT probability per dose (a number, or a string
+    such as ``"1/10"``).
+
+    Raises
+    ------
+    EscalationRulesError
+        Naming the scenario that is malformed.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> scenarios_of(builtin_design("3+3-deescalate", doses=3))
+    []
+    """
+    raw = protocol.extra.get("scenarios")
+    if not raw:
+        return []
+    items: list[tuple[str, Any]]
+    if isinstance(raw, Mapping):
+        items = [(str(k), v) for k, v in raw.items()]
+    elif isinstance(raw, list):
+        items = [(str(x.get("name", f"scenario {i + 1}")), x.get("truth")) if isinstance(x, Mapping)
+                 else (f"scenario {i + 1}", x) for i, x in enumerate(raw)]
+    else:
+        raise EscalationRulesError(f"{protocol.source}: scenarios: expected a list of tables with name and truth "
+                                   f"(got {type(raw).__name__})")
+    out = []
+    for name, truth in items:
+        if not isinstance(truth, list) or len(truth) != len(protocol.doses):
+            raise EscalationRulesError(f"{protocol.source}: scenarios: {name!r}: expected truth as a list of "
+                                       f"{len(protocol.doses)} probabilities, one per dose (got {truth!r})")
+        out.append((name, truth))
+    return out
+
+
 def _oc(ctx: AuditContext) -> str:
     p = ctx.compiled.protocol
-    scenarios = p.extra.get("scenarios")
+    scenarios = scenarios_of(p)
     if not scenarios:
         return _not_available("Not available for this protocol: its file declares no scenarios.")
-    out = ["The scenarios the protocol declares:\n\n", _generic(scenarios)]
     try:
         analysis = importlib.import_module("escalation_rules.analysis")
-    except ImportError:
-        out.append(_not_available("Computed operating characteristics are not available in this build: the "
-                                  "``escalation_rules.analysis`` module is not installed."))
-        return "".join(out)
-    out.append(_oc_results(analysis, ctx))
+    except ImportError as err:
+        rows = [[_esc(name), ", ".join(_esc(t) for t in truth)] for name, truth in scenarios]
+        return ("The scenarios the protocol declares (true DLT probability at each dose):\n\n"
+                + _table(["Scenario", "True P(DLT) per dose"], rows, [30, 70])
+                + _not_available(f"Computed operating characteristics are not available in this build ({_esc(err)})."))
+    return _oc_results(analysis, ctx, scenarios)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{float(value):.{digits}f}"
+
+
+def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, list[Any]]]) -> str:
+    p = ctx.compiled.protocol
+    results = []
+    for name, truth in scenarios:
+        values = [analysis.parse_probability(t, f"scenario {name!r}") if isinstance(t, str) else t for t in truth]
+        results.append((name, analysis.operating_characteristics(p, values)))
+    policy = ", ".join(f"{_lit(k)} → {_lit(v)}" for k, v in p.default_policy.items()) or "none needed"
+    out = ["Exact operating characteristics (every outcome of every cohort weighed by its probability; no "
+           "simulation) under each scenario the protocol declares. At decision points people are assumed to take "
+           f"the protocol's default options: {policy}. The true MTD is the highest dose whose true DLT probability "
+           "is at most the target of 0.3.\n\n",
+           "To reproduce one scenario::\n\n",
+           f"   escalation-rules oc {ctx.spec} --truth {','.join(str(t) for t in scenarios[0][1])}\n\n"]
+    header = ["Scenario", "True P(DLT) per dose", "True MTD", "P(no MTD)",
+              *[f"P(MTD = {i + 1})" for i in range(len(p.doses))], "Expected patients", "Expected DLTs"]
+    rows = []
+    for name, oc in results:
+        rows.append([_esc(name), ", ".join(_num(t, 2) for t in oc.truth),
+                     "none" if oc.true_mtd is None else str(oc.true_mtd), _num(oc.mtd[0]),
+                     *[_num(x) for x in oc.mtd[1:]], _num(oc.expected_patients, 1), _num(oc.expected_dlts, 2)])
+    out.append(_table(header, rows, css="escalation-oc"))
+    out.append(_heading("Probability of each dose being declared the MTD", "-"))
+    svg = _bar_chart([(name, [float(x) for x in oc.mtd]) for name, oc in results],
+                     ["none", *[str(i + 1) for i in range(len(p.doses))]])
+    body = "\n".join("   " + ln for ln in svg.splitlines())
+    out.append(".. raw:: html\n\n" + body + "\n\n")
     return "".join(out)
 
 
-def _oc_results(analysis: Any, ctx: AuditContext) -> str:
-    return _not_available("Computed operating characteristics are not shown: this version of the audit page does "
-                          "not know the interface of ``escalation_rules.analysis``.")
+_BAR_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+
+
+def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequence[str]) -> str:
+    """A grouped bar chart as inline SVG: one group per category, one bar per series (values 0..1)."""
+    width, height, left, bottom, top = 640, 260, 44, 40, 16
+    plot_w, plot_h = width - left - 150, height - bottom - top
+    group = plot_w / max(len(categories), 1)
+    bar = group * 0.8 / max(len(series), 1)
+    parts = [f'<svg class="escalation-oc-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'role="img" aria-label="probability of each dose being declared the MTD" '
+             f'style="max-width:{width}px;width:100%;height:auto;font-family:sans-serif;font-size:11px">']
+    for tick in range(0, 11, 2):
+        y = top + plot_h * (1 - tick / 10)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick / 10:.1f}</text>')
+    for c, category in enumerate(categories):
+        x0 = left + c * group + group * 0.1
+        for s, (_name, values) in enumerate(series):
+            v = max(0.0, min(1.0, values[c]))
+            h = plot_h * v
+            colour = _BAR_COLOURS[s % len(_BAR_COLOURS)]
+            parts.append(f'<rect x="{x0 + s * bar:.1f}" y="{top + plot_h - h:.1f}" width="{bar * 0.9:.1f}" '
+                         f'height="{h:.1f}" fill="{colour}"><title>{_attr(_name)}: {v:.3f}</title></rect>')
+        label = "no MTD" if category == "none" else f"dose {category}"
+        parts.append(f'<text x="{left + c * group + group / 2:.1f}" y="{top + plot_h + 16}" '
+                     f'text-anchor="middle">{_attr(label)}</text>')
+    for s, (name, _values) in enumerate(series):
+        y = top + 14 * s
+        colour = _BAR_COLOURS[s % len(_BAR_COLOURS)]
+        parts.append(f'<rect x="{left + plot_w + 16}" y="{y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{left + plot_w + 30}" y="{y + 9}">{_attr(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 _RENDER = {
@@ -938,8 +1072,8 @@ _RENDER = {
     "tables": _tables,
     "diagram": _diagram,
     "decisions": _decisions,
-    "eligibility": lambda ctx: _declared(ctx, "eligibility", "eligibility criteria", "escalation_rules.eligibility"),
-    "dlt": lambda ctx: _declared(ctx, "dlt", "DLT definition", "escalation_rules.trial"),
+    "eligibility": _eligibility,
+    "dlt": lambda ctx: _declared(ctx, "dlt", "DLT definition"),
     "verification": _verification,
     "traceability": _traceability,
     "oc": _oc,
