@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, ROOT
 from escalation_rules.cli import main
 from escalation_rules.protocol import GUARD_NAMES
 
@@ -329,3 +331,28 @@ def test_names(capsys: Capture) -> None:
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == list(GUARD_NAMES)
     assert lines[0].split(None, 1)[1] == "patients evaluated at the current dose"
+
+
+# ------------------------------------------------------------------ as a process
+
+
+def _process(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "escalation_rules.cli", *argv], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=False)
+
+
+def test_process_verify_broken_fixture_exits_1() -> None:
+    """``escalation-rules verify tests/fixtures/broken_3plus3.toml`` exits 1 with the counterexample."""
+    done = _process("verify", "tests/fixtures/broken_3plus3.toml")
+    assert done.returncode == 1
+    assert "counterexample: 1NNT 1NNT" in done.stdout
+    assert done.stderr == ""
+
+
+def test_process_refused_protocol_exits_2_without_traceback() -> None:
+    """A refused protocol exits 2 from the real process, with one line per problem and no traceback."""
+    done = _process("verify", "tests/fixtures/malformed/unknown_references.toml")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 4
