@@ -185,3 +185,25 @@ def test_coverage_check_detects_a_missing_option() -> None:
     assert _missing("spec/nct07117175", cases) == {"top-pass/fill"}
     assert "esc-zero-of-three" not in _missing("accelerated-titration", [])  # never fires: exempt
     assert "at-pass" in _missing("accelerated-titration", [])
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda d: d.update(doses=3), "doses with a protocol path"),
+        (lambda d: d["tests"][0].pop("clause"), "a vector without its clause"),
+        (lambda d: d["tests"][0].update(error={"cohort": 1, "contains": "x"}), "both expected and error"),
+        (lambda d: d["tests"][0].pop("expected"), "neither expected nor error"),
+        (lambda d: d["tests"][0]["expected"].update(action="wait"), "an unknown action"),
+        (lambda d: d["tests"][0]["expected"].update(colour="red"), "an unknown expected field"),
+        (lambda d: d["tests"][0].update(history=[{"dose": 1}]), "a cohort entry without outcomes"),
+        (lambda d: d.update(tests=[]), "no vectors"),
+    ],
+)
+def test_schema_refuses_malformed_vectors(change: Any, where: str) -> None:
+    """The schema refuses malformed vector files (here: one change to a valid file each)."""
+    data = _load(VECTORS / "nct07117175.json")
+    validator = jsonschema.Draft202012Validator(_load(SCHEMA))
+    assert validator.is_valid(data)
+    change(data)
+    assert not validator.is_valid(data), where
