@@ -402,6 +402,8 @@ def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
         if missing or any(values[k] is None and table.get(k) is not None for k in fields):
             continue
         start, end = values.pop("start"), values.pop("end")
+        if name == "events" and end is None:  # an event without an end is a single day
+            end = start
         if end is not None and end < start:
             r.problem(f"{path}.end", f"{end} is before the start {start}")
             continue

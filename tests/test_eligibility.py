@@ -1,0 +1,221 @@
+"""Eligibility screening: conformance vectors, example records, outcomes and explanations."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from escalation_rules import load_protocol
+from escalation_rules.eligibility import (
+    EXIT_STATUS,
+    EligibilitySpec,
+    RecordError,
+    data_dictionary,
+    load_eligibility,
+    read_record,
+    screen,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENTS = ROOT / "spec" / "patients"
+VECTORS = json.loads((PATIENTS / "vectors" / "nct07117175-criteria.json").read_text(encoding="utf-8"))
+BASE = json.loads((PATIENTS / "eligible.json").read_text(encoding="utf-8"))
+_SELECT = re.compile(r"^(?P<list>[a-z_]+)\[(?:(?P<key>[a-z_]+)=(?P<value>[^\]]+)|(?P<plus>\+))\]$")
+
+
+@pytest.fixture(scope="module")
+def spec() -> EligibilitySpec:
+    return load_eligibility(load_protocol(ROOT / "spec" / "nct07117175"))
+
+
+def edit(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply a vector's edits to a copy of ``record`` (see the ``paths`` note in the vector file)."""
+    out = copy.deepcopy(record)
+    for path, value in changes.items():
+        parts = path.split(".")
+        target: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            match = _SELECT.match(part)
+            if match:
+                entries = target.setdefault(match["list"], [])
+                if match["plus"]:
+                    assert last
+                    entries.append(copy.deepcopy(value))
+                    break
+                index = next(j for j, e in enumerate(entries) if str(e.get(match["key"])) == match["value"])
+                if last:
+                    if value is None:
+                        del entries[index]
+                    else:
+                        entries[index] = copy.deepcopy(value)
+                    break
+                target = entries[index]
+            elif last:
+                if value is None:
+                    target.pop(part, None)
+                else:
+                    target[part] = copy.deepcopy(value)
+            else:
+                target = target.setdefault(part, {})
+    return out
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"{c['criterion']}: {c['description']}")
+def test_conformance_vector(spec: EligibilitySpec, case: dict[str, Any]) -> None:
+    """Each vector gives its criterion's three-valued result and, when unknown, exactly the missing items."""
+    result = screen(spec, edit(BASE, case["set"]))
+    by_id = {r.criterion.id: r for r in result.criteria}
+    got = by_id[case["criterion"]]
+    assert got.value is case["result"], got.reason
+    if case["result"] is None:
+        assert sorted(got.missing) == sorted(case["missing"])
+    if "outcome" in case:
+        assert result.outcome == case["outcome"]
+
+
+def test_vectors_cover_every_criterion(spec: EligibilitySpec) -> None:
+    """Every inclusion and exclusion criterion has a passing, a failing and (bar consent-free ones) an unknown vector."""
+    seen: dict[str, set[Any]] = {}
+    for case in VECTORS["cases"]:
+        seen.setdefault(case["criterion"], set()).add(case["result"])
+    for criterion in spec.criteria:
+        if criterion.kind == "definition":
+            continue
+        assert criterion.id in seen, criterion.id
+        results = seen[criterion.id]
+        # a criterion that is true/false in the base record counts the base as that vector
+        assert {True, False} <= results | {_base_value(spec, criterion.id)}, criterion.id
+
+
+def test_vectors_have_unknown_cases_for_nearly_every_criterion(spec: EligibilitySpec) -> None:
+    """All but a handful of criteria have a vector where missing data makes them unknown."""
+    unknown = {c["criterion"] for c in VECTORS["cases"] if c["result"] is None}
+    graded = [c.id for c in spec.criteria if c.kind != "definition"]
+    assert len([c for c in graded if c not in unknown]) <= 10
+
+
+def _base_value(spec: EligibilitySpec, cid: str) -> Any:
+    return next(r.value for r in screen(spec, BASE).criteria if r.criterion.id == cid)
+
+
+@pytest.mark.parametrize(("name", "outcome"), [("eligible", "eligible"), ("not-eligible", "not eligible"),
+                                               ("undetermined", "undetermined")])
+def test_example_records(spec: EligibilitySpec, name: str, outcome: str) -> None:
+    """The three example records under spec/patients give the outcome their names say."""
+    data = json.loads((PATIENTS / f"{name}.json").read_text(encoding="utf-8"))
+    result = screen(spec, data)
+    assert result.outcome == outcome
+    assert result.exit_status == EXIT_STATUS[outcome]
+    if outcome == "undetermined":
+        assert result.needed
+    else:
+        assert not result.needed
+
+
+def test_undetermined_lists_exact_needs(spec: EligibilitySpec) -> None:
+    """The undetermined example names precisely the items its unknown criteria lack."""
+    data = json.loads((PATIENTS / "undetermined.json").read_text(encoding="utf-8"))
+    result = screen(spec, data)
+    expected = json.loads((PATIENTS / "undetermined.expected.json").read_text(encoding="utf-8"))
+    assert list(result.needed) == expected["needed"]
+
+
+def test_result_json_contract(spec: EligibilitySpec) -> None:
+    """The JSON form carries the outcome, per-criterion result, values, reason and clause."""
+    data = screen(spec, edit(BASE, {"ecog": 3})).to_dict()
+    assert data["outcome"] == "not eligible" and data["exit_status"] == 3
+    assert data["failed"] == ["inc_ecog"]
+    ecog = next(c for c in data["criteria"] if c["id"] == "inc_ecog")
+    assert ecog == {**ecog, "result": False, "status": "not met", "clause": "Inclusion criteria, item 3",
+                    "values": {"ecog": 3}}
+    assert ecog["reason"] == "not met: ecog <= 2 with ecog = 3"
+    json.dumps(data)
+
+
+def test_cockcroft_gault_records_inputs_and_weight(spec: EligibilitySpec) -> None:
+    """The derived clearance shows its formula, the inputs used and that actual body weight was used."""
+    result = screen(spec, BASE)
+    renal = next(r for r in result.criteria if r.criterion.id == "inc_renal")
+    crcl = renal.values["crcl"]
+    assert crcl["formula"] == "cockcroft_gault" and crcl["unit"] == "mL/min"
+    assert abs(crcl["value"] - (140 - 46) * 62 * 0.85 / (72 * 68 / 88.4)) < 0.05
+    assert "actual body weight" in crcl["inputs"]["weight"]
+
+
+def test_male_clearance_has_no_female_factor(spec: EligibilitySpec) -> None:
+    """For a man the Cockcroft-Gault result is the female one divided by 0.85."""
+    female = screen(spec, BASE)
+    male = screen(spec, edit(BASE, {"demographics.sex": "male"}))
+
+    def crcl(r: Any) -> float:
+        return float(next(c for c in r.criteria if c.criterion.id == "inc_renal").values["crcl"]["value"])
+
+    assert abs(crcl(male) * 0.85 - crcl(female)) < 0.05
+
+
+def test_not_eligible_wins_over_unknown(spec: EligibilitySpec) -> None:
+    """A failed criterion makes the record not eligible even when other data are missing."""
+    result = screen(spec, edit(BASE, {"ecog": 4, "serology": None, "weight": None}))
+    assert result.outcome == "not eligible" and result.needed == ()
+
+
+def test_empty_record_is_undetermined_and_needs_everything_basic(spec: EligibilitySpec) -> None:
+    """A record with only an id and a screening date is undetermined and asks for the core items."""
+    result = screen(spec, {"id": "X", "anchors": {"screening": "2026-03-02"}})
+    assert result.outcome == "undetermined"
+    for name in ("ecog", "birth_date", "creatinine", "hbsag", "venous_access"):
+        assert name in result.needed
+
+
+def test_data_dictionary_lists_every_item_with_users(spec: EligibilitySpec) -> None:
+    """The data dictionary names every item, its dimension for quantities, and the criteria reading it."""
+    rows = {r["name"]: r for r in data_dictionary(spec)}
+    assert rows["crcl"]["dimension"] == "[length] ** 3 / [time]"
+    assert rows["creatinine"]["molar_mass"] == "113.12 g/mol"
+    assert rows["creatinine.uln"]["used_by"] == ["inc_renal"]
+    assert rows["venous_access"]["attested"] is True
+    assert "inc_age" in rows["age"]["used_by"] and "crcl" in rows["age"]["used_by"]
+    assert set(spec.items) <= set(rows)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"weight": {"value": -70, "unit": "kg"}}, "weight.value"),
+    ({"weight": {"value": 70, "unit": "mL"}}, "weight.unit"),
+    ({"measurements[code=spo2].value": 101}, "measurements[8].value"),
+    ({"measurements[code=creatinine].unit": "mg/dLL"}, "measurements[3].unit"),
+    ({"ecog": "1"}, "ecog"),
+    ({"events[+]": {"type": "gi_bleeding", "start": "2026-04-01"}}, "events[0].start"),
+    ({"demographics.birth_date": "2026-13-01"}, "demographics.birth_date"),
+    ({"serology.hbsag": "pos"}, "serology.hbsag"),
+    ({"cardiac.ejection": 60}, "cardiac.ejection"),
+    ({"favourite_colour": "blue"}, "favourite_colour"),
+])
+def test_bad_records_name_the_field(spec: EligibilitySpec, changes: dict[str, Any], field: str) -> None:
+    """Impossible values, unknown units, wrong types, future dates and unknown fields are refused by field."""
+    with pytest.raises(RecordError) as err:
+        screen(spec, edit(BASE, changes), "p.json")
+    assert f"p.json: {field}: " in str(err.value)
+
+
+@pytest.mark.parametrize(("changes", "text"), [
+    ({"measurements[code=creatinine].unit": "kg"}, "measurements[code=creatinine].unit: expected a unit convertible"),
+    ({"measurements[+]": {"code": "creatinin", "value": 1, "unit": "mg/dL"}}, "measurements[code=creatinin]: unknown"),
+    ({"attestations.venous_acess": True}, "attestations.venous_acess: unknown data item"),
+])
+def test_protocol_dependent_refusals(spec: EligibilitySpec, changes: dict[str, Any], text: str) -> None:
+    """Wrong-dimension units and data items the protocol does not know are refused, naming the field."""
+    with pytest.raises(RecordError, match=re.escape(text)):
+        screen(spec, edit(BASE, changes))
+
+
+def test_record_reader_reports_every_problem() -> None:
+    """A record with several mistakes is refused with one line for each."""
+    with pytest.raises(RecordError) as err:
+        read_record({"id": "", "anchors": {}, "ecog": 9}, "p.json")
+    assert len(err.value.problems) == 3
