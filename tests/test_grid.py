@@ -1,0 +1,164 @@
+"""Tests of escalation_rules.analysis.grid and .plot: scenario grids, executors, tables and figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from fractions import Fraction
+
+import pytest
+
+from escalation_rules import builtin_design
+from escalation_rules.analysis import (
+    GridResult,
+    Scenario,
+    load_scenarios,
+    operating_characteristics,
+    plot_grid,
+    run_grid,
+)
+from escalation_rules.cli import main
+from escalation_rules.errors import EscalationRulesError
+
+SCENARIOS = (
+    Scenario("rising", (0.05, 0.1, 0.2, 0.35)),
+    Scenario("toxic", (0.3, 0.45, 0.6, 0.7)),
+    Scenario("exact", (Fraction(1, 20), Fraction(1, 10), Fraction(1, 5), Fraction(1, 3))),
+)
+DESIGNS = ("3+3-escalate-only", "3+3-deescalate")
+
+
+def _serial() -> GridResult:
+    return run_grid(DESIGNS, SCENARIOS, jobs=1)
+
+
+def test_grid_cells_equal_single_runs():
+    """Each cell of a grid equals operating_characteristics of that design and scenario."""
+    grid = _serial()
+    for design in DESIGNS:
+        for scenario in SCENARIOS:
+            alone = operating_characteristics(builtin_design(design, 4), scenario.truth)
+            assert grid.result(design, scenario.name).mtd == alone.mtd
+
+
+def test_thread_pool_executor_gives_the_serial_result():
+    """A ThreadPoolExecutor passed by the caller gives the same grid as a serial run."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        grid = run_grid(DESIGNS, SCENARIOS, executor=pool)
+    assert [oc.mtd for oc in grid.results] == [oc.mtd for oc in _serial().results]
+
+
+def test_process_pool_executor_gives_the_serial_result(in_repo):
+    """A ProcessPoolExecutor (also with a protocol folder) gives the same grid as a serial run."""
+    designs = (*DESIGNS, "spec/nct07117175")
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        grid = run_grid(designs, SCENARIOS, executor=pool)
+    serial = run_grid(designs, SCENARIOS, jobs=1)
+    assert [oc.to_dict() for oc in grid.results] == [oc.to_dict() for oc in serial.results]
+
+
+def test_default_process_pool_runs_the_grid():
+    """Without an executor, a process pool of ``jobs`` workers runs the grid."""
+    grid = run_grid(DESIGNS, SCENARIOS[:2], jobs=2)
+    assert len(grid.results) == 4
+
+
+def test_bare_vectors_become_numbered_scenarios():
+    """Scenarios given as plain probability vectors are named 'scenario 1', 'scenario 2', ..."""
+    grid = run_grid(["3+3-deescalate"], [[0.1, 0.2], [0.2, 0.4, 0.5]], jobs=1)
+    assert [s.name for s in grid.scenarios] == ["scenario 1", "scenario 2"]
+    assert [len(oc.truth) for oc in grid.results] == [2, 3]
+
+
+def test_a_failing_cell_names_design_and_scenario(in_repo):
+    """A scenario that does not fit a protocol's ladder is refused, naming the design and scenario."""
+    with ThreadPoolExecutor(2) as pool, pytest.raises(EscalationRulesError, match=r"spec/nct07117175.*'short'"):
+        run_grid(["spec/nct07117175"], [Scenario("short", (0.1, 0.2))], executor=pool)
+    with ProcessPoolExecutor(1) as pool, pytest.raises(EscalationRulesError, match="expected 4 probabilities"):
+        run_grid(["spec/nct07117175"], [Scenario("short", (0.1, 0.2))], executor=pool)
+
+
+def test_csv_table_has_a_row_per_design_and_scenario():
+    """The CSV has one row per (design, scenario), per-dose columns and the bounds of each figure."""
+    rows = list(csv.DictReader(io.StringIO(_serial().to_csv())))
+    assert len(rows) == 6
+    assert {"design", "scenario", "p_no_mtd", "p_mtd_4", "patients_1", "dlts_4", "p_overdose_max"} <= set(rows[0])
+    assert rows[2]["p_no_mtd"].count("/") == 1  # the exact scenario keeps fractions
+
+
+def test_json_table_holds_each_cell_document():
+    """The JSON grid lists designs, scenarios and each cell's oc document."""
+    data = json.loads(json.dumps(_serial().to_json()))
+    assert data["designs"] == list(DESIGNS)
+    assert len(data["results"]) == 6 and {"design", "scenario", "mtd", "patients_at_dose"} <= set(data["results"][0])
+
+
+def test_scenarios_load_from_csv_and_json(tmp_path):
+    """Scenario files in CSV (name column, blank cells for shorter ladders) and JSON load alike."""
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("name,p1,p2,p3\nlow,0.05,0.1,0.2\nshort,0.1,0.3,\nexact,1/10,1/5,1/3\n", encoding="utf-8")
+    json_path = tmp_path / "s.json"
+    json_path.write_text(json.dumps({"scenarios": [{"name": "low", "truth": [0.05, 0.1, 0.2]},
+                                                   [0.1, 0.3], {"name": "exact", "truth": ["1/10", "1/5", "1/3"]}]}),
+                         encoding="utf-8")
+    from_csv = load_scenarios(csv_path)
+    from_json = load_scenarios(json_path)
+    assert [s.truth for s in from_csv] == [s.truth for s in from_json]
+    assert from_csv[1] == Scenario("short", (0.1, 0.3))
+    assert from_json[1].name == "scenario 2"
+    assert from_csv[2].truth == (Fraction(1, 10), Fraction(1, 5), Fraction(1, 3))
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("a.csv", "name,p1\nx,2\n", "row 2: entry 1"),
+    ("b.csv", "name,p1\n", "header row and at least one"),
+    ("c.json", "{", "not valid JSON"),
+    ("d.json", '[{"name": "x", "truth": 0.3}]', "expected a list of probabilities"),
+])
+def test_bad_scenario_files_are_refused(tmp_path, name, text, message):
+    """Scenario files with a bad entry or shape are refused, naming the file and the place."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(EscalationRulesError, match=message):
+        load_scenarios(path)
+
+
+@pytest.mark.parametrize("suffix", ["png", "svg"])
+def test_plot_is_written_as_png_or_svg(tmp_path, suffix):
+    """The grid plot is written in the format of the file's suffix."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / f"grid.{suffix}"
+    plot_grid(_serial(), path)
+    head = path.read_bytes()[:100]
+    assert head.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in path.read_bytes()[:2000] or b"<?xml" in head
+
+
+def test_plot_refuses_another_format(tmp_path):
+    """Only .png and .svg are accepted."""
+    with pytest.raises(EscalationRulesError, match=r"expected a \.png or \.svg"):
+        plot_grid(_serial(), tmp_path / "grid.pdf")
+
+
+def test_cli_grid_writes_csv_json_and_plot(tmp_path, capsys):
+    """grid SPEC --also SPEC --scenarios FILE writes the table as CSV and JSON and draws the plot."""
+    pytest.importorskip("matplotlib")
+    scenarios = tmp_path / "s.csv"
+    scenarios.write_text("name,p1,p2,p3\nlow,0.05,0.1,0.2\nhigh,0.2,0.35,0.5\n", encoding="utf-8")
+    out_csv, out_json, out_png = tmp_path / "g.csv", tmp_path / "g.json", tmp_path / "g.png"
+    assert main(["grid", "3+3-deescalate", "--also", "3+3-escalate-only", "--scenarios", str(scenarios),
+                 "--csv", str(out_csv), "--json", str(out_json), "--plot", str(out_png), "--jobs", "1"]) == 0
+    assert len(out_csv.read_text(encoding="utf-8").splitlines()) == 5
+    assert len(json.loads(out_json.read_text(encoding="utf-8"))["results"]) == 4
+    assert out_png.stat().st_size > 1000
+
+
+def test_cli_grid_prints_csv_by_default_and_refuses_unknown_designs(tmp_path, capsys):
+    """Without output files, grid prints CSV; an unknown design exits 2 with one line."""
+    scenarios = tmp_path / "s.json"
+    scenarios.write_text("[[0.1, 0.2]]", encoding="utf-8")
+    assert main(["grid", "3+3-deescalate", "--scenarios", str(scenarios), "--jobs", "1", "--no-bounds"]) == 0
+    assert capsys.readouterr().out.startswith("design,scenario,")
+    assert main(["grid", "no-such-design", "--scenarios", str(scenarios)]) == 2
+    assert "no-such-design" in capsys.readouterr().err
