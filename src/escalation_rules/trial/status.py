@@ -233,8 +233,9 @@ class TrialStatus:
         lines = [f"{self.protocol} as of {format_time(self.as_of)} ({self.events} events)",
                  f"history: {self.history or '(none)'}"]
         for c in self.cohorts:
-            lines.append(f"cohort {c.index}: dose {c.dose}, {len(c.patients)}/{c.size} "
-                         f"[{c.outcomes}] {' '.join(c.patients)}")
+            active = len(c.outcomes.replace("x", ""))
+            lines.append(f"cohort {c.index}: dose {c.dose}, {active}/{c.size} [{c.outcomes}] {' '.join(c.patients)}"
+                         + (" (x: not evaluable, replaced)" if "x" in c.outcomes else ""))
         for p in self.patients:
             if p.outcome == "pending":
                 until = format_time(p.until) if p.until else "more is recorded"
@@ -403,7 +404,8 @@ def _evaluate(trial: _Trial, t: datetime) -> TrialStatus:
     observing = tuple(pid for pid, v in views.items() if v.outcome == "pending")
     current = trial.cohorts[-1] if trial.cohorts else None
     evaluated = sum(1 for pid in current.patients if views[pid].outcome in ("dlt", "no-dlt")) if current else 0
-    undetermined = current is not None and evaluated < current.size and not decision.determined_early
+    # a cohort with nobody evaluated yet has no entry: determined_early then speaks of an earlier cohort
+    undetermined = current is not None and evaluated < current.size and not (evaluated and decision.determined_early)
     nxt: NextStep
     if trial.terminated is not None:
         et = p.early_termination
