@@ -124,7 +124,7 @@ def test_early_determination_when_every_completion_agrees() -> None:
     """Two DLTs in the first two of three decide at once, flagged determined_early."""
     d = decide(D3, "1NNN 2TT")
     assert (d.action, d.dose, d.cohort_size, d.determined_early) == ("treat", 1, 3, True)
-    assert d.reason.startswith("2 DLTs in 2 at dose 2: ")
+    assert d.reason.startswith("2 DLTs in 2 at dose 2 with 1 still under observation; whatever they show")
     assert decide(E3, "1TT").action == "stop" and decide(E3, "1TT").determined_early
 
 

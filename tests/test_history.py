@@ -117,7 +117,7 @@ def test_json_decision_without_signoff() -> None:
         ([{"outcomes": "NNN"}], 1, "history[0].dose: expected a dose level as an integer"),
         ([{"dose": 1, "outcomes": ""}], 1, "history[0].outcomes: expected a string of N/T letters"),
         ([{"dose": 1, "outcomes": 3}], 1, "history[0].outcomes: expected a string of N/T letters"),
-        ([{"dose": 1, "outcomes": "N 2N"}], 1, "history[0].outcomes: expected only N/T letters"),
+        ([{"dose": 1, "outcomes": "N 2N"}], 1, "history[0].outcomes: cohort 1: unknown symbol ' '"),
     ],
 )
 def test_json_errors_name_the_entry(data: object, cohort: int | None, message: str) -> None:
@@ -134,9 +134,6 @@ def test_json_errors_name_the_source() -> None:
         parse_history_json([{"dose": None, "outcomes": "N"}], "trial.json")
 
 
-@pytest.mark.xfail(strict=True, reason="history.py: parse_history_json re-parses each entry as its own outcome "
-                                        "string, so an unknown symbol in entry 2 is reported as cohort 1, "
-                                        "without the JSON path")
 def test_json_unknown_symbol_names_the_entry() -> None:
     """An unknown symbol in the second JSON entry is reported as cohort 2, at history[1].outcomes."""
     with pytest.raises(HistoryError) as caught:

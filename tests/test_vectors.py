@@ -183,7 +183,8 @@ def test_coverage_check_detects_a_missing_option() -> None:
     cases = [(data, test) for _, data, test in _cases()
              if test.get("expected", {}).get("rule") != "top-pass/fill"]
     assert _missing("spec/nct07117175", cases) == {"top-pass/fill"}
-    assert "esc-zero-of-three" not in _missing("accelerated-titration", [])  # never fires: exempt
+    one_dose = [({"design": "3+3-escalate-only", "doses": 1}, {})]
+    assert "esc-zero-of-three" not in _missing("3+3-escalate-only", one_dose)  # never fires with one dose: exempt
     assert "at-pass" in _missing("accelerated-titration", [])
 
 

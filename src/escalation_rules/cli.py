@@ -66,6 +66,8 @@ def load_spec(args: argparse.Namespace) -> Protocol:
 def load_history(args: argparse.Namespace) -> Any:
     """The history given by OUTCOMES or ``--history-json`` (entries or an outcome string)."""
     if getattr(args, "history_json", None):
+        if args.outcomes:
+            raise EscalationRulesError("give the history either as OUTCOMES or with --history-json, not both")
         path = Path(args.history_json)
         try:
             text = sys.stdin.read() if args.history_json == "-" else path.read_text(encoding="utf-8")

@@ -52,10 +52,13 @@ def _rule(rid: str, when: str, action: str, clause: str, paraphrase: str, **extr
     return {"id": rid, "when": when, "action": action, "clause": clause, "paraphrase": paraphrase, **extra}
 
 
-def _escalation_rules(deescalate: bool, six_at_top: bool, prefix: str = "esc") -> list[dict[str, Any]]:
+def _escalation_rules(deescalate: bool, six_at_top: bool, prefix: str = "esc",
+                      up: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The 3+3 table; ``up`` adds keys to the escalating rows (e.g. the stage they enter)."""
+    up = {"move": "next", **(up or {})}
     rules = [
         _rule(f"{prefix}-zero-of-three", "n == 3 and tox == 0 and has_next", "treat", _STORER,
-              "no DLT in 3: escalate to the next dose", move="next"),
+              "no DLT in 3: escalate to the next dose", **up),
     ]
     if six_at_top:
         rules.append(_rule(f"{prefix}-zero-of-three-top", "n == 3 and tox == 0 and not has_next", "treat", _STORER,
@@ -67,7 +70,7 @@ def _escalation_rules(deescalate: bool, six_at_top: bool, prefix: str = "esc") -
         _rule(f"{prefix}-one-of-three", "n == 3 and tox == 1", "treat", _STORER,
               "one DLT in 3: treat 3 more at the same dose", cohort=3),
         _rule(f"{prefix}-pass-six", "n == 6 and tox <= 1 and has_next", "treat", _STORER,
-              "at most one DLT in 6: escalate to the next dose", move="next"),
+              "at most one DLT in 6: escalate to the next dose", **up),
         _rule(f"{prefix}-pass-six-top", "n == 6 and tox <= 1 and not has_next", "stop", _STORER,
               "at most one DLT in 6 at the top dose: the top dose is the MTD", mtd="current"),
     ]
@@ -161,7 +164,8 @@ def _accelerated(doses: int) -> dict[str, Any]:
         "doses": [],
         "clause": _SIMON,
         "rules": [
-            *_escalation_rules(True, False),
+            # after the first DLT every escalation stays in the 3+3 stage
+            *_escalation_rules(True, False, up={"stage": "escalation"}),
         ],
     }
     # Doses passed during titration hold one patient each; the de-escalation

@@ -158,6 +158,8 @@ class _Run:
         self.highest = self.state.dose
         self.entries: list[Entry] = []
         self.stopped_at = 0
+        self.early_rules: tuple[str, ...] = ()  # rules the completions of an early-decided cohort fire
+        self.early_pending = 0  # patients of that cohort still under observation
 
     def step(self, state: State, dlts: int, evaluated: int | None = None) -> tuple[Rule, State]:
         try:
@@ -278,6 +280,16 @@ class _Run:
         self.entries.append(Choice(matches[0].id))
         return self.apply(state, matches[0], index)
 
+    def close_partial(self) -> None:
+        """Record an incomplete cohort as it stands (the trial is being terminated around it)."""
+        state, seen = self.state, self.partial
+        counts = list(state.counts)
+        n, tox = counts[state.dose]
+        counts[state.dose] = (n + len(seen), tox + seen.count("T"))
+        self.entries.append(Cohort(state.dose + 1, seen))
+        self.state = attrs.evolve(state, counts=tuple(counts), enrolled=state.enrolled + state.cohort)
+        self.partial = ""
+
     def resolve_partial(self, next_entry: Entry | None, index: int) -> Decision | None:
         """Settle an incomplete cohort: decide early if determined, else ask for the rest."""
         state, seen = self.state, self.partial
@@ -286,6 +298,8 @@ class _Run:
         views = {_signature(self.p, nxt) for _, nxt in outcomes}
         if len(views) == 1:
             _rule, nxt = outcomes[0]
+            self.early_rules = tuple(dict.fromkeys(r.id for r, _ in outcomes))
+            self.early_pending = state.cohort - m
             counts = list(nxt.counts)
             before = state.counts[state.dose]
             counts[state.dose] = (before[0] + m, before[1] + t)
@@ -323,6 +337,10 @@ class _Run:
         fired = next((e.dose - 1 for e in reversed(self.entries) if isinstance(e, Cohort)), state.dose)
         n, tox = state.counts[fired]
         counts = f"{tox} DLT{'' if tox == 1 else 's'} in {n} at {_dose_text(p, fired)}"
+        if determined_early:
+            rules = ", ".join(self.early_rules)
+            counts += (f" with {self.early_pending} still under observation; whatever they show, "
+                       f"the decision is the same (rule{'s' if len(self.early_rules) > 1 else ''} {rules})")
         if state.phase == "treat":
             if rule is None:
                 reason = f"start: treat {state.cohort} at {_dose_text(p, state.dose)}"
@@ -396,6 +414,8 @@ def replay(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]
             if isinstance(entry, Cohort) and entry.dose == run.state.dose + 1 and run.state.phase == "treat":
                 entry = Cohort(entry.dose, run.partial + entry.outcomes)
                 run.partial = ""
+            elif isinstance(entry, Choice) and entry.option == "terminate" and p.early_termination is not None:
+                run.close_partial()
             else:
                 run.resolve_partial(entry, index)
         if isinstance(entry, Choice):

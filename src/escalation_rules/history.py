@@ -161,13 +161,11 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
         outcomes = raw.get("outcomes")
         if not isinstance(outcomes, str) or not outcomes:
             raise HistoryError(f"{where}.outcomes: expected a string of N/T letters (got {outcomes!r})", index)
-        parsed = parse_outcomes(f"{dose}{outcomes}")
-        if len(parsed) != 1 or not isinstance(parsed[0], Cohort):
-            raise HistoryError(f"{where}.outcomes: expected only N/T letters (got {outcomes!r})", index)
         for symbol in outcomes:
             if symbol not in "NT":
-                raise HistoryError(f"{where}.outcomes: unknown symbol {symbol!r} (expected N or T)", index)
-        entries.append(parsed[0])
+                raise HistoryError(f"{where}.outcomes: cohort {index}: unknown symbol {symbol!r} "
+                                   f"(expected N for no DLT or T for a DLT)", index)
+        entries.append(Cohort(dose, outcomes))
     return tuple(entries)
 
 
