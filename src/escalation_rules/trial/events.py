@@ -24,6 +24,7 @@ escalation_rules.trial.events.TrialError: event (infused): date: expected an ISO
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from datetime import date as Date
@@ -72,6 +73,10 @@ class TrialError(EscalationRulesError):
 AMENDMENT_CHANGES: tuple[str, ...] = ("add-dose", "change-dose", "remove-dose", "change-cap")
 
 
+#: What ``at`` and other moments look like (the JSON Schema states the same pattern).
+_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
+
+
 def parse_time(value: Any, where: str) -> datetime:
     """Parse an ISO 8601 date or date-time into an aware datetime (UTC when no offset is given).
 
@@ -82,16 +87,17 @@ def parse_time(value: Any, where: str) -> datetime:
     >>> parse_time("2025-01-06T10:30+08:00", "at").isoformat()
     '2025-01-06T10:30:00+08:00'
     """
-    if isinstance(value, str) and len(value) == 10:
+    text = value if isinstance(value, str) and _TIME_TEXT.match(value) else ""
+    if len(text) == 10:
         try:
-            d = date.fromisoformat(value)
+            d = date.fromisoformat(text)
         except ValueError:
             pass
         else:
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
-    if isinstance(value, str) and "T" in value:
+    elif text:
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(text)
         except ValueError:
             pass
         else:
