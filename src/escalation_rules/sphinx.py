@@ -33,7 +33,8 @@ the protocol files are recorded as dependencies, so changing a rule rebuilds
 the tables and the diagram.  Diagrams need Graphviz's ``dot`` program; without
 it the build warns and shows the transition table only.
 
-``.. escalation-optional-module:: NAME`` documents a module with autodoc when
+``.. escalation-cli::`` prints the help of every subcommand of the installed
+command line.  ``.. escalation-optional-module:: NAME`` documents a module with autodoc when
 it can be imported and says plainly that it is not available otherwise.
 
 Sphinx is imported only when Sphinx loads the extension, so this module can
@@ -67,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
     from sphinx.application import Sphinx  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
-__all__ = ["DIRECTIVES", "build_context", "parse_rst", "setup", "spec_files"]
+__all__ = ["DIRECTIVES", "build_context", "cli_help", "parse_rst", "setup", "spec_files"]
 
 #: Directive name to the sections it renders.
 DIRECTIVES: dict[str, tuple[str, ...]] = {
@@ -156,6 +157,31 @@ def parse_rst(text: str) -> tuple[list[nodes.Node], list[str]]:
     for node in doc.findall(nodes.Element):
         node["ids"] = []
     return list(doc.children), problems
+
+
+def cli_help(width: int = 100) -> list[tuple[str, str]]:
+    """The ``--help`` text of the command line and of each subcommand, in registration order.
+
+    Examples
+    --------
+    >>> [name for name, _text in cli_help()][:3]
+    ['', 'next', 'verify']
+    """
+    import argparse
+    import functools
+
+    from .cli import build_parser
+
+    formatter = functools.partial(argparse.HelpFormatter, width=width)
+    parser = build_parser()
+    parser.formatter_class = formatter
+    out = [("", parser.format_help())]
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                sub.formatter_class = formatter
+                out.append((name, sub.format_help()))
+    return out
 
 
 _CACHE: dict[tuple[Any, ...], AuditContext] = {}
@@ -266,4 +292,21 @@ def setup(app: Sphinx) -> dict[str, Any]:
             return list(holder.children)
 
     app.add_directive("escalation-optional-module", OptionalModule)
+
+    class CliHelp(SphinxDirective):
+        """The help of every subcommand of the installed command line, as literal blocks."""
+
+        has_content = False
+
+        def run(self) -> list[nodes.Node]:
+            out: list[nodes.Node] = []
+            for title, text in cli_help():
+                section = nodes.section(ids=[], names=[f"escalation-rules {title}".strip()])
+                section += nodes.title(text=f"escalation-rules {title}".strip())
+                section += nodes.literal_block(text, text)
+                self.state.document.note_implicit_target(section, section)
+                out.append(section)
+            return out
+
+    app.add_directive("escalation-cli", CliHelp)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
