@@ -404,7 +404,7 @@ def _targets(vector: Mapping[str, Any], protocol: Protocol, spec_path: Path | No
     if not isinstance(design, str):
         return False
     if design in DESIGNS:
-        return protocol.source == design and vector.get("doses") == len(protocol.doses)
+        return spec_path is None and protocol.id == design and vector.get("doses") == len(protocol.doses)
     if spec_path is None:
         return False
     target = root / design

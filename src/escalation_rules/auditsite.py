@@ -92,6 +92,7 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
     try:
         from sphinx.application import Sphinx
         from sphinx.errors import SphinxError
+        from sphinx.util.docutils import docutils_namespace
     except ImportError:
         raise EscalationRulesError("docs: Sphinx is not installed; install the docs extra: "
                                    "pip install 'escalation_rules[docs]'") from None
@@ -110,9 +111,10 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
         (src / "index.rst").write_text(index_rst(protocol.id, target, doses, vectors_abs, command=spec),
                                        encoding="utf-8")
         try:
-            app = Sphinx(str(src), str(src), str(out), str(Path(tmp) / "doctrees"), "html",
-                         status=None, warning=warnings, freshenv=True, warningiserror=warnings_as_errors)
-            app.build(force_all=True)
+            with docutils_namespace():  # each build starts from docutils' own registries
+                app = Sphinx(str(src), str(src), str(out), str(Path(tmp) / "doctrees"), "html",
+                             status=None, warning=warnings, freshenv=True, warningiserror=warnings_as_errors)
+                app.build(force_all=True)
         except SphinxError as err:
             raise EscalationRulesError(f"docs: the build failed: {str(err).splitlines()[0]}") from None
     lines = [ln for ln in warnings.getvalue().splitlines() if ln.strip()]

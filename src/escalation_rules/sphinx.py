@@ -156,6 +156,8 @@ def parse_rst(text: str) -> tuple[list[nodes.Node], list[str]]:
             msg.parent.remove(msg)
     for node in doc.findall(nodes.Element):
         node["ids"] = []
+        if isinstance(node, nodes.literal_block):
+            node["language"] = "text"  # commands and data, not Python: no highlighting
     return list(doc.children), problems
 
 
@@ -218,7 +220,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
 
             def run(self) -> list[nodes.Node]:
                 spec = self.arguments[0]
-                root = (Path(self.env.app.confdir) / self.config.escalation_rules_root).resolve()
+                root = (Path(app.confdir) / self.config.escalation_rules_root).resolve()
                 vectors = self.options.get("vectors", self.config.escalation_rules_vectors)
                 sections = default_sections
                 if "sections" in self.options:
@@ -255,11 +257,11 @@ def setup(app: Sphinx) -> dict[str, Any]:
 
             def _publish_svg(self, svg: str, protocol_id: str) -> str | None:
                 """Write the full-size SVG beside the HTML pages; returns its URL relative to this page."""
-                if self.env.app.builder.format != "html":
+                if app.builder.format != "html":
                     return None
                 digest = hashlib.sha256(svg.encode("utf-8")).hexdigest()[:10]
                 name = f"{re.sub(r'[^A-Za-z0-9_.-]', '-', protocol_id)}-{digest}.svg"
-                folder = Path(self.env.app.outdir) / "_escalation"
+                folder = Path(app.outdir) / "_escalation"
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / name).write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + svg, encoding="utf-8")
                 return "../" * self.env.docname.count("/") + f"_escalation/{name}"
@@ -303,7 +305,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
             for title, text in cli_help():
                 section = nodes.section(ids=[], names=[f"escalation-rules {title}".strip()])
                 section += nodes.title(text=f"escalation-rules {title}".strip())
-                section += nodes.literal_block(text, text)
+                section += nodes.literal_block(text, text, language="text")
                 self.state.document.note_implicit_target(section, section)
                 out.append(section)
             return out

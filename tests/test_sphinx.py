@@ -1,0 +1,373 @@
+"""Tests of the audit documentation: the condensed diagram, vectors and traceability, the Sphinx directives and
+the ``docs`` command, including that a changed rule changes the generated page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from escalation_rules import DESIGNS, builtin_design, compile_protocol, load_protocol
+from escalation_rules.auditdoc import (
+    SECTIONS,
+    AuditContext,
+    condensed_diagram,
+    diagram_dot,
+    render_svg,
+    run_vectors,
+    scenarios_of,
+    traceability,
+)
+from escalation_rules.cli import main
+from escalation_rules.errors import EscalationRulesError
+
+ROOT = Path(__file__).resolve().parent.parent
+NCT = ROOT / "spec" / "nct07117175"
+HAVE_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz 'dot' is not installed (apt-get install graphviz)")
+
+# The rule edited by the drift tests, as written in spec/nct07117175/protocol.toml.
+OLD_GUARD = 'when = "tox >= 2 and dose > 2"'
+NEW_GUARD = 'when = "dose >= 3 and tox >= 2"'
+
+
+def _copy_nct(tmp_path: Path) -> Path:
+    target = tmp_path / "nct"
+    shutil.copytree(NCT, target)
+    return target
+
+
+def _edit_rule(folder: Path) -> None:
+    path = folder / "protocol.toml"
+    text = path.read_text(encoding="utf-8")
+    assert OLD_GUARD in text, "the drift test's rule is no longer in the shipped protocol"
+    path.write_text(text.replace(OLD_GUARD, NEW_GUARD), encoding="utf-8")
+
+
+def _parse(text: str) -> list[str]:
+    pytest.importorskip("docutils")
+    from escalation_rules.sphinx import parse_rst
+
+    return parse_rst(text)[1]
+
+
+# ------------------------------------------------------------------ the condensed diagram
+
+
+@pytest.mark.parametrize("name", sorted(DESIGNS))
+def test_condensed_diagram_accounts_for_every_state_and_transition(name: str) -> None:
+    """Invariant: the boxes partition the states and the arrows partition the transitions of the full graph."""
+    compiled = compile_protocol(builtin_design(name, doses=4))
+    d = condensed_diagram(compiled)
+    assert sum(n.states for n in d.nodes) == compiled.graph.number_of_nodes()
+    assert sum(e.transitions for e in d.edges) == compiled.graph.number_of_edges()
+    ids = {n.id for n in d.nodes}
+    assert all(e.source in ids and e.target in ids for e in d.edges)
+
+
+def test_nct_diagram_is_condensed_to_a_readable_size() -> None:
+    """The ~500 states of NCT07117175 become a few dozen boxes with every decision point and option shown."""
+    compiled = compile_protocol(load_protocol(NCT))
+    d = condensed_diagram(compiled)
+    assert compiled.stats["states"] > 400
+    assert len(d.nodes) <= 40
+    decide_rules = {r.id for s in compiled.protocol.stages for r in s.rules if r.action == "decide"}
+    assert {n.rule for n in d.nodes if n.kind == "decide"} == decide_rules
+    options = {(e.rule, e.option) for e in d.edges if e.kind == "option"}
+    expected = {(r.id, o.id) for s in compiled.protocol.stages for r in s.rules for o in r.options}
+    assert options == expected
+
+
+def test_diagram_arrows_carry_rule_guard_and_direction() -> None:
+    """An arrow's label names its rule and guard, and escalations are told apart from de-escalations."""
+    d = condensed_diagram(compile_protocol(load_protocol(NCT)))
+    higher = [e for e in d.edges if e.rule == "too-toxic-higher"]
+    assert higher and all(e.move == "de-escalate" for e in higher)
+    assert all("tox >= 2 and dose > 2" in e.label.replace("\n", " ") for e in higher)
+    assert any(e.move == "escalate" and e.option == "escalate" for e in d.edges)
+
+
+@needs_dot
+def test_render_svg_draws_every_box() -> None:
+    """Graphviz renders the DOT text to an inline SVG with one node group per box."""
+    d = condensed_diagram(compile_protocol(load_protocol(NCT)))
+    svg = render_svg(diagram_dot(d))
+    assert svg.startswith("<svg")
+    assert svg.count('class="node"') == len(d.nodes)
+
+
+def test_render_svg_without_graphviz_says_how_to_install_it() -> None:
+    """A missing Graphviz program is refused with one line naming the package to install."""
+    with pytest.raises(EscalationRulesError, match="install Graphviz"):
+        render_svg("digraph { a }", program="no-such-graphviz-program")
+
+
+# ------------------------------------------------------------------ drift: the page follows the file
+
+
+def test_changing_a_rule_changes_the_tables_and_the_diagram(tmp_path: Path) -> None:
+    """Editing one rule's guard in the protocol file changes the generated decision table and the DOT diagram."""
+    folder = _copy_nct(tmp_path)
+    before = AuditContext.build(compile_protocol(load_protocol(folder)))
+    _edit_rule(folder)
+    after = AuditContext.build(compile_protocol(load_protocol(folder)))
+    from escalation_rules.auditdoc import audit_rst
+
+    old_tables, new_tables = audit_rst(before, ["tables"]), audit_rst(after, ["tables"])
+    assert "``tox >= 2 and dose > 2``" in old_tables and "``dose >= 3 and tox >= 2``" in new_tables
+    assert "dose >= 3 and tox >= 2" not in old_tables
+    old_dot, new_dot = diagram_dot(before.diagram), diagram_dot(after.diagram)
+    assert old_dot != new_dot
+    assert "dose >= 3 and tox" in new_dot and "dose >= 3 and tox" not in old_dot
+
+
+def test_changing_an_action_changes_the_diagram_edges(tmp_path: Path) -> None:
+    """Turning a de-escalation into a stop moves the diagram's arrow from a treatment box to a stop box."""
+    folder = _copy_nct(tmp_path)
+    path = folder / "protocol.toml"
+    text = path.read_text(encoding="utf-8")
+    clause = 'clause = "Full description ¶3"'
+    old = f'action = "treat"\nmove = "previous"\ncohort = "remaining"\nstage = "fill"\nclose = true\n{clause}'
+    assert old in text
+    new = f'action = "stop"\nmtd = "previous"\nclose = true\n{clause}'
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    d = condensed_diagram(compile_protocol(load_protocol(folder)))
+    targets = {e.target.split(":")[0] for e in d.edges if e.rule == "too-toxic-higher"}
+    assert targets == {"stop"}
+
+
+# ------------------------------------------------------------------ vectors and traceability
+
+
+def _vector_file(folder: Path, tests: list[dict[str, object]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.json"
+    path.write_text(json.dumps({"description": "t", "design": "3+3-deescalate", "doses": 3, "tests": tests}),
+                    encoding="utf-8")
+    return folder
+
+
+def test_vectors_pass_fail_and_refusals_are_reported(tmp_path: Path) -> None:
+    """A vector that pins the right decision passes, a wrong pin fails with what differed, a refusal is matched."""
+    folder = _vector_file(tmp_path / "spec" / "vectors", [
+        {"description": "right", "clause": "Storer (1989); Korn et al. (1994)", "history": "1NNN",
+         "expected": {"action": "treat", "dose": 2, "rule": "esc-zero-of-three"}},
+        {"description": "wrong", "history": "1NNN", "expected": {"dose": 3}},
+        {"description": "refused", "history": "1NNN 3NNN", "error": {"cohort": 2, "contains": "skips dose"}},
+        {"description": "json history", "history": [{"dose": 1, "outcomes": "NTN"}],
+         "expected": {"cohort_size": 3}},
+    ])
+    results = run_vectors(builtin_design("3+3-deescalate", doses=3), folder)
+    by = {r.description: r for r in results}
+    assert by["right"].ok and by["right"].rule == "esc-zero-of-three"
+    assert not by["wrong"].ok and "dose = 2 (expected 3)" in by["wrong"].detail
+    assert by["refused"].ok and by["refused"].rule is None
+    assert by["json history"].ok
+
+
+def test_vectors_of_other_designs_are_ignored(tmp_path: Path) -> None:
+    """Only vector files whose design (and number of doses) is the protocol's are run."""
+    folder = _vector_file(tmp_path / "spec" / "vectors", [{"description": "x", "history": "", "expected": {}}])
+    assert run_vectors(builtin_design("3+3-deescalate", doses=4), folder) == []
+    assert run_vectors(builtin_design("3+3-escalate-only", doses=3), folder) == []
+
+
+def test_shipped_nct_vectors_are_found_through_the_design_path() -> None:
+    """The vectors in spec/vectors that name spec/nct07117175 are run against it, and all pass."""
+    if not (ROOT / "spec" / "vectors" / "nct07117175.json").exists():
+        pytest.skip("spec/vectors/nct07117175.json is not in this checkout")
+    results = run_vectors(load_protocol(NCT), ROOT / "spec" / "vectors", NCT)
+    assert results
+    assert [r.description for r in results if not r.ok] == []
+
+
+def test_traceability_flags_clauses_without_rules_and_rules_without_vectors(tmp_path: Path) -> None:
+    """A clause nothing encodes is flagged 'no rule'; rules no vector exercises are listed."""
+    folder = _copy_nct(tmp_path)
+    path = folder / "protocol.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("[clauses]\n", '[clauses]\n"Section 9" = "A clause with no rule."\n'),
+                    encoding="utf-8")
+    protocol = load_protocol(folder)
+    rows, untested = traceability(protocol, [])
+    by = {r.clause: r for r in rows}
+    assert by["Section 9"].flags == ("no rule", "no vector")
+    assert "at-first-dlt" in by["Full description ¶1"].rules
+    assert set(untested) == {r.id for s in protocol.stages for r in s.rules}
+
+
+def test_traceability_links_vectors_to_the_rules_that_decided() -> None:
+    """A vector counts for the clause of the rule the engine decided by."""
+    protocol = builtin_design("3+3-deescalate", doses=3)
+    results = run_vectors(protocol, None)
+    assert results == []
+    from escalation_rules.auditdoc import VectorResult
+
+    rows, untested = traceability(protocol, [VectorResult("f.json", "v1", None, "1NNN", "esc-zero-of-three",
+                                                          True, "")])
+    assert "esc-zero-of-three" not in untested
+    assert any("v1" in r.vectors for r in rows if "esc-zero-of-three" in r.rules)
+
+
+# ------------------------------------------------------------------ sections
+
+
+@pytest.mark.parametrize("name", sorted(DESIGNS))
+def test_every_section_of_every_design_is_valid_restructuredtext(name: str) -> None:
+    """The generated text parses without a single docutils warning, for every built-in design."""
+    from escalation_rules.auditdoc import audit_rst
+
+    ctx = AuditContext.build(compile_protocol(builtin_design(name, doses=3)))
+    text = audit_rst(ctx)
+    assert _parse(text) == []
+    for title in SECTIONS.values():
+        assert title in text
+
+
+def test_nct_page_is_valid_restructuredtext_with_its_declared_data() -> None:
+    """The NCT07117175 page parses cleanly and shows its DLT definition (declared in dlt.toml)."""
+    from escalation_rules.auditdoc import audit_rst
+
+    protocol = load_protocol(NCT)
+    text = audit_rst(AuditContext.build(compile_protocol(protocol), "spec/nct07117175"))
+    assert _parse(text) == []
+    assert "escalation-rules verify spec/nct07117175" in text
+    if protocol.extra.get("dlt"):
+        dlt = text.split("Definition of a dose-limiting toxicity")[1].split("Verification report")[0]
+        assert "Not available" not in dlt
+
+
+def test_absent_data_is_said_plainly() -> None:
+    """A protocol without eligibility, DLT definition or scenarios says 'not available' for each."""
+    from escalation_rules.auditdoc import audit_rst
+
+    ctx = AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3)))
+    for section in ("eligibility", "dlt", "oc"):
+        assert "Not available for this protocol" in audit_rst(ctx, [section])
+
+
+def test_declared_scenarios_get_exact_operating_characteristics(tmp_path: Path) -> None:
+    """Scenarios declared in the protocol folder give an OC table row each and an SVG chart."""
+    pytest.importorskip("escalation_rules.analysis")
+    from escalation_rules.auditdoc import audit_rst
+
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text(
+        '[[scenarios]]\nname = "safe"\ntruth = [0.05, 0.1, 0.15, 0.2]\n'
+        '[[scenarios]]\nname = "toxic"\ntruth = [0.05, "1/5", 0.5, 0.6]\n', encoding="utf-8")
+    protocol = load_protocol(folder)
+    assert [name for name, _ in scenarios_of(protocol)] == ["safe", "toxic"]
+    text = audit_rst(AuditContext.build(compile_protocol(protocol)), ["oc"])
+    assert "escalation-oc-chart" in text and "* - safe" in text and "* - toxic" in text
+    assert _parse(text) == []
+
+
+def test_malformed_scenarios_are_refused_naming_the_scenario(tmp_path: Path) -> None:
+    """A scenario with the wrong number of probabilities is refused with its name and what was expected."""
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text('[[scenarios]]\nname = "short"\ntruth = [0.1]\n', encoding="utf-8")
+    with pytest.raises(EscalationRulesError, match="'short': expected truth as a list of 4 probabilities"):
+        scenarios_of(load_protocol(folder))
+
+
+def test_unknown_section_is_refused() -> None:
+    """Asking for a section that does not exist names the known ones."""
+    from escalation_rules.auditdoc import audit_rst
+
+    ctx = AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=2)))
+    with pytest.raises(EscalationRulesError, match="unknown audit section 'nope'"):
+        audit_rst(ctx, ["nope"])
+
+
+# ------------------------------------------------------------------ Sphinx
+
+
+def _project(tmp_path: Path, body: str) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    conf = f"extensions = ['escalation_rules.sphinx']\nescalation_rules_root = {str(tmp_path)!r}\n"
+    (src / "conf.py").write_text(conf, encoding="utf-8")
+    (src / "index.rst").write_text("Audit\n=====\n\n" + body, encoding="utf-8")
+    return src
+
+
+def _build(src: Path, out: Path, fresh: bool = False) -> str:
+    import io
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    warnings = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(out), str(out / ".doctrees"), "html", status=None, warning=warnings,
+                     freshenv=fresh)
+        app.build()
+    assert warnings.getvalue() == ""
+    return (out / "index.html").read_text(encoding="utf-8")
+
+
+@needs_dot
+def test_sphinx_directive_renders_diagram_and_tables_and_rebuilds_on_rule_change(tmp_path: Path) -> None:
+    """The directive renders the SVG and the decision tables, and an incremental build picks up an edited rule."""
+    pytest.importorskip("sphinx")
+    _copy_nct(tmp_path)
+    src = _project(tmp_path, ".. escalation-protocol:: nct\n   :command: spec/nct07117175\n")
+    out = tmp_path / "out"
+    first = _build(src, out, fresh=True)
+    assert '<div class="escalation-diagram"' in first and "<svg" in first
+    assert first.count("escalation-decision-table") == 3
+    assert "escalation-rules verify spec/nct07117175" in first
+    assert list((out / "_escalation").glob("NCT07117175-*.svg"))
+    assert "tox &gt;= 2 and dose &gt; 2" in first
+    _edit_rule(tmp_path / "nct")
+    second = _build(src, out)
+    assert "dose &gt;= 3 and tox &gt;= 2" in second and "tox &gt;= 2 and dose &gt; 2" not in second
+    assert second.split('<div class="escalation-diagram"')[1] != first.split('<div class="escalation-diagram"')[1]
+
+
+def test_sphinx_single_section_directive_and_bad_spec(tmp_path: Path) -> None:
+    """A one-section directive renders only that section; a bad protocol is an error naming the directive."""
+    pytest.importorskip("sphinx")
+    src = _project(tmp_path, ".. escalation-verification:: 3+3-deescalate\n   :doses: 3\n\n"
+                             ".. escalation-tables:: no/such/protocol\n")
+    import io
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    warnings = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(tmp_path / "out"), str(tmp_path / "dt"), "html", status=None,
+                     warning=warnings, freshenv=True)
+        app.build()
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "escalation-verification" in html and "escalation-decision-table" not in html
+    assert "escalation-tables: no/such/protocol: " in warnings.getvalue()
+
+
+# ------------------------------------------------------------------ the docs command
+
+
+@needs_dot
+def test_docs_command_builds_the_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """'escalation-rules docs spec/nct07117175 --out DIR' writes index.html with the diagram, tables and report."""
+    pytest.importorskip("sphinx")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "site"
+    assert main(["docs", "spec/nct07117175", "--out", str(out), "--strict"]) == 0
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "NCT07117175: audit of the dose-escalation rules" in html
+    assert "<svg" in html and "escalation-decision-table" in html and "escalation-traceability" in html
+    assert "escalation-rules verify spec/nct07117175" in html
+    assert "audit site written" in capsys.readouterr().out
+
+
+def test_docs_command_refuses_a_bad_spec_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A SPEC that is neither a file nor a design exits 2 with one line on stderr and no traceback."""
+    pytest.importorskip("sphinx")
+    assert main(["docs", str(tmp_path / "missing"), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such protocol file or folder" in err[0]
