@@ -1,4 +1,4 @@
-"""Benchmark Monte Carlo operating characteristics (escalation_rules.analysis.simulate).
+"""Benchmark Monte Carlo operating characteristics (escalation_rules.analysis.simulation).
 
 Run from the repository root::
 

@@ -1,4 +1,4 @@
-"""Tests of escalation_rules.analysis.simulate: Monte Carlo operating characteristics."""
+"""Tests of escalation_rules.analysis.simulation: Monte Carlo operating characteristics."""
 
 from __future__ import annotations
 

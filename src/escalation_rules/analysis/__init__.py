@@ -4,7 +4,7 @@ The data flow is one way: a protocol is explored into its merged state graph
 (:mod:`~escalation_rules.analysis._reduce`: states whose futures are
 identical become one node), which the exact dynamic programme
 (:mod:`~escalation_rules.analysis.oc`) and the vectorised simulator
-(:mod:`~escalation_rules.analysis.simulate`) both read; grids
+(:mod:`~escalation_rules.analysis.simulation`) both read; grids
 (:mod:`~escalation_rules.analysis.grid`) run either over many truths in
 parallel, and :mod:`~escalation_rules.analysis.plot` draws them.
 
@@ -16,6 +16,9 @@ Examples
 >>> round(oc.expected_patients, 3), oc.true_mtd
 (15.056, 3)
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._reduce import ReducedGraph, reduce_protocol
 from .grid import GridResult, Scenario, load_scenarios, run_grid
@@ -30,7 +33,20 @@ from .oc import (
 from .paths import leaf_probabilities, path_probabilities
 from .plot import plot_grid
 from .policy import BUILTIN_POLICIES, Policy, resolve_policy
-from .simulate import SimulationResult, simulate
+
+if TYPE_CHECKING:
+    from .simulation import SimulationResult, simulate
+
+
+def __getattr__(name: str) -> Any:
+    # numpy is imported only when simulation is used, so that every command
+    # line call (``next``, ``verify``...) does not pay for it.
+    if name in ("simulate", "SimulationResult"):
+        module = importlib.import_module(f"{__name__}.simulation")
+        # bind the names here so that later lookups skip __getattr__
+        globals().update(simulate=module.simulate, SimulationResult=module.SimulationResult)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BOUNDED_FIGURES",

@@ -77,7 +77,7 @@ def _cmd_oc(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate
+    from .simulation import simulate
 
     truth = parse_truth(args.truth)
     protocol = _protocol(args, len(truth))

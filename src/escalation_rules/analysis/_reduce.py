@@ -394,12 +394,11 @@ def reduce_protocol(protocol: Protocol) -> ReducedGraph:
     explorer = _Explorer(protocol)
     stage = protocol.stage(protocol.start_stage)
     start = (TREAT, stage.id, protocol.dose_index(protocol.start_dose), min(stage.cohort, protocol.cap))
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 4 * protocol.cap + 200))
-    try:
-        root, _ = explorer.visit(start, [0] * (3 * explorer.k + 1), [])
-    finally:
-        sys.setrecursionlimit(limit)
+    # One frame per step (cohort or decision), at most 2 * cap + 1 steps deep, plus the guards'
+    # own frames; raised only when a large cap needs it (never lowered, for other threads' sake).
+    if sys.getrecursionlimit() < 4 * protocol.cap + 200:
+        sys.setrecursionlimit(4 * protocol.cap + 200)
+    root, _ = explorer.visit(start, [0] * (3 * explorer.k + 1), [])
     nodes = tuple(explorer.nodes)
     stats = {
         "nodes": len(nodes),
