@@ -176,7 +176,10 @@ class TrialStore:
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise TrialError(f"{self.path}: no such trial store (create it with: escalation-rules trial init)")
-        self._conn = self._connect(timeout)
+        try:
+            self._conn = self._connect(timeout)
+        except sqlite3.DatabaseError as err:
+            raise TrialError(f"{self.path}: not a trial store ({err})") from None
         try:
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
@@ -274,6 +277,12 @@ class TrialStore:
         parsed = [e if not isinstance(e, Mapping) else parse_event(dict(e), names[i]) for i, e in enumerate(batch)]
         if not parsed:
             return []
+        try:
+            return self._append(parsed, names)
+        except sqlite3.Error as err:
+            raise TrialError(f"{self.path}: SQLite refused the write ({err}); nothing was stored") from None
+
+    def _append(self, parsed: Sequence[Event], names: Sequence[str]) -> list[int]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
