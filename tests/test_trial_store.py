@@ -194,7 +194,7 @@ def test_export_replays_to_the_same_status_in_a_fresh_store(store: TrialStore, t
         statuses.append(json.loads(capsys.readouterr().out))
     assert statuses[0] == statuses[1]
     assert cli("import", fresh, out) == 2
-    assert "P01 is already enrolled" in capsys.readouterr().err
+    assert "duplicate enrolment" in capsys.readouterr().err
     assert cli("verify", fresh) == 0
 
 
