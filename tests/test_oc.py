@@ -10,6 +10,8 @@ from typing import Any
 
 import networkx as nx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from escalation_rules import CompileError, builtin_design, compile_protocol, future_paths
 from escalation_rules.analysis import (
@@ -452,3 +454,31 @@ def test_cli_oc_refuses_bad_input_with_one_line(capsys, in_repo, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ properties
+
+_probabilities = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(design=st.sampled_from(sorted(DESIGNS)), truth=st.lists(_probabilities, min_size=1, max_size=6),
+       target=st.floats(min_value=0.05, max_value=0.6))
+def test_property_probabilities_sum_to_one_and_values_lie_within_bounds(design, truth, target):
+    """For any truth and target, selection and sample-size probabilities sum to 1; every figure lies in its bounds."""
+    oc = operating_characteristics(builtin_design(design, len(truth)), truth, target=target)
+    assert abs(sum(oc.mtd) - 1) < 1e-12
+    assert abs(sum(q for _, q in oc.sample_size) - 1) < 1e-12
+    for name in BOUNDED_FIGURES:
+        low, high = oc.bounds[name]
+        assert low - 1e-12 <= oc.figure(name) <= high + 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(truth=st.lists(st.fractions(min_value=0, max_value=1, max_denominator=20), min_size=4, max_size=4),
+       policy=st.sampled_from(["default", "most-aggressive", "most-cautious"]))
+def test_property_nct07117175_exact_probabilities_sum_to_exactly_one(nct, truth, policy):
+    """For any fractional truth and built-in policy, NCT07117175's selection probabilities sum to exactly 1."""
+    oc = operating_characteristics(nct, truth, policy=policy)
+    assert oc.exact and sum(oc.mtd) == 1
+    assert oc.bounds["p_overdose"][0] <= oc.p_overdose <= oc.bounds["p_overdose"][1]
