@@ -20,6 +20,7 @@ escalation_rules.eligibility._record.RecordError: record: ecog: expected 0 to 5 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 import attrs
 
 from ..errors import EscalationRulesError, GuardSyntaxError
-from ..guards import parse_unit
+from ..guards import parse_unit, unit_factor
 
 __all__ = [
     "SECTION_FIELDS",
@@ -237,6 +238,7 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
+        self.as_of: dt.date | None = None
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {path}: {message}")
@@ -244,21 +246,21 @@ class _Reader:
     def table(self, raw: Any, path: str) -> Mapping[str, Any] | None:
         if raw is None:
             return None
-        if not isinstance(raw, dict):
+        if type(raw) is not dict:
             self.problem(path, f"expected an object (got {_show(raw)})")
             return None
         return raw
 
-    def unknown(self, raw: Mapping[str, Any], path: str, allowed: Sequence[str]) -> None:
-        for key in raw:
-            if key not in allowed:
-                self.problem(f"{path}.{key}" if path else key,
-                             f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+    def unknown(self, raw: Mapping[str, Any], path: str, allowed: frozenset[str]) -> None:
+        extra = raw.keys() - allowed
+        for key in sorted(extra):
+            self.problem(f"{path}.{key}" if path else key,
+                         f"unknown field (expected one of: {', '.join(sorted(allowed))})")
 
     def date(self, raw: Any, path: str) -> dt.date | None:
         if raw is None:
             return None
-        if isinstance(raw, str):
+        if type(raw) is str:
             try:
                 return dt.date.fromisoformat(raw)
             except ValueError:
@@ -266,17 +268,24 @@ class _Reader:
         self.problem(path, f"expected a date as YYYY-MM-DD (got {_show(raw)})")
         return None
 
+    def past(self, raw: Any, path: str) -> dt.date | None:
+        """A date of something that has happened: not after the record's date."""
+        day = self.date(raw, path)
+        if day is not None and self.as_of is not None and day > self.as_of:
+            self.problem(path, f"{day} is after the record's date {self.as_of} (a past date is expected)")
+        return day
+
     def number(self, raw: Any, path: str) -> float | None:
         if raw is None:
             return None
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw or raw in (
-                float("inf"), float("-inf")):
-            self.problem(path, f"expected a number (got {_show(raw)})")
-            return None
-        return float(raw)
+        kind = type(raw)
+        if (kind is int or kind is float) and raw == raw and raw not in (float("inf"), float("-inf")):
+            return float(raw)
+        self.problem(path, f"expected a number (got {_show(raw)})")
+        return None
 
     def unit(self, raw: Any, path: str) -> str | None:
-        if not isinstance(raw, str):
+        if type(raw) is not str:
             self.problem(path, f"expected a unit string such as 'mg/dL' (got {_show(raw)})")
             return None
         try:
@@ -287,42 +296,88 @@ class _Reader:
         return raw
 
     def field(self, raw: Any, path: str, kind: Any) -> Any:
+        """Check one value against its kind (the slow path, which also explains refusals)."""
         if raw is None:
             return None
         if kind == "bool":
-            if not isinstance(raw, bool):
+            if type(raw) is not bool:
                 self.problem(path, f"expected true or false (got {_show(raw)})")
                 return None
             return raw
         if kind == "date":
-            return self.date(raw, path)
+            return self.past(raw, path)
         if kind == "text":
-            if not isinstance(raw, str):
+            if type(raw) is not str:
                 self.problem(path, f"expected a string (got {_show(raw)})")
                 return None
             return raw
         if isinstance(kind, tuple) and kind and kind[0] == "int":
             _, low, high = kind
-            if isinstance(raw, bool) or not isinstance(raw, int):
+            if type(raw) is not int:
                 self.problem(path, f"expected a whole number (got {_show(raw)})")
                 return None
             if not low <= raw <= high:
                 self.problem(path, f"expected {low} to {high} (got {raw})")
                 return None
             return raw
-        if raw not in kind:
+        if type(raw) is not str or raw not in kind:
             self.problem(path, f"expected one of {', '.join(kind)} (got {_show(raw)})")
             return None
         return raw
+
+    def fields(self, table: Mapping[str, Any], path: str, kinds: Mapping[str, Any],
+               allowed: frozenset[str]) -> dict[str, Any]:
+        """The present values of a flat object; the common, valid case costs a type test per field."""
+        out: dict[str, Any] = {}
+        as_of = self.as_of
+        get = kinds.get
+        for key, value in table.items():
+            if value is None:
+                continue
+            kind = get(key)
+            if kind is _BOOL:
+                if value is True or value is False:
+                    out[key] = value
+                    continue
+            elif kind is _DATE:
+                if type(value) is str:
+                    try:
+                        day = dt.date.fromisoformat(value)
+                    except ValueError:
+                        pass
+                    else:
+                        if as_of is None or day <= as_of:
+                            out[key] = day
+                            continue
+            elif type(kind) is frozenset:
+                if type(value) is str and value in kind:
+                    out[key] = value
+                    continue
+            elif type(kind) is tuple:  # ("int", low, high)
+                if type(value) is int and kind[1] <= value <= kind[2]:
+                    out[key] = value
+                    continue
+            elif kind == "text":
+                if type(value) is str:
+                    out[key] = value
+                    continue
+            elif kind is None:
+                continue  # reported by unknown()
+            checked = self.field(value, f"{path}.{key}", kind)
+            if checked is not None:
+                out[key] = checked
+        if len(out) < len(table):
+            self.unknown(table, path, allowed)
+        return out
 
     def quantity(self, raw: Any, path: str, dated: bool) -> Quantity | None:
         table = self.table(raw, path)
         if table is None:
             return None
-        self.unknown(table, path, ("value", "unit", "date") if dated else ("value", "unit"))
+        self.unknown(table, path, _DATED if dated else _UNDATED)
         value = self.number(table.get("value"), f"{path}.value")
         unit = self.unit(table.get("unit"), f"{path}.unit")
-        when = self.date(table.get("date"), f"{path}.date")
+        when = self.past(table.get("date"), f"{path}.date")
         if table.get("value") is None:
             self.problem(f"{path}.value", "missing (leave out the whole object when the value is not known)")
         if value is None or unit is None:
@@ -330,89 +385,192 @@ class _Reader:
         return Quantity(value, unit, when)
 
 
+_BOOL, _DATE = "bool", "date"  # the fast path compares kinds by identity (these literals are interned)
+_DATED = frozenset(("value", "unit", "date"))
+_UNDATED = frozenset(("value", "unit"))
+_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range"))
+_RANGE_KEYS = frozenset(("low", "high", "unit"))
+
+
+def _fast(kinds: Mapping[str, Any]) -> dict[str, Any]:
+    """Kinds as the fast path reads them: code tuples become frozensets."""
+    return {k: frozenset(v) if isinstance(v, tuple) and v and v[0] != "int" else v for k, v in kinds.items()}
+
+
+_SECTION_FAST = {name: (_fast(kinds), frozenset(kinds)) for name, kinds in SECTION_FIELDS.items()}
+_LIST_FAST = {name: (_fast(kinds), frozenset(kinds), required) for name, (kinds, required) in LIST_FIELDS.items()}
+_ALLOWED_TOP = frozenset(_TOP_KEYS)
+_ALLOWED_ANCHORS = frozenset(_ANCHORS)
+
+
 def _show(raw: Any) -> str:
     text = json.dumps(raw) if not isinstance(raw, str) else repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _measurement(r: _Reader, raw: Any, path: str) -> Measurement | None:
-    table = r.table(raw, path)
-    if table is None:
-        r.problem(path, "expected an object (got null)")
+@functools.cache
+def _percent_scale(unit: str) -> float | None:
+    """For a dimensionless unit, the value of 1 unit as a fraction (``%`` → 0.01); else ``None``."""
+    if parse_unit(unit)[1] != "dimensionless":
         return None
-    r.unknown(table, path, ("code", "value", "unit", "date", "reference_range"))
-    code = table.get("code")
-    if not isinstance(code, str) or not _CODE.match(code):
+    return unit_factor(unit, "dimensionless") if unit.strip() else 1.0
+
+
+@functools.cache
+def _unit_ok(unit: str) -> tuple[float | None] | None:
+    """``(percent scale,)`` for a known unit, ``None`` for one pint does not know (the slow path explains)."""
+    try:
+        parse_unit(unit)
+    except GuardSyntaxError:
+        return None
+    return (_percent_scale(unit),)
+
+
+_GOOD_CODES: set[str] = set()
+_INF = float("inf")
+
+
+def _measurement_fast(raw: Any, as_of: dt.date | None) -> Measurement | None:
+    """The usual, valid measurement at the cost of a few type tests; ``None`` sends it to the checking path."""
+    if type(raw) is not dict or not raw.keys() <= _MEASUREMENT_KEYS:
+        return None
+    code, unit = raw.get("code"), raw.get("unit")
+    value: Any = raw.get("value")
+    kind = type(value)
+    if not ((kind is int or kind is float) and type(unit) is str and type(code) is str):
+        return None
+    if code not in _GOOD_CODES:
+        if not _CODE.match(code):
+            return None
+        _GOOD_CODES.add(code)
+    info = _unit_ok(unit)
+    if info is None or not 0 <= value < _INF:
+        return None
+    scale = info[0]
+    if scale is not None and value * scale > 1:
+        return None
+    when = raw.get("date")
+    if when is not None:
+        if type(when) is not str:
+            return None
+        try:
+            when = dt.date.fromisoformat(when)
+        except ValueError:
+            return None
+        if as_of is not None and when > as_of:
+            return None
+    low: Any = None
+    high: Any = None
+    range_unit = unit
+    rng = raw.get("reference_range")
+    if rng is not None:
+        if type(rng) is not dict or not rng.keys() <= _RANGE_KEYS:
+            return None
+        low, high = rng.get("low"), rng.get("high")
+        if low is not None:
+            if type(low) is not int and type(low) is not float:
+                return None
+            low = float(low)
+        if high is not None:
+            if (type(high) is not int and type(high) is not float) or high <= 0:
+                return None
+            high = float(high)
+        if low is not None and high is not None and low > high:
+            return None
+        if "unit" in rng:
+            range_unit = rng["unit"]
+            if type(range_unit) is not str or _unit_ok(range_unit) is None:
+                return None
+    return Measurement(code, float(value), unit, when, low, high, range_unit)
+
+
+def _measurement(r: _Reader, raw: Any, path: str) -> Measurement | None:
+    fast = _measurement_fast(raw, r.as_of)
+    if fast is not None:
+        return fast
+    if type(raw) is not dict:
+        r.problem(path, f"expected an object (got {_show(raw)})")
+        return None
+    if len(raw.keys() - _MEASUREMENT_KEYS):
+        r.unknown(raw, path, _MEASUREMENT_KEYS)
+    code = raw.get("code")
+    if type(code) is not str or not _CODE.match(code):
         r.problem(f"{path}.code", f"expected a lower-case code such as 'creatinine' (got {_show(code)})")
         code = None
-    value = r.number(table.get("value"), f"{path}.value")
-    if table.get("value") is None:
+    value = r.number(raw.get("value"), f"{path}.value")
+    if raw.get("value") is None:
         r.problem(f"{path}.value", "missing (leave the measurement out when it is not known)")
-    unit = r.unit(table.get("unit"), f"{path}.unit")
-    when = r.date(table.get("date"), f"{path}.date")
+    unit = r.unit(raw.get("unit"), f"{path}.unit")
+    when = r.past(raw.get("date"), f"{path}.date")
     low = high = None
     range_unit = unit
-    rng = r.table(table.get("reference_range"), f"{path}.reference_range")
+    rng = raw.get("reference_range")
     if rng is not None:
-        r.unknown(rng, f"{path}.reference_range", ("low", "high", "unit"))
+        rng = r.table(rng, f"{path}.reference_range")
+    if rng is not None:
+        if len(rng.keys() - _RANGE_KEYS):
+            r.unknown(rng, f"{path}.reference_range", _RANGE_KEYS)
         low = r.number(rng.get("low"), f"{path}.reference_range.low")
         high = r.number(rng.get("high"), f"{path}.reference_range.high")
         if "unit" in rng:
             range_unit = r.unit(rng.get("unit"), f"{path}.reference_range.unit")
-        for bound, name in ((low, "low"), (high, "high")):
-            if bound is not None and bound <= 0 and name == "high":
-                r.problem(f"{path}.reference_range.high", f"expected a positive limit (got {bound:g})")
+        if high is not None and high <= 0:
+            r.problem(f"{path}.reference_range.high", f"expected a positive limit (got {high:g})")
         if low is not None and high is not None and low > high:
             r.problem(f"{path}.reference_range", f"low {low:g} is above high {high:g}")
     if value is not None and unit is not None:
         if value < 0:
             r.problem(f"{path}.value", f"expected a value of 0 or more (got {value:g})")
-        elif parse_unit(unit)[1] == "dimensionless" and value * _fraction(unit) > 1:
-            r.problem(f"{path}.value", f"expected at most 100% (got {value:g} {unit})")
+        else:
+            scale = _percent_scale(unit)
+            if scale is not None and value * scale > 1:
+                r.problem(f"{path}.value", f"expected at most 100% (got {value:g} {unit})")
     if code is None or value is None or unit is None or range_unit is None:
         return None
     return Measurement(code, value, unit, when, low, high, range_unit)
 
 
-def _fraction(unit: str) -> float:
-    from ..guards import unit_factor
-
-    return unit_factor(unit, "dimensionless") if unit.strip() else 1.0
-
-
 def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
     if raw is None:
         return None
-    if not isinstance(raw, list):
+    if type(raw) is not list:
         r.problem(name, f"expected a list (got {_show(raw)})")
         return None
-    fields, required = LIST_FIELDS[name]
+    kinds, allowed, required = _LIST_FAST[name]
     out: list[Any] = []
+    before = len(r.problems)
     for i, item in enumerate(raw):
         path = f"{name}[{i}]"
-        table = r.table(item, path)
-        if table is None:
-            r.problem(path, "expected an object (got null)")
+        if type(item) is not dict:
+            r.problem(path, f"expected an object (got {_show(item)})")
             continue
-        r.unknown(table, path, tuple(fields))
-        values = {key: r.field(table.get(key), f"{path}.{key}", kind) for key, kind in fields.items()}
-        missing = [key for key in required if table.get(key) is None]
-        for key in missing:
-            r.problem(f"{path}.{key}", "missing (required in every entry)")
-        if missing or any(values[k] is None and table.get(k) is not None for k in fields):
+        if name in ("medications", "therapies"):
+            saved, r.as_of = r.as_of, None  # a course may be planned to end after the record's date
+            values = r.fields(item, path, kinds, allowed)
+            r.as_of = saved
+            start = values.get("start")
+            if start is not None and r.as_of is not None and start > r.as_of:
+                r.problem(f"{path}.start", f"{start} is after the record's date {r.as_of} (a past date is expected)")
+        else:
+            values = r.fields(item, path, kinds, allowed)
+        for key in required:
+            if item.get(key) is None:
+                r.problem(f"{path}.{key}", "missing (required in every entry)")
+        if len(r.problems) > before:
+            before = len(r.problems)
             continue
-        start, end = values.pop("start"), values.pop("end")
+        start, end = values.pop("start"), values.pop("end", None)
         if name == "events" and end is None:  # an event without an end is a single day
             end = start
         if end is not None and end < start:
             r.problem(f"{path}.end", f"{end} is before the start {start}")
+            before = len(r.problems)
             continue
         if name in ("medications", "therapies"):
             out.append(Exposure(values["category"], start, end, values.get("route"), values.get("name")))
         else:
-            kind_key = "category" if name == "malignancies" else "type"
-            kind = values.pop(kind_key)
-            out.append(HistoryEvent(kind, start, end, {k: v for k, v in values.items() if v is not None}))
+            kind = values.pop("category" if name == "malignancies" else "type")
+            out.append(HistoryEvent(kind, start, end, values))
     return tuple(out)
 
 
@@ -433,33 +591,40 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     escalation_rules.eligibility._record.RecordError: record: weight.value: expected more than 0 (got -3)
     """
     r = _Reader(source)
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
-    r.unknown(data, "", _TOP_KEYS)
+    if len(data.keys() - _ALLOWED_TOP):
+        r.unknown(data, "", _ALLOWED_TOP)
     fmt = data.get("format")
     if fmt is not None and fmt != "escalation-rules/patient-record/1":
         r.problem("format", f"expected 'escalation-rules/patient-record/1' (got {_show(fmt)})")
     rid = data.get("id")
-    if not isinstance(rid, str) or not rid:
+    if type(rid) is not str or not rid:
         r.problem("id", f"expected a non-empty string (got {_show(rid)})")
         rid = ""
     anchors_raw = r.table(data.get("anchors"), "anchors") or {}
-    r.unknown(anchors_raw, "anchors", _ANCHORS)
+    if len(anchors_raw.keys() - _ALLOWED_ANCHORS):
+        r.unknown(anchors_raw, "anchors", _ALLOWED_ANCHORS)
     dates = {key: r.date(anchors_raw.get(key), f"anchors.{key}") for key in _ANCHORS}
-    if dates["screening"] is None and "screening" not in anchors_raw:
+    screening = dates["screening"]
+    if screening is None and anchors_raw.get("screening") is None:
         r.problem("anchors.screening", "missing (every record is screened as of a date)")
-    as_of = r.date(data.get("as_of"), "as_of") or dates["screening"]
-    if as_of is not None and dates["screening"] is not None and as_of < dates["screening"]:
-        r.problem("as_of", f"{as_of} is before the screening date {dates['screening']}")
+    as_of = r.date(data.get("as_of"), "as_of") or screening
+    if as_of is not None and screening is not None and as_of < screening:
+        r.problem("as_of", f"{as_of} is before the screening date {screening}")
+    r.as_of = as_of
 
-    ecog = r.field(data.get("ecog"), "ecog", ("int", 0, 5))
-    weight = r.quantity(data.get("weight"), "weight", dated=True)
+    ecog = data.get("ecog")
+    if ecog is not None and not (type(ecog) is int and 0 <= ecog <= 5):
+        ecog = r.field(ecog, "ecog", ("int", 0, 5))
+    weight = r.quantity(data.get("weight"), "weight", dated=True) if data.get("weight") is not None else None
     if weight is not None:
         if weight.value <= 0:
             r.problem("weight.value", f"expected more than 0 (got {weight.value:g})")
         elif parse_unit(weight.unit)[1] != "[mass]":
             r.problem("weight.unit", f"expected a unit of mass such as 'kg' or 'lb' (got {weight.unit!r})")
-    life = r.quantity(data.get("life_expectancy"), "life_expectancy", dated=False)
+    life = (r.quantity(data.get("life_expectancy"), "life_expectancy", dated=False)
+            if data.get("life_expectancy") is not None else None)
     if life is not None:
         if life.value < 0:
             r.problem("life_expectancy.value", f"expected 0 or more (got {life.value:g})")
@@ -470,7 +635,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     raw_m = data.get("measurements")
     if raw_m is not None:
         measurements = {}
-        if not isinstance(raw_m, list):
+        if type(raw_m) is not list:
             r.problem("measurements", f"expected a list (got {_show(raw_m)})")
         else:
             for i, item in enumerate(raw_m):
@@ -482,68 +647,35 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
                     measurements[m.code] = m
 
     sections: dict[str, dict[str, Any]] = {}
-    for name, fields in SECTION_FIELDS.items():
-        table = r.table(data.get(name), name)
-        if table is None:
+    for name, (kinds, allowed) in _SECTION_FAST.items():
+        raw = data.get(name)
+        if raw is None:
             continue
-        r.unknown(table, name, tuple(fields))
-        sections[name] = {key: r.field(table.get(key), f"{name}.{key}", kind) for key, kind in fields.items()}
+        table = r.table(raw, name)
+        if table is not None:
+            sections[name] = r.fields(table, name, kinds, allowed)
+    birth = sections.get("demographics", {}).get("birth_date")
+    if birth is not None and screening is not None and screening.year - birth.year > 130:
+        r.problem("demographics.birth_date", f"{birth} gives an age over 130 years")
 
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
 
     attestations: dict[str, bool] = {}
-    raw_a = r.table(data.get("attestations"), "attestations") or {}
-    for key, value in raw_a.items():
-        if not _CODE.match(key):
-            r.problem(f"attestations.{key}", "expected a lower-case key such as 'no_other_effective_treatment'")
-        elif value is not None:
-            checked = r.field(value, f"attestations.{key}", "bool")
-            if checked is not None:
-                attestations[key] = checked
+    raw_a = data.get("attestations")
+    if raw_a is not None:
+        for key, value in (r.table(raw_a, "attestations") or {}).items():
+            if value is True or value is False:
+                attestations[key] = value
+            elif value is not None:
+                r.field(value, f"attestations.{key}", "bool")
+            if not _CODE.match(key):
+                r.problem(f"attestations.{key}", "expected a lower-case key such as 'no_other_effective_treatment'")
 
-    if as_of is not None:
-        _check_past(r, as_of, data, measurements, sections, lists, dates)
     if r.problems:
         raise RecordError(r.problems)
-    assert dates["screening"] is not None and as_of is not None
-    anchors = Anchors(dates["screening"], dates["cell_collection"], dates["enrolment"], dates["planned_infusion"])
-    return PatientRecord(rid, anchors, as_of, ecog, weight, life, measurements, sections, lists,
-                         attestations)
-
-
-def _check_past(r: _Reader, as_of: dt.date, data: Mapping[str, Any], measurements: Mapping[str, Measurement] | None,
-                sections: Mapping[str, Mapping[str, Any]], lists: Mapping[str, tuple[Any, ...] | None],
-                anchors: Mapping[str, dt.date | None]) -> None:
-    """Dates of things that have happened may not be after the record's date."""
-    def late(path: str, day: dt.date | None) -> None:
-        if day is not None and day > as_of:
-            r.problem(path, f"{day} is after the record's date {as_of} (a past date is expected)")
-
-    for name, fields in SECTION_FIELDS.items():
-        for key, kind in fields.items():
-            if kind == "date":
-                late(f"{name}.{key}", sections.get(name, {}).get(key))
-    birth = sections.get("demographics", {}).get("birth_date")
-    if birth is not None and anchors["screening"] is not None and (anchors["screening"].year - birth.year) > 130:
-        r.problem("demographics.birth_date", f"{birth} gives an age over 130 years")
-    weight = data.get("weight")
-    if isinstance(weight, dict):
-        late("weight.date", _maybe_date(weight.get("date")))
-    for i, item in enumerate(data.get("measurements") or []):
-        if isinstance(item, dict):
-            late(f"measurements[{i}].date", _maybe_date(item.get("date")))
-    for name, entries in lists.items():
-        for i, entry in enumerate(entries or ()):
-            late(f"{name}[{i}].start", entry.start)
-            if name != "medications" and name != "therapies":
-                late(f"{name}[{i}].end", entry.end)
-
-
-def _maybe_date(raw: Any) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
+    assert screening is not None and as_of is not None
+    anchors = Anchors(screening, dates["cell_collection"], dates["enrolment"], dates["planned_infusion"])
+    return PatientRecord(rid, anchors, as_of, ecog, weight, life, measurements, sections, lists, attestations)
 
 
 def read_record_json(text: str, source: str = "record") -> PatientRecord:

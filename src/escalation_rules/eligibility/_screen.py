@@ -103,17 +103,33 @@ class ScreeningResult:
     record_id, protocol_id : str
     outcome : str
         ``"eligible"``, ``"not eligible"`` or ``"undetermined"``.
-    criteria : tuple of CriterionResult
-        Every criterion in protocol order (definitions included).
     needed : tuple of str
         For ``"undetermined"``: every data item still missing, in data-dictionary order.
+    criteria : tuple of CriterionResult
+        Every criterion in protocol order (definitions included), built when asked for.
     """
 
     record_id: str
     protocol_id: str
     outcome: str
-    criteria: tuple[CriterionResult, ...]
     needed: tuple[str, ...]
+    _values: tuple[bool | None, ...] = attrs.field(repr=False)
+    _missing: Mapping[str, tuple[str, ...]] = attrs.field(repr=False)
+    _context: _Context = attrs.field(eq=False, repr=False)
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        """One :class:`CriterionResult` per criterion, in protocol order."""
+        context = self._context
+        return tuple(CriterionResult(c, v, self._missing.get(c.id, ()), context)
+                     for c, v in zip(context.spec.criteria, self._values, strict=True))
+
+    def result(self, criterion_id: str) -> CriterionResult:
+        """The result of one criterion, by id."""
+        for r in self.criteria:
+            if r.criterion.id == criterion_id:
+                return r
+        raise KeyError(criterion_id)
 
     @property
     def exit_status(self) -> int:
@@ -135,14 +151,19 @@ class ScreeningResult:
     def text(self) -> str:
         """A person's summary: outcome, then one line per criterion."""
         lines = [f"{self.protocol_id}: record {self.record_id}: {self.outcome.upper()}"]
-        width = max(len(r.criterion.id) for r in self.criteria)
-        for r in self.criteria:
+        results = self.criteria
+        width = max(len(r.criterion.id) for r in results)
+        for r in results:
             lines.append(f"  {r.status:14} {r.criterion.id:{width}}  [{r.criterion.clause}] {r.reason}")
-        if self.failed:
-            lines.append(f"fails: {', '.join(r.criterion.id for r in self.failed)}")
+        failed = self.failed
+        if failed:
+            lines.append(f"fails: {', '.join(r.criterion.id for r in failed)}")
         if self.needed:
             lines.append(f"needed: {', '.join(self.needed)}")
         return "\n".join(lines)
+
+
+_INCLUSION, _EXCLUSION, _DEFINITION = 0, 1, 2
 
 
 def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record") -> ScreeningResult:
@@ -156,26 +177,30 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
     env = spec.environment(record)
-    context = _Context(spec, record, env)
-    results = []
+    values = []
+    missing: dict[str, tuple[str, ...]] = {}
     failed = unknown = False
-    for criterion in spec.criteria:
-        value = criterion.when.evaluate(env)
-        env[criterion.id] = value
-        missing = _missing(spec, env, criterion) if value is None else ()
-        results.append(CriterionResult(criterion, value, missing, context))
-        if criterion.kind == "inclusion":
-            failed = failed or value is False
-            unknown = unknown or value is None
-        elif criterion.kind == "exclusion":
-            failed = failed or value is True
-            unknown = unknown or value is None
+    for cid, kind, run in spec.plan:
+        value = run(env)
+        env[cid] = value
+        values.append(value)
+        if value is None:
+            missing[cid] = _missing(spec, env, spec.criterion(cid))
+            if kind != _DEFINITION:
+                unknown = True
+        elif kind == _INCLUSION:
+            if not value:
+                failed = True
+        elif kind == _EXCLUSION and value:
+            failed = True
     outcome = "not eligible" if failed else "undetermined" if unknown else "eligible"
     needed: tuple[str, ...] = ()
     if outcome == "undetermined":
-        wanted = {m for r in results if r.value is None and r.criterion.kind != "definition" for m in r.missing}
+        kinds = {c.id: c.kind for c in spec.criteria}
+        wanted = {m for cid, names in missing.items() if kinds[cid] != "definition" for m in names}
         needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
-    return ScreeningResult(record.id, spec.protocol_id, outcome, tuple(results), needed)
+    return ScreeningResult(record.id, spec.protocol_id, outcome, needed, tuple(values), missing,
+                           _Context(spec, record, env))
 
 
 def _dictionary_order(spec: EligibilitySpec) -> Iterator[str]:

@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -160,6 +161,17 @@ class EligibilitySpec:
     _fillers: tuple[Filler, ...] = attrs.field(eq=False, repr=False)
     _codes: frozenset[str] = attrs.field(eq=False, repr=False)
     _attestations: frozenset[str] = attrs.field(eq=False, repr=False)
+    _plan: tuple[tuple[str, int, Callable[[Mapping[str, Any]], Any]], ...] = attrs.field(eq=False, repr=False)
+    _by_id: Mapping[str, Criterion] = attrs.field(eq=False, repr=False)
+
+    @property
+    def plan(self) -> tuple[tuple[str, int, Callable[[Mapping[str, Any]], Any]], ...]:
+        """``(id, kind, evaluate)`` per criterion, kind 0 inclusion, 1 exclusion, 2 definition."""
+        return self._plan
+
+    def criterion(self, criterion_id: str) -> Criterion:
+        """The criterion with this id."""
+        return self._by_id[criterion_id]
 
     def environment(self, record: PatientRecord) -> dict[str, Any]:
         """Values of every data item for ``record`` (``None`` where unknown), units converted once.
@@ -469,14 +481,61 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
             load.problem("eligibility.criteria", f"definition {cid!r} is never used by a later criterion")
     if load.problems:
         raise ProtocolError(load.problems)
-    fillers = tuple(_filler(item, items) for item in items.values())
+    fillers = _fillers(items)
     codes = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.source.startswith("measurements."))
     attested = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.attested)
+    plan = tuple((c.id, KINDS.index(c.kind), c.when._run) for c in criteria)
     return EligibilitySpec(protocol.id, source, dict(items), tuple(criteria),
-                           {k: tuple(v) for k, v in used.items()}, fillers, codes, attested)
+                           {k: tuple(v) for k, v in used.items()}, fillers, codes, attested, plan,
+                           {c.id: c for c in criteria})
 
 
 # ------------------------------------------------------------------ filling an environment
+
+
+def _fillers(items: Mapping[str, DataItem]) -> tuple[Filler, ...]:
+    """One filler per group of plain fields (a section, the anchors, the attestations), one per other item.
+
+    Formula items come last, in declaration order, so their inputs are filled first.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    singles: list[Filler] = []
+    formulas: list[Filler] = []
+    for item in items.values():
+        head, _, rest = item.source.partition(".")
+        if item.formula is not None:
+            formulas.append(_formula_filler(item, items))
+        elif head in SECTION_FIELDS or head in ("anchors", "attestations"):
+            groups.setdefault(head, []).append((item.name, rest))
+        else:
+            singles.append(_filler(item, items))
+    for head, pairs in groups.items():
+        singles.append(_group_filler(head, tuple(pairs)))
+    return (*singles, *formulas)
+
+
+def _group_filler(head: str, pairs: tuple[tuple[str, str], ...]) -> Filler:
+    if head == "anchors":
+        def anchors(rec: PatientRecord, env: dict[str, Any]) -> None:
+            for name, key in pairs:
+                env[name] = getattr(rec.anchors, key)
+        return anchors
+    if head == "attestations":
+        def attested(rec: PatientRecord, env: dict[str, Any]) -> None:
+            table = rec.attestations
+            for name, key in pairs:
+                env[name] = table.get(key)
+        return attested
+
+    def section(rec: PatientRecord, env: dict[str, Any]) -> None:
+        table = rec.sections.get(head)
+        if table is None:
+            for name, _ in pairs:
+                env[name] = None
+        else:
+            for name, key in pairs:
+                env[name] = table.get(key)
+    return section
 
 
 def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
@@ -520,8 +579,8 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             env[name] = None if q is None else q.value * _factor(q.unit, unit, molar, f"{source}.unit")
         return quantity
     # event lists
-    where = tuple(item.where.items())
-    where_not = tuple(item.where_not.items())
+    where = tuple((_getter(source, k), frozenset(v)) for k, v in item.where.items())
+    where_not = tuple((_getter(source, k), frozenset(v)) for k, v in item.where_not.items())
 
     def events(rec: PatientRecord, env: dict[str, Any]) -> None:
         entries = rec.lists.get(source)
@@ -543,11 +602,11 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
     return events
 
 
-def _matches(entry: Any, conditions: tuple[tuple[str, tuple[Any, ...]], ...]) -> bool | None:
+def _matches(entry: Any, conditions: tuple[tuple[Callable[[Any], Any], frozenset[Any]], ...]) -> bool | None:
     """Kleene: does the entry meet every condition (``None`` if a field it needs is not known)?"""
     unknown = False
-    for key, allowed in conditions:
-        value = _field(entry, key)
+    for get, allowed in conditions:
+        value = get(entry)
         if value is None:
             unknown = True
         elif value not in allowed:
@@ -555,12 +614,13 @@ def _matches(entry: Any, conditions: tuple[tuple[str, tuple[Any, ...]], ...]) ->
     return None if unknown else True
 
 
-def _field(entry: Any, key: str) -> Any:
-    if key in ("category", "type") and hasattr(entry, "kind"):
-        return entry.kind
-    if hasattr(entry, key):
-        return getattr(entry, key)
-    return entry.details.get(key)
+def _getter(source: str, key: str) -> Callable[[Any], Any]:
+    """Read field ``key`` of an entry of list ``source`` (an Exposure or a HistoryEvent)."""
+    if source in ("medications", "therapies"):
+        return operator.attrgetter(key)
+    if key in ("category", "type"):
+        return operator.attrgetter("kind")
+    return lambda entry: entry.details.get(key)
 
 
 def _factor(source: str, target: str, molar: str | None, path: str) -> float:
