@@ -271,3 +271,36 @@ def test_early_termination_signoff_is_checked() -> None:
     data = [{"dose": 1, "outcomes": "T"}, {"decision": "terminate", "signoff": ["sponsor"]}]
     with pytest.raises(HistoryError, match="missing sign-off by investigator"):
         decide(NCT, parse_history_json(data))
+
+
+@pytest.mark.parametrize(("history", "action", "dose", "size", "mtd", "rule"), [
+    ("1N 2NTN 2NNN 3NTN 3NNN 4NTN", "stop", None, None, 3, "cap-no-room-to-expand"),
+    ("1N 2NTN 2NNN 3NTN 3NNN 4NNN", "treat", 4, 2, None, "added-group-pass"),
+    ("1T 1NN 2NTN 2NNN 3NTN 3NNN 4NNN", "stop", None, None, 4, "cap-full-after-pass"),
+    ("1N 2NNN 3TTN", "treat", 2, 11, None, "too-toxic-higher"),
+    ("1N 2NNN 3NNN [fill]", "treat", 3, 11, None, "top-pass/fill"),
+])
+def test_nct_enrolment_cap_and_fill(history: str, action: str, dose: int | None, size: int | None,
+                                    mtd: int | None, rule: str) -> None:
+    """Near the cap of 18, NCT stops or fills the remaining places as its Enrollment clause requires."""
+    d = decide(NCT, history)
+    assert (d.action, d.dose, d.cohort_size, d.mtd, d.rule) == (action, dose, size, mtd, rule)
+
+
+# ---------------------------------------------------------------- known engine gaps
+
+
+@pytest.mark.xfail(strict=True, reason="engine gap: decide does not check the symbols of Cohort entries built "
+                                       "directly (the outcome-string and JSON parsers do)")
+@pytest.mark.parametrize("outcomes", ["NXN", "nnn"])
+def test_cohort_entries_with_unknown_symbols_are_refused(outcomes: str) -> None:
+    """A Cohort entry with a letter other than N or T is refused like the same outcome string."""
+    with pytest.raises(HistoryError, match=r"^cohort 1 .*unknown symbol"):
+        decide(D3, [Cohort(1, outcomes)])
+
+
+@pytest.mark.xfail(strict=True, reason="engine gap: decide accepts a Cohort entry with no patients and ignores it")
+def test_empty_cohort_entries_are_refused() -> None:
+    """A Cohort entry with no outcomes is refused (the JSON parser refuses it too)."""
+    with pytest.raises(HistoryError, match=r"^cohort 2 "):
+        decide(D3, [Cohort(1, "NNN"), Cohort(2, "")])
