@@ -785,8 +785,9 @@ def _decisions(ctx: AuditContext) -> str:
                 continue
             any_point = True
             out.append(_heading(f"Decision point {rule.id}", "-"))
-            out.append(f"Arises in stage {_esc(stage.id)} when {_lit(rule.when.text)}. {_esc(rule.paraphrase)} "
-                       f"({_esc(rule.clause)}). Must be signed by: {_signers(rule.signoff)}.\n\n")
+            out.append(f"Arises in stage {_esc(stage.id)} when {_lit(rule.when.text)}, that is: "
+                       f"{_esc(rule.paraphrase)} ({_esc(rule.clause)}).\n\n"
+                       f"Must be signed by: {_signers(rule.signoff)}.\n\n")
             default = p.default_policy.get(rule.id)
             rows = [[_lit(o.id), _esc(o.label), _esc(outcome_text(o.outcome)),
                      _signers(o.signoff) if o.signoff else "\\-", "yes" if o.id == default else ""]
@@ -809,6 +810,8 @@ _PREFERRED = ("id", "kind", "type", "label", "name", "paraphrase", "text", "desc
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value)
     if isinstance(value, Mapping):
@@ -884,7 +887,13 @@ def _eligibility(ctx: AuditContext) -> str:
     dictionary = getattr(module, "data_dictionary", None)
     if dictionary is not None:
         out.append(_heading("Data the criteria read", "-"))
-        out.append(_generic(list(dictionary(spec))))
+        out.append("Each item of the patient record the criteria read, where it comes from, and which criteria "
+                   "use it.\n\n")
+        rows = [[_lit(r.get("name", "")), _cell(r.get("description")),
+                 _cell(r.get("type")) + (f" ({_cell(r.get('unit'))})" if r.get("unit") else ""),
+                 _cell(r.get("source")), _cell(r.get("used_by"))] for r in dictionary(spec)]
+        out.append(_table(["Item", "Description", "Type", "Source in the record", "Used by"], rows,
+                          [16, 30, 12, 22, 20], "escalation-data-items"))
     return "".join(out)
 
 

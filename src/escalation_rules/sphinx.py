@@ -188,6 +188,13 @@ def cli_help(width: int = 100) -> list[tuple[str, str]]:
 
 _CACHE: dict[tuple[Any, ...], AuditContext] = {}
 
+#: The stylesheet the extension adds to HTML output: long conditions and identifiers wrap inside table cells.
+CSS_FILE = "escalation_rules.css"
+CSS = """table[class*="escalation-"] code.literal { white-space: normal; overflow-wrap: break-word; }
+table[class*="escalation-"] td { vertical-align: top; }
+.escalation-diagram a { text-decoration: none; }
+"""
+
 
 def _signature(files: list[Path]) -> tuple[Any, ...]:
     return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
@@ -311,4 +318,13 @@ def setup(app: Sphinx) -> dict[str, Any]:
             return out
 
     app.add_directive("escalation-cli", CliHelp)
+
+    def write_css(app: Sphinx, exception: Exception | None) -> None:
+        if exception is None and app.builder.format == "html":
+            static = Path(app.outdir) / "_static"
+            static.mkdir(parents=True, exist_ok=True)
+            (static / CSS_FILE).write_text(CSS, encoding="utf-8")
+
+    app.add_css_file(CSS_FILE)
+    app.connect("build-finished", write_css)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
