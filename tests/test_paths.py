@@ -51,3 +51,20 @@ def test_impossible_history_is_refused():
     """paths refuses an impossible history like next does."""
     with pytest.raises(HistoryError):
         future_paths(builtin_design("3+3-deescalate", 3), "2NNN")
+
+
+def test_cli_paths_with_truth_attaches_exact_probabilities(capsys):
+    """paths --truth gives each node its probability; with fractions they stay exact and leaves sum to 1."""
+    import json
+    from fractions import Fraction
+
+    from escalation_rules.cli import main
+
+    assert main(["paths", "3+3-escalate-only", "--doses", "1", "--truth", "1/5", "--json"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+
+    def leaves(node):
+        return [node] if not node["children"] else [x for c in node["children"] for x in leaves(c["node"])]
+
+    assert sum(Fraction(leaf["probability"]) for leaf in leaves(tree)) == 1
+    assert tree["children"][0]["node"]["probability"] == "64/125"  # (4/5)^3: no DLT in 3

@@ -114,6 +114,10 @@ def _cmd_paths(args: argparse.Namespace) -> int:
     protocol = load_spec(args)
     compile_protocol(protocol)
     tree = future_paths(protocol, load_history(args), max_depth=args.depth)
+    if args.truth:
+        from .analysis import parse_truth, path_probabilities
+
+        tree = path_probabilities(tree, parse_truth(args.truth), as_json=args.json)
     if args.json:
         print(json.dumps(tree, ensure_ascii=False, indent=1))
     else:
@@ -159,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("paths", help="the tree of every future decision from a history")
     add_history_arguments(p)
     p.add_argument("--depth", type=int, default=None, metavar="N", help="expand at most N steps")
+    p.add_argument("--truth", metavar="P1,P2,...",
+                   help="attach each path's probability under these true DLT probabilities (fractions stay exact)")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.set_defaults(handler=_cmd_paths)
 

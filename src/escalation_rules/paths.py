@@ -141,7 +141,8 @@ def paths_text(tree: dict[str, Any]) -> str:
         return f"stop, MTD {'none' if mtd is None else 'dose ' + str(mtd)} ({decision['rule']})"
 
     def walk(node: dict[str, Any], step: str, indent: int) -> None:
-        lines.append(f"{'  ' * indent}{step} -> {say(node['decision'])}")
+        probability = f"  [p = {node['probability']}]" if "probability" in node else ""
+        lines.append(f"{'  ' * indent}{step} -> {say(node['decision'])}{probability}")
         for child in node["children"]:
             walk(child["node"], child["step"], indent + 1)
 
