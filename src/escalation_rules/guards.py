@@ -80,6 +80,7 @@ __all__ = [
     "parse_int_expression",
     "parse_unit",
     "quantity_type",
+    "snap",
     "unit_factor",
 ]
 
@@ -631,6 +632,20 @@ def _shift(day: _dt.date, amount: int, unit: str) -> _dt.date:
 
 
 Run = Callable[[Mapping[str, Any]], Any]
+
+
+def snap(value: float) -> float:
+    """Round to 12 significant digits, so that unit conversions and ratios meet exact thresholds.
+
+    ``3.6 'L/h'`` is 60.00000000000001 mL/min in binary floating point and
+    ``0.3 / 0.1`` is 2.9999999999999996; snapped, both are what a person means.
+
+    Examples
+    --------
+    >>> snap(0.3 / 0.1)
+    3.0
+    """
+    return float(f"{value:.12g}")
 _Typed = tuple[Any, Run, frozenset[str]]  # type, closure, names read
 
 
@@ -750,16 +765,16 @@ class _Criteria:
                 raise self.fail(f"'{node.op}' compares {lkind.unit} ({lkind.dimension}) "
                                 f"with {rkind.unit} ({rkind.dimension})")
             if isinstance(node.right, QuantityLiteral):
-                constant = node.right.value * unit_factor(rkind.unit, lkind.unit)
+                constant = snap(node.right.value * unit_factor(rkind.unit, lkind.unit))
                 return BOOL, self._against(op, left, constant), lread
             if isinstance(node.left, QuantityLiteral):
-                constant = node.left.value * unit_factor(lkind.unit, rkind.unit)
+                constant = snap(node.left.value * unit_factor(lkind.unit, rkind.unit))
                 flipped = _COMPARE[{"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(node.op, node.op)]
                 return BOOL, self._against(flipped, right, constant), rread
             factor = unit_factor(rkind.unit, lkind.unit)
             if factor != 1.0:
                 inner_right = right
-                right = lambda env: None if (v := inner_right(env)) is None else v * factor  # noqa: E731
+                right = lambda env: None if (v := inner_right(env)) is None else snap(v * factor)  # noqa: E731
         elif isinstance(lkind, CodeType) or isinstance(rkind, CodeType):
             if not equality:
                 raise self.fail(f"'{node.op}' cannot order codes; use == or !=")
@@ -875,7 +890,7 @@ class _Criteria:
             bound = env[key]
             if value is None or bound is None or bound == 0:
                 return None
-            return value / bound
+            return snap(value / bound)
 
         return NUMBER, run, frozenset({name, key})
 

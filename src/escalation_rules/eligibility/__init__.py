@@ -16,7 +16,7 @@ Examples
 ('undetermined', True)
 """
 
-from ._record import PatientRecord, RecordError, read_record, read_record_json
+from ._record import PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen
 from ._spec import FORMULAS, Criterion, DataItem, EligibilitySpec, Formula, load_eligibility
 
@@ -36,5 +36,6 @@ __all__ = [
     "load_eligibility",
     "read_record",
     "read_record_json",
+    "record_schema",
     "screen",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "RecordError",
     "read_record",
     "read_record_json",
+    "record_schema",
 ]
 
 
@@ -698,3 +699,81 @@ def read_record_json(text: str, source: str = "record") -> PatientRecord:
     except json.JSONDecodeError as err:
         raise RecordError([f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"]) from None
     return read_record(data, source)
+
+
+def record_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the record format, built from the same tables the reader uses.
+
+    ``spec/patients/patient-record.schema.json`` is this schema; a test keeps
+    the two equal.  The schema checks shape and types; the reader also checks
+    what a schema cannot (units pint knows, dates not after the record's
+    date, at most 100% for percentages).
+
+    Examples
+    --------
+    >>> sorted(record_schema()["required"])
+    ['anchors', 'id']
+    """
+    def kind_schema(kind: Any) -> dict[str, Any]:
+        if kind == "bool":
+            return {"type": ["boolean", "null"]}
+        if kind == "date":
+            return {"type": ["string", "null"], "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+        if kind == "text":
+            return {"type": ["string", "null"]}
+        if isinstance(kind, tuple) and kind[0] == "int":
+            return {"type": ["integer", "null"], "minimum": kind[1], "maximum": kind[2]}
+        return {"enum": [*kind, None]}
+
+    def obj(props: Mapping[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": dict(props)}
+        if required:
+            out["required"] = list(required)
+        return out
+
+    date = kind_schema("date")
+    quantity = obj({"value": {"type": "number", "minimum": 0}, "unit": {"type": "string", "minLength": 1},
+                    "date": date}, ("value", "unit"))
+    measurement = obj({
+        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "value": {"type": "number", "minimum": 0},
+        "unit": {"type": "string"},
+        "date": date,
+        "reference_range": {"oneOf": [{"type": "null"}, obj({
+            "low": {"type": ["number", "null"]}, "high": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            "unit": {"type": "string"}})]},
+    }, ("code", "value", "unit"))
+    props: dict[str, Any] = {
+        "format": {"const": "escalation-rules/patient-record/1"},
+        "id": {"type": "string", "minLength": 1},
+        "as_of": date,
+        "anchors": obj({key: date for key in _ANCHORS}, ("screening",)),
+        "ecog": {"type": ["integer", "null"], "minimum": 0, "maximum": 5},
+        "weight": {"oneOf": [{"type": "null"}, quantity]},
+        "life_expectancy": {"oneOf": [{"type": "null"}, quantity]},
+        "measurements": {"type": ["array", "null"], "items": measurement},
+        "attestations": {"type": ["object", "null"], "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                         "additionalProperties": {"type": ["boolean", "null"]}},
+    }
+    for name, kinds in SECTION_FIELDS.items():
+        section = obj({key: kind_schema(kind) for key, kind in kinds.items()})
+        section["type"] = ["object", "null"]
+        props[name] = section
+    for name, (kinds, required) in LIST_FIELDS.items():
+        entry = obj({key: kind_schema(kind) for key, kind in kinds.items()}, required)
+        for key in required:
+            entry["properties"][key] = {k: ([t for t in v if t != "null"] if k == "type" else
+                                            [e for e in v if e is not None] if k == "enum" else v)
+                                        for k, v in entry["properties"][key].items()}
+        props[name] = {"type": ["array", "null"], "items": entry}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://escalation-rules.invalid/patient-record.schema.json",
+        "title": "escalation-rules patient record (format 1)",
+        "description": "A patient record screened by `escalation-rules screen`. Absent or null means not known; "
+                       "an empty list means known to be none. See docs/eligibility.md.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "anchors"],
+        "properties": props,
+    }

@@ -28,7 +28,19 @@ from typing import Any
 import attrs
 
 from ..errors import GuardSyntaxError, ProtocolError
-from ..guards import BOOL, DATE, EVENTS, INT, CodeType, Guard, QuantityType, parse_criterion, quantity_type, unit_factor
+from ..guards import (
+    BOOL,
+    DATE,
+    EVENTS,
+    INT,
+    CodeType,
+    Guard,
+    QuantityType,
+    parse_criterion,
+    quantity_type,
+    snap,
+    unit_factor,
+)
 from ..protocol import Protocol
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError
 
@@ -565,18 +577,23 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
                 if m is None:
                     env[name] = env[uln] = env[lln] = None
                     return
-                env[name] = m.value * _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
+                f = _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
+                env[name] = m.value if f == 1.0 else snap(m.value * f)
                 if m.low is None and m.high is None:
                     env[uln] = env[lln] = None
                     return
                 f = _factor(m.range_unit, unit, molar, f"measurements[code={rest}].reference_range.unit")
-                env[uln] = None if m.high is None else m.high * f
-                env[lln] = None if m.low is None else m.low * f
+                env[uln] = None if m.high is None else m.high if f == 1.0 else snap(m.high * f)
+                env[lln] = None if m.low is None else m.low if f == 1.0 else snap(m.low * f)
             return measurement
 
         def quantity(rec: PatientRecord, env: dict[str, Any]) -> None:
             q = getattr(rec, source)
-            env[name] = None if q is None else q.value * _factor(q.unit, unit, molar, f"{source}.unit")
+            if q is None:
+                env[name] = None
+                return
+            f = _factor(q.unit, unit, molar, f"{source}.unit")
+            env[name] = q.value if f == 1.0 else snap(q.value * f)
         return quantity
     # event lists
     where = tuple((_getter(source, k), frozenset(v)) for k, v in item.where.items())
