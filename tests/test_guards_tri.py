@@ -140,7 +140,8 @@ def test_two_items_of_one_dimension_compare_after_conversion() -> None:
 def test_criteria_are_refused_when_parsed(text: str, message: str) -> None:
     """Unknown units, different dimensions, bare numbers against quantities and bad calls are refused at load."""
     names = {"crcl": quantity_type("mL/min"), "spo2": quantity_type("%"),
-             "sex": CodeType(frozenset({"female", "male"})), "flag": BOOL, "when": DATE, "anchor": DATE, "ecog": INT, "events": EVENTS}
+             "sex": CodeType(frozenset({"female", "male"})), "flag": BOOL, "when": DATE, "anchor": DATE,
+             "ecog": INT, "events": EVENTS}
     with pytest.raises(GuardSyntaxError) as err:
         parse_criterion(text, names)
     assert message in str(err.value)
