@@ -290,13 +290,22 @@ class _Run:
         self.state = attrs.evolve(state, counts=tuple(counts), enrolled=state.enrolled + state.cohort)
         self.partial = ""
 
+    def completions(self) -> list[tuple[Rule, State]]:
+        """What the table says for every outcome of the incomplete cohort's remaining patients."""
+        state, seen = self.state, self.partial
+        t = seen.count("T")
+        return [self.step(state, t + u) for u in range(state.cohort - len(seen) + 1)]
+
+    def determined(self) -> bool:
+        """Whether every completion of the incomplete cohort leads to the same decision."""
+        return len({_signature(self.p, nxt) for _, nxt in self.completions()}) == 1
+
     def resolve_partial(self, next_entry: Entry | None, index: int) -> Decision | None:
         """Settle an incomplete cohort: decide early if determined, else ask for the rest."""
         state, seen = self.state, self.partial
         m, t = len(seen), seen.count("T")
-        outcomes = [self.step(state, t + u) for u in range(state.cohort - m + 1)]
-        views = {_signature(self.p, nxt) for _, nxt in outcomes}
-        if len(views) == 1:
+        outcomes = self.completions()
+        if self.determined():
             _rule, nxt = outcomes[0]
             self.early_rules = tuple(dict.fromkeys(r.id for r, _ in outcomes))
             self.early_pending = state.cohort - m
@@ -414,8 +423,9 @@ def replay(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]
             if isinstance(entry, Cohort) and entry.dose == run.state.dose + 1 and run.state.phase == "treat":
                 entry = Cohort(entry.dose, run.partial + entry.outcomes)
                 run.partial = ""
-            elif isinstance(entry, Choice) and entry.option == "terminate" and p.early_termination is not None:
-                run.close_partial()
+            elif (isinstance(entry, Choice) and entry.option == "terminate" and p.early_termination is not None
+                  and not run.determined()):
+                run.close_partial()  # end the trial around patients still under observation
             else:
                 run.resolve_partial(entry, index)
         if isinstance(entry, Choice):
