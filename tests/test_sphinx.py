@@ -193,8 +193,10 @@ def test_traceability_flags_clauses_without_rules_and_rules_without_vectors(tmp_
     protocol = load_protocol(folder)
     rows, untested = traceability(protocol, [])
     by = {r.clause: r for r in rows}
-    assert by["Section 9"].flags == ("no rule", "no vector")
+    assert by["Section 9"].flags == ("no rule",)
     assert "at-first-dlt" in by["Full description ¶1"].rules
+    assert "no vector for at-first-dlt" in by["Full description ¶1"].flags
+    assert "stage:titration" in by["Full description ¶1"].other
     assert set(untested) == {r.id for s in protocol.stages for r in s.rules}
 
 

@@ -448,7 +448,7 @@ def run_vectors(protocol: Protocol, vectors_dir: Path | None, spec_path: Path | 
         if not isinstance(data, dict) or not _targets(data, protocol, spec_path, root):
             continue
         for test in data.get("tests", []):
-            if isinstance(test, dict):
+            if isinstance(test, dict) and "history" in test:  # other kinds of vector (records, events) are not ours
                 results.append(_run_one(protocol, path.name, test))
     return results
 
@@ -491,22 +491,38 @@ def _run_one(protocol: Protocol, file: str, test: Mapping[str, Any]) -> VectorRe
 
 @attrs.frozen
 class TraceRow:
-    """One clause of the protocol, what encodes it and what tests it."""
+    """One clause of the protocol, what encodes it and what tests it.
+
+    Attributes
+    ----------
+    clause, summary : str
+        The clause reference and its summary from the protocol's ``[clauses]``.
+    rules : tuple of str
+        The decision rules that cite the clause.
+    other : tuple of str
+        Other elements citing it, as ``kind:id``: ``stage:ID``, ``early
+        termination:``, ``eligibility:ID``, ``dlt:ID``.
+    vectors : tuple of str
+        Descriptions of the conformance vectors that cite the clause or are
+        decided by one of its rules.
+    untested : tuple of str
+        Its rules that no vector exercises.
+    """
 
     clause: str
     summary: str
     rules: tuple[str, ...]
     other: tuple[str, ...]
     vectors: tuple[str, ...]
+    untested: tuple[str, ...] = ()
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """``"no rule"`` when nothing encodes the clause; ``"no vector"`` when nothing tests it."""
+        """``"no rule"`` when nothing encodes the clause; ``"no vector for RULE"`` per untested rule."""
         flags = []
         if not self.rules and not self.other:
             flags.append("no rule")
-        if not self.vectors:
-            flags.append("no vector")
+        flags.extend(f"no vector for {rule}" for rule in self.untested)
         return tuple(flags)
 
 
@@ -514,7 +530,7 @@ def _clauses_in(data: Any, where: str) -> Iterable[tuple[str, str]]:
     if isinstance(data, Mapping):
         clause = data.get("clause")
         if isinstance(clause, str):
-            yield clause, f"{where} {data.get('id', '')}".strip()
+            yield clause, f"{where}:{data.get('id', '')}"
         for value in data.values():
             if isinstance(value, Mapping | list):
                 yield from _clauses_in(value, where)
@@ -534,17 +550,23 @@ def traceability(protocol: Protocol, results: Sequence[VectorResult]) -> tuple[l
     --------
     >>> from escalation_rules import load_protocol
     >>> rows, untested = traceability(load_protocol("spec/nct07117175"), [])
-    >>> rows[0].clause, rows[0].rules, rows[0].flags
-    ('Full description ¶1', ('at-pass-one', 'at-first-dlt', 'at-pass-three', 'at-too-toxic'), ('no vector',))
+    >>> rows[0].clause, rows[0].rules
+    ('Full description ¶1', ('at-pass-one', 'at-first-dlt', 'at-pass-three', 'at-too-toxic'))
+    >>> rows[0].flags[0]
+    'no vector for at-pass-one'
+    >>> rows, untested = traceability(load_protocol("spec/nct07117175"), run_vectors(
+    ...     load_protocol("spec/nct07117175"), Path("spec/vectors"), Path("spec/nct07117175")))
+    >>> untested
+    []
     """
     rules_of: dict[str, list[str]] = defaultdict(list)
     other_of: dict[str, list[str]] = defaultdict(list)
     for stage in protocol.stages:
-        other_of[stage.clause].append(f"stage {stage.id}")
+        other_of[stage.clause].append(f"stage:{stage.id}")
         for rule in stage.rules:
             rules_of[rule.clause].append(rule.id)
     if protocol.early_termination is not None:
-        other_of[protocol.early_termination.clause].append("early termination")
+        other_of[protocol.early_termination.clause].append("early termination:")
     for key in ("eligibility", "dlt"):
         for clause, what in _clauses_in(protocol.extra.get(key), key):
             other_of[clause].append(what)
@@ -563,7 +585,8 @@ def traceability(protocol: Protocol, results: Sequence[VectorResult]) -> tuple[l
         for rule_id in rules:
             vectors.extend(tested_rules.get(rule_id, ()))
         rows.append(TraceRow(clause, protocol.clauses.get(clause, ""), rules,
-                             tuple(dict.fromkeys(other_of.get(clause, ()))), tuple(dict.fromkeys(vectors))))
+                             tuple(dict.fromkeys(other_of.get(clause, ()))), tuple(dict.fromkeys(vectors)),
+                             tuple(r for r in rules if r not in tested_rules)))
     untested = [rule.id for stage in protocol.stages for rule in stage.rules if rule.id not in tested_rules]
     return rows, untested
 
@@ -923,17 +946,23 @@ def _traceability(ctx: AuditContext) -> str:
     rows, untested = traceability(p, ctx.vectors)
     out = ["Each clause of the protocol, the rules that encode it, and the conformance vectors that test those "
            "rules (a vector tests a rule when the engine decides by that rule on the vector's history). "
-           "**no rule** flags a clause nothing encodes; **no vector** flags a clause no vector tests.\n\n"]
+           "**no rule** flags a clause that nothing encodes; **no vector for** names a rule of the clause that no "
+           "vector exercises.\n\n"]
     table_rows = []
     for row in rows:
-        encoded = ", ".join([_lit(r) for r in row.rules] + [_esc(o) for o in row.other])
-        vectors = "; ".join(_esc(v) for v in row.vectors[:6])
-        if len(row.vectors) > 6:
-            vectors += f"; and {len(row.vectors) - 6} more"
-        table_rows.append([_esc(row.clause), _esc(row.summary), encoded or "\\-", vectors or "\\-",
-                           ", ".join(f"**{f}**" for f in row.flags) or "ok"])
-    out.append(_table(["Clause", "What it says (summary)", "Encoded by", "Tested by vectors", "Flags"],
-                      table_rows, [14, 30, 22, 26, 8], "escalation-traceability"))
+        groups: dict[str, list[str]] = defaultdict(list)
+        for item in row.other:
+            head, _, rest = item.partition(":")
+            groups[head].append(rest)
+        other = [f"{_esc(head)} {', '.join(_lit(x) for x in items if x)}".strip() for head, items in groups.items()]
+        encoded = "; ".join(([", ".join(_lit(r) for r in row.rules)] if row.rules else []) + other)
+        vectors = "; ".join(_esc(v) for v in row.vectors[:5])
+        if len(row.vectors) > 5:
+            vectors += f"; and {len(row.vectors) - 5} more"
+        table_rows.append([_esc(row.clause), ", ".join(f"**{_esc(f)}**" for f in row.flags) or "ok",
+                           _esc(row.summary), encoded or "\\-", vectors or "\\-"])
+    out.append(_table(["Clause", "Flags", "What it says (summary)", "Encoded by", "Tested by vectors"],
+                      table_rows, [14, 10, 28, 24, 24], "escalation-traceability"))
     out.append(_heading("Rules without a conformance vector", "-"))
     if untested:
         out.append("These rules are not exercised by any vector: " + ", ".join(_lit(u) for u in untested) + ".\n\n")
