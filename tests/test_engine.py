@@ -255,6 +255,24 @@ def test_early_termination_is_possible_wherever_nct_treats() -> None:
         assert (d.action, d.mtd, d.rule) == ("stop", None, "early-termination"), history
 
 
+def test_early_termination_while_a_cohort_is_under_observation() -> None:
+    """'[terminate]' after an incomplete cohort ends NCT early; nothing may follow it."""
+    d = decide(NCT, "1N 2N [terminate]")
+    assert (d.action, d.mtd, d.rule) == ("stop", None, "early-termination")
+    with pytest.raises(HistoryError, match="the trial stopped after cohort 3 under early termination"):
+        decide(NCT, "1N 2N [terminate] 2NN")
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: after an incomplete cohort decided early to a decision point, "
+                                       "'[terminate]' is taken as early termination instead of the point's own option")
+def test_terminate_after_a_cohort_decided_early_is_the_decision_points_option() -> None:
+    """Two DLTs in the first two at dose 2 open too-toxic-second, whose 'terminate' declares dose 1 the MTD."""
+    assert decide(NCT, "1N 2TT").rule == "too-toxic-second"
+    assert decide(NCT, "1N 2TTN [terminate]").mtd == 1
+    d = decide(NCT, "1N 2TT [terminate]")
+    assert (d.action, d.mtd, d.rule) == ("stop", 1, "too-toxic-second/terminate")
+
+
 def test_early_termination_at_a_decision_point_is_the_option() -> None:
     """At a decision point '[terminate]' is the rule's own option, with its MTD."""
     assert decide(NCT, "1N [terminate]").rule == "at-pass-one/terminate"

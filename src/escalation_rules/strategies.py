@@ -263,6 +263,9 @@ def _valid_walk(draw: st.DrawFn, walker: _Walker, complete: bool, max_cohorts: i
     if partial and state.phase == "treat" and state.cohort >= 2 and draw(st.booleans()):
         seen = draw(st.integers(1, state.cohort - 1))
         steps.append((state, Cohort(state.dose + 1, _symbols(draw, seen, level))))
+        et = p.early_termination
+        if early_termination and et is not None and draw(st.integers(0, 3)) == 3:
+            steps.append((state, Choice("terminate", et.signoff)))  # ended while patients are under observation
     return steps
 
 
@@ -375,7 +378,8 @@ def partial_histories(protocol: Protocol | CompiledProtocol, *, form: str = "out
     An incomplete last cohort is what a site has while patients are still
     under observation; :func:`~escalation_rules.decide` either decides early
     (every outcome of the rest leads to the same decision) or asks for the
-    rest.
+    rest.  When the protocol lets people end the trial at any time, an
+    incomplete cohort is sometimes followed by ``"[terminate]"``.
 
     Parameters
     ----------
@@ -467,7 +471,8 @@ def _offending(draw: st.DrawFn, walker: _Walker, kind: str, state: State) -> lis
         return [f"[{draw(_OPTION_IDS.filter(lambda x: x not in taken))}]"]
     assert kind == "incomplete cohort"
     seen, tox = draw(st.sampled_from(walker.undetermined_partials(state)))
-    return [f"{anywhere_dose}{_arranged(draw, seen, tox)}", f"[{draw(_OPTION_IDS)}]"]
+    ending = {"terminate"} if p.early_termination is not None else set()  # people may end the trial meanwhile
+    return [f"{anywhere_dose}{_arranged(draw, seen, tox)}", f"[{draw(_OPTION_IDS.filter(lambda x: x not in ending))}]"]
 
 
 def _arranged_any(draw: st.DrawFn, size: int) -> str:
