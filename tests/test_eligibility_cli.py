@@ -1,0 +1,95 @@
+"""The screen and data-items subcommands: outputs, exit statuses and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from escalation_rules.cli import main
+from test_eligibility import BASE, edit
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "spec" / "nct07117175")
+PATIENTS = ROOT / "spec" / "patients"
+
+
+@pytest.mark.parametrize(("name", "status"), [("eligible", 0), ("not-eligible", 3), ("undetermined", 4)])
+def test_screen_exit_status_tells_outcomes_apart(name: str, status: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit status is 0 eligible, 3 not eligible, 4 undetermined."""
+    assert main(["screen", SPEC, str(PATIENTS / f"{name}.json")]) == status
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith(name.replace("-", " ").upper())
+
+
+def test_screen_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints the result contract with the needed items for an undetermined record."""
+    assert main(["screen", SPEC, str(PATIENTS / "undetermined.json"), "--json"]) == 4
+    data = json.loads(capsys.readouterr().out)
+    assert data["outcome"] == "undetermined" and data["exit_status"] == 4
+    assert "creatinine.uln" in data["needed"]
+    assert {c["id"] for c in data["criteria"]} >= {"inc_age", "exc_hbv"}
+
+
+def test_screen_refuses_bad_record_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record with an impossible value is refused (status 2), the field named, and no result printed."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(edit(BASE, {"measurements[code=spo2].value": 104})), encoding="utf-8")
+    assert main(["screen", SPEC, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "measurements[8].value: expected at most 100%" in captured.err
+
+
+def test_screen_refuses_malformed_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Malformed JSON is refused with its line and column."""
+    path = tmp_path / "p.json"
+    path.write_text('{"id": "x",\n "anchors": }', encoding="utf-8")
+    assert main(["screen", SPEC, str(path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_screen_needs_a_protocol_with_criteria(capsys: pytest.CaptureFixture[str]) -> None:
+    """A built-in design has no eligibility section: refused with status 2."""
+    assert main(["screen", "3+3-deescalate", str(PATIENTS / "eligible.json")]) == 2
+    assert "declares no eligibility criteria" in capsys.readouterr().err
+
+
+def test_batch_screens_every_line_and_reports_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--batch screens each line; a refused line is reported by line number and the status is 2."""
+    lines = [json.dumps(BASE), json.dumps(edit(BASE, {"ecog": 4})), "{not json", json.dumps(edit(BASE, {"ecog": None}))]
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["screen", SPEC, "--batch", str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r.get("outcome") for r in rows] == ["eligible", "not eligible", None, "undetermined"]
+    assert rows[2]["line"] == 3 and "not valid JSON" in rows[2]["error"][0]
+    assert f"{path}:3: not valid JSON" in captured.err
+
+
+def test_batch_text_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json, --batch prints one line per record and a tally; all screened gives status 0."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join([json.dumps(BASE), json.dumps(edit(BASE, {"ecog": 4}))]), encoding="utf-8")
+    assert main(["screen", SPEC, "--batch", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not eligible (fails: inc_ecog)" in out
+    assert "screened 2 record(s): 1 eligible, 1 not eligible, 0 undetermined; 0 refused" in out
+
+
+def test_screen_needs_exactly_one_input(capsys: pytest.CaptureFixture[str]) -> None:
+    """Giving neither a record nor --batch is refused."""
+    assert main(["screen", SPEC]) == 2
+    assert "either PATIENT.json or --batch" in capsys.readouterr().err
+
+
+def test_data_items(capsys: pytest.CaptureFixture[str]) -> None:
+    """data-items lists every item with its type, unit dimension and users, as text or JSON."""
+    assert main(["data-items", SPEC]) == 0
+    text = capsys.readouterr().out
+    assert "crcl" in text and "[length] ** 3 / [time]" in text and "attested by the investigator" in text
+    assert main(["data-items", SPEC, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"creatinine", "creatinine.uln", "crcl", "age", "hbv_dna"}
