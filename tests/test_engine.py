@@ -263,8 +263,6 @@ def test_early_termination_while_a_cohort_is_under_observation() -> None:
         decide(NCT, "1N 2N [terminate] 2NN")
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: after an incomplete cohort decided early to a decision point, "
-                                       "'[terminate]' is taken as early termination instead of the point's own option")
 def test_terminate_after_a_cohort_decided_early_is_the_decision_points_option() -> None:
     """Two DLTs in the first two at dose 2 open too-toxic-second, whose 'terminate' declares dose 1 the MTD."""
     assert decide(NCT, "1N 2TT").rule == "too-toxic-second"
