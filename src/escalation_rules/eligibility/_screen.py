@@ -146,7 +146,19 @@ class ScreeningResult:
         """JSON-ready form (the contract of ``screen --json``)."""
         return {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
                 "exit_status": self.exit_status, "failed": [r.criterion.id for r in self.failed],
-                "needed": list(self.needed), "criteria": [r.to_dict() for r in self.criteria]}
+                "needed": list(self.needed), "needed_sources": self.needed_sources,
+                "criteria": [r.to_dict() for r in self.criteria]}
+
+    @property
+    def needed_sources(self) -> dict[str, str]:
+        """Where each needed item goes in the record (``"creatinine.uln"`` → its reference range)."""
+        spec = self._context.spec
+        out = {}
+        for name in self.needed:
+            base, _, limit = name.partition(".")
+            source = spec.items[base].source
+            out[name] = source + (f".reference_range.{'high' if limit == 'uln' else 'low'}" if limit else "")
+        return out
 
     def text(self) -> str:
         """A person's summary: outcome, then one line per criterion."""
