@@ -542,6 +542,15 @@ def invalid_histories(protocol: Protocol | CompiledProtocol, *,
 def invalid_kinds(protocol: Protocol | CompiledProtocol) -> tuple[str, ...]:
     """The kinds of :data:`INVALID_KINDS` that can arise under a protocol.
 
+    Parameters
+    ----------
+    protocol : Protocol or CompiledProtocol
+
+    Returns
+    -------
+    tuple of str
+        In the order of :data:`INVALID_KINDS`.
+
     Examples
     --------
     >>> from escalation_rules import builtin_design
