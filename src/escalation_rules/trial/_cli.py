@@ -96,7 +96,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
             raise TrialError(f"{args.event}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") \
                 from None
         batch = data if isinstance(data, list) else [data]
-        labels = [args.event if len(batch) == 1 else f"{args.event}[{i}]" for i in range(len(batch))]
+        name = "stdin" if args.event == "-" else args.event
+        labels = [name if len(batch) == 1 else f"{name}[{i}]" for i in range(len(batch))]
     elif args.type:
         batch, labels = [_flag_event(args)], ["event"]
     else:

@@ -580,7 +580,8 @@ def _apply(trial: _Trial, ev: Event) -> None:
     elif isinstance(ev, ProtocolAmended):
         _amend(trial, ev)
     trial.count += 1
-    _evaluate(trial, t)  # the trial must still make sense
+    if not isinstance(ev, PatientScreened):  # a screening cannot change the history
+        _evaluate(trial, t)  # the trial must still make sense
 
 
 def _role(trial: _Trial, role: str) -> None:
