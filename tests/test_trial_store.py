@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
@@ -9,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from escalation_rules import load_protocol
 from escalation_rules.cli import main
 from escalation_rules.trial.events import TrialError
+from escalation_rules.trial.status import trial_status
 from escalation_rules.trial.store import TrialStore
 
 SPEC = "spec/nct07117175"
@@ -231,3 +236,40 @@ def test_builtin_design_with_a_separate_dlt_file(tmp_path: Path) -> None:
     dlt.write_text(Path(SPEC, "dlt.toml").read_text(encoding="utf-8"), encoding="utf-8")
     assert cli("init", "--spec", "3+3-escalate-only", "--doses", "3", "--dlt", dlt, tmp_path / "a.db") == 0
     assert cli("init", "--spec", "3+3-escalate-only", "--doses", "3", tmp_path / "b.db") == 2
+
+
+SCENARIO = [*START,
+            ev("infused", "2025-02-03T10:00Z", patient="P02", date="2025-02-03"),
+            ev("screened", "2025-02-03T11:00Z", patient="P03", eligible=True),
+            ev("enrolled", "2025-02-03T12:00Z", patient="P03", dose=2),
+            ev("infused", "2025-02-04T10:00Z", patient="P03", date="2025-02-04"),
+            ev("ae_reported", "2025-02-05T10:00Z", patient="P02", ae="n1", term="Hepatic failure",
+               category="non-hematologic", grade=4, onset="2025-02-05T09:00Z", attribution="possible"),
+            ev("screened", "2025-02-05T11:00Z", patient="P04", eligible=True),
+            ev("enrolled", "2025-02-05T12:00Z", patient="P04", dose=2),
+            ev("not_evaluable", "2025-02-06T10:00Z", patient="P04", reason="withdrew before infusion"),
+            ev("screened", "2025-02-07T11:00Z", patient="P05", eligible=True),
+            ev("enrolled", "2025-02-07T12:00Z", patient="P05", dose=2),
+            ev("infused", "2025-02-08T10:00Z", patient="P05", date="2025-02-08")]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, len(SCENARIO)), st.randoms(use_true_random=False), st.sampled_from(
+    ["2025-02-06", "2025-03-04", "2025-03-20"]))
+def test_store_status_equals_pure_status_and_replay_in_a_fresh_store(tmp_path_factory: pytest.TempPathFactory,
+                                                                     k: int, rng: Any, as_of: str) -> None:
+    """Invariant: store status == pure-function status == status after export and import into a fresh store."""
+    events = SCENARIO[:k]
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    folder = tmp_path_factory.mktemp("replay")
+    with TrialStore.create(folder / "a.db", SPEC) as a:
+        a.record(shuffled)
+        expected = a.status(as_of).to_dict()
+        lines = io.StringIO()
+        a.export(lines)
+    assert trial_status(load_protocol(SPEC), events, as_of).to_dict() == expected
+    with TrialStore.create(folder / "b.db", SPEC) as b:
+        b.import_lines(lines.getvalue().splitlines())
+        assert b.status(as_of).to_dict() == expected
+        assert b.verify().ok
