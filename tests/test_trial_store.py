@@ -273,3 +273,21 @@ def test_store_status_equals_pure_status_and_replay_in_a_fresh_store(tmp_path_fa
         b.import_lines(lines.getvalue().splitlines())
         assert b.status(as_of).to_dict() == expected
         assert b.verify().ok
+
+
+def test_screen_flag_records_the_eligibility_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With eligibility screening installed, --screen records the screening outcome and its result as data."""
+    pytest.importorskip("escalation_rules.eligibility")
+    records = [Path("spec/patients/eligible.json"), Path("spec/patients/not-eligible.json")]
+    if not all(p.is_file() for p in records):
+        pytest.skip("example patient records are not shipped")
+    db = tmp_path / "t.db"
+    assert cli("init", "--spec", SPEC, db) == 0
+    for record in records:
+        assert cli("record", db, "--screen", record, "--at", "2026-03-02") == 0
+    with TrialStore(db) as store:
+        screened = [s.event for s in store.events()]
+    assert [getattr(e, "eligible", None) for e in screened] == [True, False]
+    assert all(getattr(e, "result", None) for e in screened)
+    assert cli("record", db, "--screen", records[0], "--eligible", "yes") == 2
+    assert "not both" in capsys.readouterr().err

@@ -85,7 +85,31 @@ def _flag_event(args: argparse.Namespace) -> dict[str, Any]:
     return event
 
 
+def _screening(store: TrialStore, path: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Screen a patient record with eligibility screening, when that feature is installed, into a screened event."""
+    try:
+        from ..eligibility import load_eligibility, screen
+    except ImportError:
+        raise TrialError("--screen: eligibility screening (escalation_rules.eligibility) is not available; "
+                         "record the result with --eligible") from None
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise TrialError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    result = screen(load_eligibility(store.protocol), data, path)
+    failed = [r.criterion.id for r in result.failed]
+    needed = [f"needs {item}" for item in result.needed]
+    return {**event, "type": "screened", "patient": event.get("patient") or result.record_id,
+            "eligible": result.outcome == "eligible", "reasons": [*failed, *needed], "result": result.to_dict()}
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
+    if args.f_screen and args.type not in (None, "screened"):
+        raise TrialError(f"--screen makes a 'screened' event (got --type {args.type})")
+    if args.f_screen and args.f_eligible is not None:
+        raise TrialError("give --screen (the record is screened) or --eligible, not both")
+    if args.f_screen:
+        args.type = "screened"
     if args.event and args.type:
         raise TrialError("give an EVENT file or --type with flags, not both")
     if args.event:
@@ -103,6 +127,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     else:
         raise TrialError("give an EVENT file (JSON object or list) or --type with flags")
     with _store(args) as store:
+        if args.f_screen:
+            batch = [_screening(store, args.f_screen, batch[0])]
         seqs = store.record(batch, labels)
         stored = {s.seq: s for s in store.events()[-len(seqs):]} if seqs else {}
         for seq in seqs:
@@ -188,6 +214,9 @@ def register(subparsers: Any) -> None:
         p.add_argument(f"--{name}", dest=f"f_{name}", type=kind, default=None, help=text)
     p.add_argument("--eligible", dest="f_eligible", choices=("yes", "no"), default=None, help="screening result")
     p.add_argument("--dlt", dest="f_dlt", choices=("yes", "no"), default=None, help="adjudication: DLT or not")
+    p.add_argument("--screen", dest="f_screen", default=None, metavar="RECORD.json",
+                   help="screen this patient record with the protocol's eligibility criteria (when eligibility "
+                        "screening is installed) and record the result as a 'screened' event")
     p.add_argument("--dose-id", dest="f_dose_id", default=None, help="amendment: dose id")
     p.add_argument("--dose-label", dest="f_dose_label", default=None, help="amendment: dose label")
     p.add_argument("--amount", dest="f_amount", type=float, default=None, help="amendment: dose amount")

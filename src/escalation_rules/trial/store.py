@@ -212,7 +212,8 @@ class TrialStore:
             raise TrialError(f"{target}: already exists; a trial store is created once")
         raw = protocol_data(spec, doses, dlt_file) if isinstance(spec, str) else dict(spec)
         _build(raw)
-        text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # key order is kept: some sections (eligibility items) depend on the order written
+        text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
         conn = sqlite3.connect(target, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
