@@ -291,3 +291,18 @@ def test_screen_flag_records_the_eligibility_result(tmp_path: Path, capsys: pyte
     assert all(getattr(e, "result", None) for e in screened)
     assert cli("record", db, "--screen", records[0], "--eligible", "yes") == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_toml_dates_in_the_protocol_survive_the_store(tmp_path: Path) -> None:
+    """Dates and times in protocol TOML come back from the store as the same values and types."""
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    (spec / "meta.toml").write_text("[meta]\nissued = 2025-01-02\nat = 2025-01-02T03:04:05Z\nclock = 07:30:00\n",
+                                    encoding="utf-8")
+    TrialStore.create(tmp_path / "t.db", str(spec)).close()
+    with TrialStore(tmp_path / "t.db") as store:
+        meta = store.protocol.extra["meta"]
+    from escalation_rules import load_protocol as load
+
+    assert meta == load(spec).extra["meta"]
+    assert [type(v).__name__ for v in meta.values()] == ["date", "datetime", "time"]

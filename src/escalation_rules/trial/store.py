@@ -36,7 +36,7 @@ import os
 import sqlite3
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import IO, Any
 
@@ -191,7 +191,7 @@ class TrialStore:
         self._protocol_text = meta.get("protocol", "")
         self._protocol_hash = meta.get("protocol_hash", "")
         try:
-            self.protocol: Protocol = _build(json.loads(self._protocol_text))
+            self.protocol: Protocol = _build(json.loads(self._protocol_text, object_hook=_untag))
         except (ValueError, KeyError, TypeError) as err:
             self._conn.close()
             raise TrialError(f"{self.path}: the stored protocol cannot be read ({str(err).splitlines()[0]})") from None
@@ -213,7 +213,7 @@ class TrialStore:
         raw = protocol_data(spec, doses, dlt_file) if isinstance(spec, str) else dict(spec)
         _build(raw)
         # key order is kept: some sections (eligibility items) depend on the order written
-        text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=_tag)
         conn = sqlite3.connect(target, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -387,6 +387,30 @@ class TrialStore:
                 first = getattr(err, "index", None)
                 first = rows[first][0] if isinstance(first, int) and first < len(rows) else first
         return VerifyReport(not problems, len(rows), tuple(problems), first)
+
+
+def _tag(value: Any) -> Any:
+    """JSON for the TOML values JSON lacks (dates and times), tagged so they come back as the same type."""
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, time):
+        return {"$time": value.isoformat()}
+    raise TrialError(f"the protocol holds a value JSON cannot keep: {value!r}")
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        (key, value), = obj.items()
+        if isinstance(value, str):
+            if key == "$datetime":
+                return datetime.fromisoformat(value)
+            if key == "$date":
+                return date.fromisoformat(value)
+            if key == "$time":
+                return time.fromisoformat(value)
+    return obj
 
 
 def _statements(script: str) -> list[str]:
