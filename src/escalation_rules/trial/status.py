@@ -401,6 +401,9 @@ def _evaluate(trial: _Trial, t: datetime) -> TrialStatus:
     except HistoryError as err:
         raise TrialError(f"the derived history {format_history(entries)!r} is impossible under the protocol: "
                          f"{err}") from None
+    except EscalationRulesError as err:  # e.g. a rule that cannot apply after an amendment
+        raise TrialError(f"the protocol cannot decide after {format_history(entries)!r}: "
+                         f"{str(err).splitlines()[0]}") from None
     observing = tuple(pid for pid, v in views.items() if v.outcome == "pending")
     current = trial.cohorts[-1] if trial.cohorts else None
     evaluated = sum(1 for pid in current.patients if views[pid].outcome in ("dlt", "no-dlt")) if current else 0
