@@ -850,7 +850,8 @@ def _generic(data: Any, level: int = 0) -> str:
     if isinstance(data, Mapping):
         scalars = {k: v for k, v in data.items() if not _is_table_list(v) and not isinstance(v, Mapping)}
         if scalars:
-            out.append("".join(f":{_esc(k.replace('_', ' '))}: {_cell(v)}\n" for k, v in scalars.items()) + "\n")
+            rows = [[_esc(str(k).replace("_", " ")), _cell(v)] for k, v in scalars.items()]
+            out.append(_table(["Setting", "Value"], rows, [30, 70], "escalation-data-table"))
         for key, value in data.items():
             if _is_table_list(value) or isinstance(value, Mapping):
                 title = str(key).replace("_", " ").capitalize()
