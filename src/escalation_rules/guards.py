@@ -58,6 +58,7 @@ from __future__ import annotations
 import calendar
 import datetime as _dt
 import functools
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -632,6 +633,9 @@ def _shift(day: _dt.date, amount: int, unit: str) -> _dt.date:
 
 
 Run = Callable[[Mapping[str, Any]], Any]
+_OPERATOR: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
 
 
 def snap(value: float) -> float:
@@ -645,7 +649,7 @@ def snap(value: float) -> float:
     >>> snap(0.3 / 0.1)
     3.0
     """
-    return float(f"{value:.12g}")
+    return float("%.12g" % value)  # noqa: UP031 (measurably faster than an f-string here)
 _Typed = tuple[Any, Run, frozenset[str]]  # type, closure, names read
 
 
@@ -753,7 +757,7 @@ class _Criteria:
     def compare(self, node: Compare) -> _Typed:
         lkind, left, lread = self.build(node.left)
         rkind, right, rread = self.build(node.right)
-        op = _COMPARE[node.op]
+        op = _OPERATOR[node.op]
         equality = node.op in ("==", "!=")
         if isinstance(lkind, QuantityType) or isinstance(rkind, QuantityType):
             if not (isinstance(lkind, QuantityType) and isinstance(rkind, QuantityType)):
@@ -766,11 +770,11 @@ class _Criteria:
                                 f"with {rkind.unit} ({rkind.dimension})")
             if isinstance(node.right, QuantityLiteral):
                 constant = snap(node.right.value * unit_factor(rkind.unit, lkind.unit))
-                return BOOL, self._against(op, left, constant), lread
+                return BOOL, self._against(op, left, constant, node.left), lread
             if isinstance(node.left, QuantityLiteral):
                 constant = snap(node.left.value * unit_factor(lkind.unit, rkind.unit))
-                flipped = _COMPARE[{"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(node.op, node.op)]
-                return BOOL, self._against(flipped, right, constant), rread
+                flipped = _OPERATOR[{"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(node.op, node.op)]
+                return BOOL, self._against(flipped, right, constant, node.right), rread
             factor = unit_factor(rkind.unit, lkind.unit)
             if factor != 1.0:
                 inner_right = right
@@ -805,7 +809,10 @@ class _Criteria:
         return BOOL, run, lread | rread
 
     @staticmethod
-    def _against(op: Callable[[Any, Any], bool], side: Run, constant: float) -> Run:
+    def _against(op: Callable[[Any, Any], bool], side: Run, constant: float, node: Node) -> Run:
+        if isinstance(node, Name):  # the common case: read the environment directly
+            name = node.name
+            return lambda env: None if (v := env[name]) is None else op(v, constant)
         return lambda env: None if (v := side(env)) is None else op(v, constant)
 
     def check_code(self, kind: CodeType, value: str) -> None:

@@ -329,6 +329,9 @@ class _Reader:
     def fields(self, table: Mapping[str, Any], path: str, kinds: Mapping[str, Any],
                allowed: frozenset[str]) -> dict[str, Any]:
         """The present values of a flat object; the common, valid case costs a type test per field."""
+        if (kinds is _BOOLEAN_ONLY.get(path)  # sections of booleans: check, then take them as they are
+                and all(v is True or v is False or v is None for v in table.values()) and table.keys() <= allowed):
+            return {k: v for k, v in table.items() if v is not None}
         out: dict[str, Any] = {}
         as_of = self.as_of
         get = kinds.get
@@ -372,6 +375,19 @@ class _Reader:
         return out
 
     def quantity(self, raw: Any, path: str, dated: bool) -> Quantity | None:
+        if type(raw) is dict and raw.keys() <= (_DATED if dated else _UNDATED):  # fast path for the usual case
+            value, unit, when = raw.get("value"), raw.get("unit"), raw.get("date")
+            if (type(value) is int or type(value) is float) and type(unit) is str and _unit_ok(unit) is not None:
+                if when is None:
+                    return Quantity(float(value), unit, None)
+                if type(when) is str:
+                    try:
+                        day = dt.date.fromisoformat(when)
+                    except ValueError:
+                        pass
+                    else:
+                        if self.as_of is None or day <= self.as_of:
+                            return Quantity(float(value), unit, day)
         table = self.table(raw, path)
         if table is None:
             return None
@@ -400,6 +416,7 @@ def _fast(kinds: Mapping[str, Any]) -> dict[str, Any]:
 
 _SECTION_FAST = {name: (_fast(kinds), frozenset(kinds)) for name, kinds in SECTION_FIELDS.items()}
 _LIST_FAST = {name: (_fast(kinds), frozenset(kinds), required) for name, (kinds, required) in LIST_FIELDS.items()}
+_BOOLEAN_ONLY = {name: kinds for name, (kinds, _) in _SECTION_FAST.items() if set(kinds.values()) == {_BOOL}}
 _ALLOWED_TOP = frozenset(_TOP_KEYS)
 _ALLOWED_ANCHORS = frozenset(_ANCHORS)
 
@@ -606,7 +623,16 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     anchors_raw = r.table(data.get("anchors"), "anchors") or {}
     if len(anchors_raw.keys() - _ALLOWED_ANCHORS):
         r.unknown(anchors_raw, "anchors", _ALLOWED_ANCHORS)
-    dates = {key: r.date(anchors_raw.get(key), f"anchors.{key}") for key in _ANCHORS}
+    dates: dict[str, dt.date | None] = {}
+    for key in _ANCHORS:
+        raw_date = anchors_raw.get(key)
+        if type(raw_date) is str and len(raw_date) == 10:
+            try:
+                dates[key] = dt.date.fromisoformat(raw_date)
+                continue
+            except ValueError:
+                pass
+        dates[key] = r.date(raw_date, f"anchors.{key}")
     screening = dates["screening"]
     if screening is None and anchors_raw.get("screening") is None:
         r.problem("anchors.screening", "missing (every record is screened as of a date)")
@@ -669,8 +695,11 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
                 attestations[key] = value
             elif value is not None:
                 r.field(value, f"attestations.{key}", "bool")
-            if not _CODE.match(key):
-                r.problem(f"attestations.{key}", "expected a lower-case key such as 'no_other_effective_treatment'")
+            if key not in _GOOD_CODES:
+                if _CODE.match(key):
+                    _GOOD_CODES.add(key)
+                else:
+                    r.problem(f"attestations.{key}", "expected a lower-case key such as 'no_other_effective_treatment'")
 
     if r.problems:
         raise RecordError(r.problems)

@@ -189,23 +189,25 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
     env = spec.environment(record)
-    values = []
-    missing: dict[str, tuple[str, ...]] = {}
-    failed = unknown = False
+    values: list[bool | None] = []
+    append = values.append
+    failing = unknown = gaps = 0
     for cid, kind, run in spec.plan:
         value = run(env)
         env[cid] = value
-        values.append(value)
+        append(value)
         if value is None:
-            missing[cid] = _missing(spec, env, spec.criterion(cid))
+            gaps += 1
             if kind != _DEFINITION:
-                unknown = True
-        elif kind == _INCLUSION:
-            if not value:
-                failed = True
-        elif kind == _EXCLUSION and value:
-            failed = True
-    outcome = "not eligible" if failed else "undetermined" if unknown else "eligible"
+                unknown += 1
+        elif value is (kind == _EXCLUSION) and kind != _DEFINITION:
+            failing += 1
+    missing: dict[str, tuple[str, ...]] = {}
+    if gaps:
+        for (cid, _, _), value in zip(spec.plan, values, strict=True):
+            if value is None:
+                missing[cid] = _missing(spec, env, spec.criterion(cid))
+    outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
     needed: tuple[str, ...] = ()
     if outcome == "undetermined":
         kinds = {c.id: c.kind for c in spec.criteria}
