@@ -88,7 +88,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_event(tmp_path: Path, se
         time.sleep(rng.uniform(0.02, 0.4))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode in (-signal.SIGKILL, 0)  # 0: it finished before the kill (a very fast machine)
         acknowledged += [line.split()[1] for line in out.splitlines() if line.startswith("ok ")]
         patients = set(stored_patients(db))
         missing = [p for p in acknowledged if p not in patients]
