@@ -234,3 +234,13 @@ def test_error_probe_sees_console_errors_and_exceptions(tmp_path: Path) -> None:
         assert any("boom" in e for e in errors) and any("bang" in e for e in errors)
     finally:
         browser.close()
+
+
+def test_docs_command_prints_the_audit_page_to_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'docs --pdf' writes DIR/audit.pdf, a PDF of several pages printed from the site by Chromium."""
+    pytest.importorskip("sphinx")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "site"
+    assert main(["docs", "spec/nct07117175", "--out", str(out), "--pdf"]) == 0
+    pdf = (out / "audit.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") + pdf.count(b"/Type/Page") > 5

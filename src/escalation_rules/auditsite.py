@@ -4,7 +4,9 @@ The command writes a one-page Sphinx project that uses
 :mod:`escalation_rules.sphinx` on SPEC, builds it to HTML in DIR and prints
 the path of the page.  It needs the ``docs`` extra (Sphinx; the furo theme
 is used when it is installed) and Graphviz's ``dot`` for the diagram.  It
-makes no network request.  PDF output is not provided.
+makes no network request.  With ``--pdf`` it also prints the page to
+``DIR/audit.pdf`` with headless Chromium (which must be installed): the PDF
+is the HTML page as a browser prints it, not a separately typeset document.
 
 Examples
 --------
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from .designs import DESIGNS
 from .errors import EscalationRulesError
 from .spec import resolve_spec
 
-__all__ = ["build_site", "conf_py", "index_rst", "register"]
+__all__ = ["build_site", "conf_py", "index_rst", "print_pdf", "register"]
 
 
 def index_rst(protocol_id: str, spec: str, doses: int | None = None, vectors: str | None = None,
@@ -76,6 +80,7 @@ AUDIT_CSS = """@media (min-width: 67em) {
   .content { width: auto; flex: 1 1 46em; max-width: 100em; min-width: 0; }
 }
 table.docutils td, table.docutils th { vertical-align: top; }
+@media print { .skip-to-content, .theme-toggle-container, .back-to-top { display: none !important; } }
 """
 
 
@@ -123,11 +128,41 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
     return out / "index.html", lines
 
 
+def print_pdf(page: Path, pdf: Path, browser: str | None = None) -> Path:
+    """Print an HTML page to PDF with headless Chromium (local file, no network, a fresh profile).
+
+    Raises
+    ------
+    EscalationRulesError
+        When no Chromium is installed or it fails to print.
+    """
+    exe = browser or next((found for name in ("chromium", "chromium-browser", "google-chrome")
+                           if (found := shutil.which(name))), None)
+    if exe is None:
+        raise EscalationRulesError("docs --pdf: Chromium is needed to print the page to PDF and was not found "
+                                   "(Debian: apt-get install chromium)")
+    pdf.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="escalation-pdf-") as profile:
+        try:
+            done = subprocess.run(
+                [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                capture_output=True, timeout=300, check=False)
+        except subprocess.TimeoutExpired:
+            raise EscalationRulesError("docs --pdf: Chromium took longer than 300 s to print the page") from None
+    if done.returncode != 0 or not pdf.is_file():
+        raise EscalationRulesError(f"docs --pdf: Chromium could not print {page} (exit status {done.returncode})")
+    return pdf
+
+
 def _cmd_docs(args: argparse.Namespace) -> int:
     page, warnings = build_site(args.spec, Path(args.out), args.doses, args.vectors, args.strict)
     for line in warnings:
         print(f"warning: {line}")
     print(f"audit site written: {page}")
+    if args.pdf:
+        print(f"audit PDF written: {print_pdf(page, page.parent / 'audit.pdf')}")
     return 0
 
 
@@ -141,4 +176,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vectors", metavar="DIR",
                    help="conformance vector folder (default: the 'vectors' folder beside the protocol's folder)")
     p.add_argument("--strict", action="store_true", help="treat build warnings (e.g. Graphviz missing) as errors")
+    p.add_argument("--pdf", action="store_true",
+                   help="also print the page to DIR/audit.pdf with headless Chromium (must be installed)")
     p.set_defaults(handler=_cmd_docs)
