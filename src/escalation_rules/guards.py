@@ -694,6 +694,9 @@ class _Criteria:
         if isinstance(node, Not):
             kind, inner, read = self.build(node.operand)
             self.expect_bool(kind, "'not'")
+            if isinstance(node.operand, Name):
+                key = node.operand.name
+                return BOOL, (lambda env: None if (v := env[key]) is None else not v), read
             return BOOL, (lambda env: None if (v := inner(env)) is None else not v), read
         if isinstance(node, BoolOp):
             return self.logic(node.op, node.operands, f"'{node.op}'")
@@ -797,6 +800,12 @@ class _Criteria:
         elif lkind == EVENTS:
             raise self.fail(f"'{node.op}' cannot compare event lists; use within, ongoing or exists")
 
+        if isinstance(node.right, Literal):  # compare with a constant: one call, not three
+            return BOOL, self._against(op, left, node.right.value, node.left), lread
+        if isinstance(node.left, Literal):
+            flipped = _OPERATOR[{"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(node.op, node.op)]
+            return BOOL, self._against(flipped, right, node.left.value, node.right), rread
+
         def run(env: Mapping[str, Any]) -> Any:
             a = left(env)
             if a is None:
@@ -809,7 +818,7 @@ class _Criteria:
         return BOOL, run, lread | rread
 
     @staticmethod
-    def _against(op: Callable[[Any, Any], bool], side: Run, constant: float, node: Node) -> Run:
+    def _against(op: Callable[[Any, Any], bool], side: Run, constant: Any, node: Node) -> Run:
         if isinstance(node, Name):  # the common case: read the environment directly
             name = node.name
             return lambda env: None if (v := env[name]) is None else op(v, constant)

@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -217,12 +217,8 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
                            _Context(spec, record, env))
 
 
-def _dictionary_order(spec: EligibilitySpec) -> Iterator[str]:
-    for name, item in spec.items.items():
-        yield name
-        if isinstance(item.type, QuantityType) and item.type.ranged:
-            yield f"{name}.uln"
-            yield f"{name}.lln"
+def _dictionary_order(spec: EligibilitySpec) -> tuple[str, ...]:
+    return spec.item_names
 
 
 def _direct_reads(criterion: Criterion) -> list[str]:

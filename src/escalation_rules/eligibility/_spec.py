@@ -175,6 +175,12 @@ class EligibilitySpec:
     _attestations: frozenset[str] = attrs.field(eq=False, repr=False)
     _plan: tuple[tuple[str, int, Callable[[Mapping[str, Any]], Any]], ...] = attrs.field(eq=False, repr=False)
     _by_id: Mapping[str, Criterion] = attrs.field(eq=False, repr=False)
+    _order: tuple[str, ...] = attrs.field(eq=False, repr=False, default=())
+
+    @property
+    def item_names(self) -> tuple[str, ...]:
+        """Every name a criterion may read, in data-dictionary order (``ITEM.uln`` after its item)."""
+        return self._order
 
     @property
     def plan(self) -> tuple[tuple[str, int, Callable[[Mapping[str, Any]], Any]], ...]:
@@ -499,7 +505,7 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     plan = tuple((c.id, KINDS.index(c.kind), c.when._run) for c in criteria)
     return EligibilitySpec(protocol.id, source, dict(items), tuple(criteria),
                            {k: tuple(v) for k, v in used.items()}, fillers, codes, attested, plan,
-                           {c.id: c for c in criteria})
+                           {c.id: c for c in criteria}, tuple(_names(items)))
 
 
 # ------------------------------------------------------------------ filling an environment
@@ -556,33 +562,29 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
     head, _, rest = source.partition(".")
     if item.formula is not None:
         return _formula_filler(item, items)
-    if head == "anchors":
-        return lambda rec, env: env.__setitem__(name, getattr(rec.anchors, rest))
     if source == "ecog":
         return lambda rec, env: env.__setitem__(name, rec.ecog)
-    if head == "attestations":
-        return lambda rec, env: env.__setitem__(name, rec.attestations.get(rest))
-    if head in SECTION_FIELDS:
-        def section(rec: PatientRecord, env: dict[str, Any]) -> None:
-            table = rec.sections.get(head)
-            env[name] = None if table is None else table.get(rest)
-        return section
     if isinstance(item.type, QuantityType):
         unit, molar = item.type.unit, item.molar_mass
         if head == "measurements":
             uln, lln = f"{name}.uln", f"{name}.lln"
+            factors: dict[str, float] = {}  # record unit -> factor into this item's unit, worked out once
 
             def measurement(rec: PatientRecord, env: dict[str, Any]) -> None:
                 m = None if rec.measurements is None else rec.measurements.get(rest)
                 if m is None:
                     env[name] = env[uln] = env[lln] = None
                     return
-                f = _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
+                f = factors.get(m.unit)
+                if f is None:
+                    f = factors[m.unit] = _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
                 env[name] = m.value if f == 1.0 else snap(m.value * f)
                 if m.low is None and m.high is None:
                     env[uln] = env[lln] = None
                     return
-                f = _factor(m.range_unit, unit, molar, f"measurements[code={rest}].reference_range.unit")
+                if m.range_unit != m.unit:
+                    f = factors.get(m.range_unit) or _factor(m.range_unit, unit, molar,
+                                                            f"measurements[code={rest}].reference_range.unit")
                 env[uln] = None if m.high is None else m.high if f == 1.0 else snap(m.high * f)
                 env[lln] = None if m.low is None else m.low if f == 1.0 else snap(m.low * f)
             return measurement
