@@ -76,9 +76,8 @@ def conf_py(title: str) -> str:
 
 
 #: Wider pages, so the tables and the diagram have room (furo's column is narrow for them).
-AUDIT_CSS = """@media (min-width: 67em) {
-  .content { width: auto; flex: 1 1 46em; max-width: 100em; min-width: 0; }
-}
+AUDIT_CSS = """@media (min-width: 95em) { .content { width: 60em; } }
+@media (min-width: 110em) { .content { width: 68em; } }
 table.docutils td, table.docutils th { vertical-align: top; }
 @media print { .skip-to-content, .theme-toggle-container, .back-to-top { display: none !important; } }
 """
