@@ -775,9 +775,9 @@ def _diagram(ctx: AuditContext, href: str | None = None) -> str:
     if ctx.svg is not None:
         body = "\n".join("      " + ln for ln in _responsive(ctx.svg).splitlines())
         link = (f'   <p><a class="escalation-diagram-full" href="{_attr(href)}" target="_blank">'
-                "Open the diagram at full size</a></p>\n") if href else ""
+                "Open the diagram at full size (every label readable)</a></p>\n") if href else ""
         out.append(".. raw:: html\n\n"
-                   f"   {_DIAGRAM_STYLE}\n"
+                   f"   {_DIAGRAM_STYLE}\n" + link +
                    f'   <div class="escalation-diagram" role="img" aria-label="State diagram of {_attr(d.protocol)}" '
                    'style="margin:1em 0">\n' + body + "\n   </div>\n" + link + "\n")
     else:
