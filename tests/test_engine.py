@@ -303,11 +303,9 @@ def test_nct_enrolment_cap_and_fill(history: str, action: str, dose: int | None,
     assert (d.action, d.dose, d.cohort_size, d.mtd, d.rule) == (action, dose, size, mtd, rule)
 
 
-# ---------------------------------------------------------------- known engine gaps
+# ---------------------------------------------------------------- entries built directly
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: decide does not check the symbols of Cohort entries built "
-                                       "directly (the outcome-string and JSON parsers do)")
 @pytest.mark.parametrize("outcomes", ["NXN", "nnn"])
 def test_cohort_entries_with_unknown_symbols_are_refused(outcomes: str) -> None:
     """A Cohort entry with a letter other than N or T is refused like the same outcome string."""
@@ -315,7 +313,6 @@ def test_cohort_entries_with_unknown_symbols_are_refused(outcomes: str) -> None:
         decide(D3, [Cohort(1, outcomes)])
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: decide accepts a Cohort entry with no patients and ignores it")
 def test_empty_cohort_entries_are_refused() -> None:
     """A Cohort entry with no outcomes is refused (the JSON parser refuses it too)."""
     with pytest.raises(HistoryError, match=r"^cohort 2 "):

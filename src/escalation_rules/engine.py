@@ -228,6 +228,11 @@ class _Run:
     def cohort(self, entry: Cohort, index: int) -> None:
         p = self.p
         label = f"cohort {index} ({str(entry)!r})"
+        if not entry.outcomes:
+            raise HistoryError(f"{label}: expected at least one patient (N or T)", index)
+        for symbol in entry.outcomes:
+            if symbol not in "NT":
+                raise HistoryError(f"{label}: unknown symbol {symbol!r} (expected N for no DLT or T for a DLT)", index)
         if not 1 <= entry.dose <= len(p.doses):
             raise HistoryError(f"{label}: unknown dose {entry.dose} (the ladder has doses 1 to {len(p.doses)})", index)
         if self.state.phase == "stop":
@@ -297,8 +302,17 @@ class _Run:
         return [self.step(state, t + u) for u in range(state.cohort - len(seen) + 1)]
 
     def determined(self) -> bool:
-        """Whether every completion of the incomplete cohort leads to the same decision."""
-        return len({_signature(self.p, nxt) for _, nxt in self.completions()}) == 1
+        """Whether every completion of the incomplete cohort leads to the same decision.
+
+        More patients at the same dose is never decided early: the cohort in
+        progress must be complete before others join it at that dose, or the
+        next cohort's outcomes could not be told from the rest of this one.
+        """
+        views = {_signature(self.p, nxt) for _, nxt in self.completions()}
+        if len(views) != 1:
+            return False
+        (view,) = views
+        return not (view[0] == "treat" and view[1] == self.state.dose)
 
     def resolve_partial(self, next_entry: Entry | None, index: int) -> Decision | None:
         """Settle an incomplete cohort: decide early if determined, else ask for the rest."""
