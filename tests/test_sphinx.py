@@ -28,9 +28,11 @@ NCT = ROOT / "spec" / "nct07117175"
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz 'dot' is not installed (apt-get install graphviz)")
 
-# The rule edited by the drift tests, as written in spec/nct07117175/protocol.toml.
-OLD_GUARD = 'when = "tox >= 2 and dose > 2"'
-NEW_GUARD = 'when = "dose >= 3 and tox >= 2"'
+# The drift tests edit a copy of the tutorial's protocol (docs/examples/tutorial-trial.toml), whose
+# "too-toxic" rule reads as below.
+TUTORIAL = ROOT / "docs" / "examples" / "tutorial-trial.toml"
+OLD_GUARD = 'when = "tox >= 2"'
+NEW_GUARD = 'when = "n >= 3 and tox >= 2"'
 
 
 def _copy_nct(tmp_path: Path) -> Path:
@@ -39,11 +41,18 @@ def _copy_nct(tmp_path: Path) -> Path:
     return target
 
 
-def _edit_rule(folder: Path) -> None:
+def _copy_tutorial(tmp_path: Path) -> Path:
+    target = tmp_path / "trial"
+    target.mkdir()
+    shutil.copy(TUTORIAL, target / "protocol.toml")
+    return target
+
+
+def _edit_rule(folder: Path, old: str = OLD_GUARD, new: str = NEW_GUARD) -> None:
     path = folder / "protocol.toml"
     text = path.read_text(encoding="utf-8")
-    assert OLD_GUARD in text, "the drift test's rule is no longer in the shipped protocol"
-    path.write_text(text.replace(OLD_GUARD, NEW_GUARD), encoding="utf-8")
+    assert text.count(old) == 1, f"the drift test's rule ({old}) is no longer in {TUTORIAL.name}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
 
 
 def _parse(text: str) -> list[str]:
@@ -109,33 +118,29 @@ def test_render_svg_without_graphviz_says_how_to_install_it() -> None:
 
 def test_changing_a_rule_changes_the_tables_and_the_diagram(tmp_path: Path) -> None:
     """Editing one rule's guard in the protocol file changes the generated decision table and the DOT diagram."""
-    folder = _copy_nct(tmp_path)
+    from escalation_rules.auditdoc import audit_rst
+
+    folder = _copy_tutorial(tmp_path)
     before = AuditContext.build(compile_protocol(load_protocol(folder)))
     _edit_rule(folder)
     after = AuditContext.build(compile_protocol(load_protocol(folder)))
-    from escalation_rules.auditdoc import audit_rst
-
     old_tables, new_tables = audit_rst(before, ["tables"]), audit_rst(after, ["tables"])
-    assert "``tox >= 2 and dose > 2``" in old_tables and "``dose >= 3 and tox >= 2``" in new_tables
-    assert "dose >= 3 and tox >= 2" not in old_tables
+    assert "``tox >= 2``" in old_tables and "``n >= 3 and tox >= 2``" in new_tables
+    assert "n >= 3 and tox >= 2" not in old_tables
     old_dot, new_dot = diagram_dot(before.diagram), diagram_dot(after.diagram)
     assert old_dot != new_dot
-    assert "dose >= 3 and tox" in new_dot and "dose >= 3 and tox" not in old_dot
+    assert "n >= 3 and tox >= 2" in new_dot and "n >= 3 and tox >= 2" not in old_dot
 
 
 def test_changing_an_action_changes_the_diagram_edges(tmp_path: Path) -> None:
-    """Turning a de-escalation into a stop moves the diagram's arrow from a treatment box to a stop box."""
-    folder = _copy_nct(tmp_path)
-    path = folder / "protocol.toml"
-    text = path.read_text(encoding="utf-8")
-    clause = 'clause = "Full description ¶3"'
-    old = f'action = "treat"\nmove = "previous"\ncohort = "remaining"\nstage = "fill"\nclose = true\n{clause}'
-    assert old in text
-    new = f'action = "stop"\nmtd = "previous"\nclose = true\n{clause}'
-    path.write_text(text.replace(old, new), encoding="utf-8")
-    d = condensed_diagram(compile_protocol(load_protocol(folder)))
-    targets = {e.target.split(":")[0] for e in d.edges if e.rule == "too-toxic-higher"}
-    assert targets == {"stop"}
+    """Declaring the dose below the MTD instead of the top dose moves the diagram's arrow to another stop box."""
+    folder = _copy_tutorial(tmp_path)
+    before = condensed_diagram(compile_protocol(load_protocol(folder)))
+    _edit_rule(folder, 'action = "stop"\nmtd = "current"', 'action = "stop"\nmtd = "previous"')
+    after = condensed_diagram(compile_protocol(load_protocol(folder)))
+    assert {e.target for e in before.edges if e.rule == "top-passes"} == {"stop:escalation:3"}
+    assert {e.target for e in after.edges if e.rule == "top-passes"} == {"stop:escalation:2"}
+    assert diagram_dot(before) != diagram_dot(after)
 
 
 # ------------------------------------------------------------------ vectors and traceability
@@ -295,6 +300,16 @@ def _project(tmp_path: Path, body: str) -> Path:
     return src
 
 
+def _text(html: str) -> str:
+    """The visible text of a page's body, tags dropped and white space collapsed."""
+    import html as html_module
+    import re
+
+    body = html.split("<body", 1)[-1]
+    body = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", body, flags=re.S)
+    return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
 def _build(src: Path, out: Path, fresh: bool = False) -> str:
     import io
 
@@ -311,21 +326,32 @@ def _build(src: Path, out: Path, fresh: bool = False) -> str:
 
 
 @needs_dot
-def test_sphinx_directive_renders_diagram_and_tables_and_rebuilds_on_rule_change(tmp_path: Path) -> None:
-    """The directive renders the SVG and the decision tables, and an incremental build picks up an edited rule."""
+def test_sphinx_directive_renders_diagram_and_tables(tmp_path: Path) -> None:
+    """On NCT07117175 the directive renders the SVG, the three stages' tables and the verify command."""
     pytest.importorskip("sphinx")
     _copy_nct(tmp_path)
     src = _project(tmp_path, ".. escalation-protocol:: nct\n   :command: spec/nct07117175\n")
     out = tmp_path / "out"
-    first = _build(src, out, fresh=True)
-    assert '<div class="escalation-diagram"' in first and "<svg" in first
-    assert first.count("escalation-decision-table") == 3
-    assert "escalation-rules verify spec/nct07117175" in first
+    html = _build(src, out, fresh=True)
+    assert '<div class="escalation-diagram"' in html and "<svg" in html
+    assert html.count("escalation-decision-table") == 3
+    assert "escalation-rules verify spec/nct07117175" in html
     assert list((out / "_escalation").glob("NCT07117175-*.svg"))
-    assert "tox &gt;= 2 and dose &gt; 2" in first
-    _edit_rule(tmp_path / "nct")
+
+
+@needs_dot
+def test_sphinx_incremental_build_follows_an_edited_rule(tmp_path: Path) -> None:
+    """After a rule is edited in the protocol file, an incremental build (no fresh environment) shows the new
+    rule in the table and a different diagram: the page cannot drift from the file."""
+    pytest.importorskip("sphinx")
+    _copy_tutorial(tmp_path)
+    src = _project(tmp_path, ".. escalation-protocol:: trial\n   :sections: tables, diagram\n")
+    out = tmp_path / "out"
+    first = _build(src, out, fresh=True)
+    assert "too-toxic tox >= 2 " in _text(first) and "n >= 3 and tox >= 2" not in _text(first)
+    _edit_rule(tmp_path / "trial")
     second = _build(src, out)
-    assert "dose &gt;= 3 and tox &gt;= 2" in second and "tox &gt;= 2 and dose &gt; 2" not in second
+    assert "too-toxic n >= 3 and tox >= 2 " in _text(second)
     assert second.split('<div class="escalation-diagram"')[1] != first.split('<div class="escalation-diagram"')[1]
 
 
