@@ -399,3 +399,27 @@ def test_docs_command_refuses_a_bad_spec_in_one_line(tmp_path: Path, capsys: pyt
     assert main(["docs", str(tmp_path / "missing"), "--out", str(tmp_path / "site")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such protocol file or folder" in err[0]
+
+
+def test_without_graphviz_the_build_warns_and_keeps_the_transition_table(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no 'dot' on PATH the directive warns (an error under -W) and the page still lists every transition."""
+    pytest.importorskip("sphinx")
+    import io
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    _copy_tutorial(tmp_path)
+    src = _project(tmp_path, ".. escalation-diagram:: trial\n")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    warnings = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(tmp_path / "out"), str(tmp_path / "dt"), "html", status=None,
+                     warning=warnings, freshenv=True)
+        app.build()
+    assert "install Graphviz" in warnings.getvalue()
+    text = _text((tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
+    assert "The diagram could not be drawn" in text and "Transitions" in text and "top-passes" in text
