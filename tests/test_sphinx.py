@@ -423,3 +423,18 @@ def test_without_graphviz_the_build_warns_and_keeps_the_transition_table(tmp_pat
     assert "install Graphviz" in warnings.getvalue()
     text = _text((tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
     assert "The diagram could not be drawn" in text and "Transitions" in text and "top-passes" in text
+
+
+def test_eligibility_criteria_table_cites_clauses() -> None:
+    """When the protocol declares eligibility criteria, each is a row with its kind, condition and clause."""
+    protocol = load_protocol(NCT)
+    if not protocol.extra.get("eligibility"):
+        pytest.skip("spec/nct07117175 declares no eligibility criteria in this checkout")
+    eligibility = pytest.importorskip("escalation_rules.eligibility")
+    from escalation_rules.auditdoc import audit_rst
+
+    text = audit_rst(AuditContext.build(compile_protocol(protocol)), ["eligibility"])
+    assert ":class: escalation-eligibility" in text and _parse(text) == []
+    for criterion in eligibility.load_eligibility(protocol).criteria:
+        assert f"``{criterion.id}``" in text
+        assert criterion.clause in text
