@@ -733,11 +733,19 @@ class _Criteria:
         built = [self.build(o) for o in operands]
         for kind, _, _ in built:
             self.expect_bool(kind, where)
-        parts = tuple(run for _, run, _ in built)
+        # operands that are plain names are read from the environment directly, the others called
+        keys = tuple(o.name for o in operands if isinstance(o, Name))
+        parts = tuple(run for o, (_, run, _) in zip(operands, built, strict=True) if not isinstance(o, Name))
         read = frozenset().union(*(r for _, _, r in built))
         if op == "and":
             def run(env: Mapping[str, Any]) -> Any:
                 unknown = False
+                for key in keys:
+                    value = env[key]
+                    if value is None:
+                        unknown = True
+                    elif not value:
+                        return False
                 for part in parts:
                     value = part(env)
                     if value is None:
@@ -748,6 +756,12 @@ class _Criteria:
         else:
             def run(env: Mapping[str, Any]) -> Any:
                 unknown = False
+                for key in keys:
+                    value = env[key]
+                    if value is None:
+                        unknown = True
+                    elif value:
+                        return True
                 for part in parts:
                     value = part(env)
                     if value is None:

@@ -330,7 +330,7 @@ class _Reader:
                allowed: frozenset[str]) -> dict[str, Any]:
         """The present values of a flat object; the common, valid case costs a type test per field."""
         if (kinds is _BOOLEAN_ONLY.get(path)  # sections of booleans: check, then take them as they are
-                and all(v is True or v is False or v is None for v in table.values()) and table.keys() <= allowed):
+                and set(map(type, table.values())) <= _BOOL_TYPES and table.keys() <= allowed):
             return {k: v for k, v in table.items() if v is not None}
         out: dict[str, Any] = {}
         as_of = self.as_of
@@ -416,6 +416,7 @@ def _fast(kinds: Mapping[str, Any]) -> dict[str, Any]:
 
 _SECTION_FAST = {name: (_fast(kinds), frozenset(kinds)) for name, kinds in SECTION_FIELDS.items()}
 _LIST_FAST = {name: (_fast(kinds), frozenset(kinds), required) for name, (kinds, required) in LIST_FIELDS.items()}
+_BOOL_TYPES = frozenset((bool, type(None)))
 _BOOLEAN_ONLY = {name: kinds for name, (kinds, _) in _SECTION_FAST.items() if set(kinds.values()) == {_BOOL}}
 _ALLOWED_TOP = frozenset(_TOP_KEYS)
 _ALLOWED_ANCHORS = frozenset(_ANCHORS)

@@ -527,9 +527,27 @@ def _fillers(items: Mapping[str, DataItem]) -> tuple[Filler, ...]:
             groups.setdefault(head, []).append((item.name, rest))
         else:
             singles.append(_filler(item, items))
-    for head, pairs in groups.items():
-        singles.append(_group_filler(head, tuple(pairs)))
+    for head in ("anchors", "attestations"):
+        if head in groups:
+            singles.append(_group_filler(head, tuple(groups.pop(head))))
+    if groups:
+        singles.append(_sections_filler(tuple((head, tuple(pairs)) for head, pairs in groups.items())))
     return (*singles, *formulas)
+
+
+def _sections_filler(groups: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> Filler:
+    """Every item read from the flat sections, in one pass."""
+    def sections(rec: PatientRecord, env: dict[str, Any]) -> None:
+        tables = rec.sections
+        for head, pairs in groups:
+            table = tables.get(head)
+            if table is None:
+                for name, _ in pairs:
+                    env[name] = None
+            else:
+                for name, key in pairs:
+                    env[name] = table.get(key)
+    return sections
 
 
 def _group_filler(head: str, pairs: tuple[tuple[str, str], ...]) -> Filler:
@@ -544,16 +562,7 @@ def _group_filler(head: str, pairs: tuple[tuple[str, str], ...]) -> Filler:
             for name, key in pairs:
                 env[name] = table.get(key)
         return attested
-
-    def section(rec: PatientRecord, env: dict[str, Any]) -> None:
-        table = rec.sections.get(head)
-        if table is None:
-            for name, _ in pairs:
-                env[name] = None
-        else:
-            for name, key in pairs:
-                env[name] = table.get(key)
-    return section
+    return _sections_filler(((head, pairs),))
 
 
 def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
@@ -600,6 +609,16 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
     # event lists
     where = tuple((_getter(source, k), frozenset(v)) for k, v in item.where.items())
     where_not = tuple((_getter(source, k), frozenset(v)) for k, v in item.where_not.items())
+    required = LIST_FIELDS[source][1]
+    if len(where) == 1 and not where_not and next(iter(item.where)) in required:
+        # the common case: one condition on a field every entry has, so no entry can be unknown
+        get, allowed = where[0]
+
+        def by_kind(rec: PatientRecord, env: dict[str, Any]) -> None:
+            entries = rec.lists.get(source)
+            env[name] = None if entries is None else tuple(
+                (e.start, e.end) for e in entries if get(e) in allowed)
+        return by_kind
 
     def events(rec: PatientRecord, env: dict[str, Any]) -> None:
         entries = rec.lists.get(source)
