@@ -228,26 +228,27 @@ def _direct_reads(criterion: Criterion) -> list[str]:
 def _missing(spec: EligibilitySpec, env: Mapping[str, Any], criterion: Criterion) -> tuple[str, ...]:
     """The missing data items behind an unknown criterion (through definitions and formulas)."""
     out: list[str] = []
-    definitions = {c.id: c for c in spec.criteria}
-
-    def visit(name: str) -> None:
-        if env.get(name) is not None:
-            return
-        if name in definitions:
-            for inner in _direct_reads(definitions[name]):
-                visit(inner)
-            return
-        item = spec.items.get(name)
-        if item is not None and item.formula is not None:
-            for inner in item.inputs.values():
-                visit(inner)
-            return
-        if name not in out:
-            out.append(name)
-
     for name in _direct_reads(criterion):
-        visit(name)
+        _visit(spec, env, name, out)
     return tuple(out)
+
+
+def _visit(spec: EligibilitySpec, env: Mapping[str, Any], name: str, out: list[str]) -> None:
+    """Add to ``out`` the raw items that leave ``name`` unknown (a plain recursive function: no reference cycle)."""
+    if env.get(name) is not None:
+        return
+    definition = spec.definition(name)
+    if definition is not None:
+        for inner in _direct_reads(definition):
+            _visit(spec, env, inner, out)
+        return
+    item = spec.items.get(name)
+    if item is not None and item.formula is not None:
+        for inner in item.inputs.values():
+            _visit(spec, env, inner, out)
+        return
+    if name not in out:
+        out.append(name)
 
 
 def _date(day: dt.date | None) -> str | None:

@@ -191,6 +191,10 @@ class EligibilitySpec:
         """The criterion with this id."""
         return self._by_id[criterion_id]
 
+    def definition(self, name: str) -> Criterion | None:
+        """The criterion called ``name`` if there is one (criteria may read earlier definitions)."""
+        return self._by_id.get(name)
+
     def environment(self, record: PatientRecord) -> dict[str, Any]:
         """Values of every data item for ``record`` (``None`` where unknown), units converted once.
 
