@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
     from sphinx.application import Sphinx  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
-__all__ = ["DIRECTIVES", "build_context", "cli_help", "parse_rst", "setup", "spec_files"]
+__all__ = ["DIRECTIVES", "build_context", "cli_help", "exported_by_package", "parse_rst", "setup", "spec_files"]
 
 #: Directive name to the sections it renders.
 DIRECTIVES: dict[str, tuple[str, ...]] = {
@@ -188,6 +188,22 @@ def cli_help(width: int = 100) -> list[tuple[str, str]]:
 
 _CACHE: dict[tuple[Any, ...], AuditContext] = {}
 
+
+def exported_by_package(module: Any) -> list[str]:
+    """Names a module exports that ``escalation_rules`` itself re-exports (the same objects).
+
+    Examples
+    --------
+    >>> import escalation_rules.engine
+    >>> "decide" in exported_by_package(escalation_rules.engine)
+    True
+    """
+    import escalation_rules
+
+    names = getattr(module, "__all__", ())
+    return [n for n in names
+            if n in escalation_rules.__all__ and getattr(module, n, None) is getattr(escalation_rules, n, None)]
+
 #: The stylesheet the extension adds to HTML output: long conditions and identifiers wrap inside table cells.
 CSS_FILE = "escalation_rules.css"
 CSS = """table[class*="escalation-"] code.literal { white-space: normal; overflow-wrap: break-word; }
@@ -288,17 +304,24 @@ def setup(app: Sphinx) -> dict[str, Any]:
         def run(self) -> list[nodes.Node]:
             name = self.arguments[0]
             try:
-                importlib.import_module(name)
+                module = importlib.import_module(name)
             except ImportError as err:
                 para = nodes.paragraph(text=f"The module {name} is not available in this build ({err}).")
                 return [nodes.note("", para)]
-            content = StringList([f".. automodule:: {name}", "   :members:", ""], source=self.get_source_info()[0])
+            shared = exported_by_package(module)
+            options = ["   :members:"] + ([f"   :exclude-members: {', '.join(shared)}"] if shared else [])
+            content = StringList([f".. automodule:: {name}", *options, ""], source=self.get_source_info()[0])
+            if self.env.doc2path(self.env.docname).suffix == ".md":
+                options = [":members:"] + ([f":exclude-members: {', '.join(shared)}"] if shared else [])
+                content = StringList([f"```{{automodule}} {name}", *options, "```", ""])
             holder = nodes.section()
             holder.document = self.state.document
-            if self.env.doc2path(self.env.docname).suffix == ".md":
-                content = StringList([f"```{{automodule}} {name}", ":members:", "```", ""])
             nested_parse_with_titles(self.state, content, holder)
-            return list(holder.children)
+            found: list[nodes.Node] = list(holder.children)
+            if shared:
+                text = (f"Also exported by the package itself, and documented there: {', '.join(shared)}.")
+                found.append(nodes.paragraph(text=text))
+            return found
 
     app.add_directive("escalation-optional-module", OptionalModule)
 
