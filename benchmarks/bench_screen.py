@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_screen.py              # 100,000 synthetic records
     python benchmarks/bench_screen.py --records 20000
+    python benchmarks/bench_screen.py --quick      # 5,000 records, one run
 
 Builds synthetic records from ``spec/patients/eligible.json`` with varied
 ages, weights (kg or lb), creatinine (mg/dL or µmol/L), ECOG, serologies,
@@ -78,7 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the best is shown (default 3)")
+    parser.add_argument("--quick", action="store_true", help="5,000 records, one run (a smoke test for CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.repeat = 5_000, 1
     spec = load_eligibility(load_protocol(ROOT / "spec" / "nct07117175"))
     records = synthetic(args.records)
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
