@@ -219,3 +219,30 @@ def test_record_reader_reports_every_problem() -> None:
     with pytest.raises(RecordError) as err:
         read_record({"id": "", "anchors": {}, "ecog": 9}, "p.json")
     assert len(err.value.problems) == 3
+
+
+def test_vector_file_and_examples_match_their_schemas() -> None:
+    """The vector file obeys its schema; the example records and the schema file obey the record format."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from escalation_rules.eligibility import record_schema
+
+    vectors_schema = json.loads((PATIENTS / "vectors" / "criteria-vectors.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(vectors_schema).validate(VECTORS)
+    shipped = json.loads((PATIENTS / "patient-record.schema.json").read_text(encoding="utf-8"))
+    assert shipped == record_schema(), "regenerate spec/patients/patient-record.schema.json from record_schema()"
+    validator = jsonschema.Draft202012Validator(shipped)
+    for name in ("eligible", "not-eligible", "undetermined"):
+        validator.validate(json.loads((PATIENTS / f"{name}.json").read_text(encoding="utf-8")))
+
+
+def test_schema_rejects_what_the_reader_rejects() -> None:
+    """A record with an unknown field or a bad code fails both the schema and the reader."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from escalation_rules.eligibility import record_schema
+
+    validator = jsonschema.Draft202012Validator(record_schema())
+    for changes in ({"favourite_colour": "blue"}, {"serology.hbsag": "pos"}, {"ecog": 6}):
+        bad = edit(BASE, changes)
+        assert not validator.is_valid(bad), changes
+        with pytest.raises(RecordError):
+            read_record(bad)
