@@ -254,7 +254,7 @@ class _Reader:
 
     def unknown(self, raw: Mapping[str, Any], path: str, allowed: frozenset[str]) -> None:
         extra = raw.keys() - allowed
-        for key in sorted(extra):
+        for key in sorted(extra, key=str):
             self.problem(f"{path}.{key}" if path else key,
                          f"unknown field (expected one of: {', '.join(sorted(allowed))})")
 
@@ -263,7 +263,7 @@ class _Reader:
             return None
         if type(raw) is str:
             try:
-                return dt.date.fromisoformat(raw)
+                return _iso(raw)
             except ValueError:
                 pass
         self.problem(path, f"expected a date as YYYY-MM-DD (got {_show(raw)})")
@@ -346,7 +346,7 @@ class _Reader:
             elif kind is _DATE:
                 if type(value) is str:
                     try:
-                        day = dt.date.fromisoformat(value)
+                        day = _iso(value)
                     except ValueError:
                         pass
                     else:
@@ -382,7 +382,7 @@ class _Reader:
                     return Quantity(float(value), unit, None)
                 if type(when) is str:
                     try:
-                        day = dt.date.fromisoformat(when)
+                        day = _iso(when)
                     except ValueError:
                         pass
                     else:
@@ -423,7 +423,10 @@ _ALLOWED_ANCHORS = frozenset(_ANCHORS)
 
 
 def _show(raw: Any) -> str:
-    text = json.dumps(raw) if not isinstance(raw, str) else repr(raw)
+    try:
+        text = json.dumps(raw) if not isinstance(raw, str) else repr(raw)
+    except (TypeError, ValueError):  # not JSON data (the API accepts any mapping)
+        text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -443,6 +446,19 @@ def _unit_ok(unit: str) -> tuple[float | None] | None:
     except GuardSyntaxError:
         return None
     return (_percent_scale(unit),)
+
+
+def _iso(text: str) -> dt.date:
+    """Parse exactly ``YYYY-MM-DD`` (Python 3.11 would also take ``20260302`` or week dates).
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        raise ValueError(text)
+    return dt.date.fromisoformat(text)
 
 
 _GOOD_CODES: set[str] = set()
@@ -473,7 +489,7 @@ def _measurement_fast(raw: Any, as_of: dt.date | None) -> Measurement | None:
         if type(when) is not str:
             return None
         try:
-            when = dt.date.fromisoformat(when)
+            when = _iso(when)
         except ValueError:
             return None
         if as_of is not None and when > as_of:
@@ -629,7 +645,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         raw_date = anchors_raw.get(key)
         if type(raw_date) is str and len(raw_date) == 10:
             try:
-                dates[key] = dt.date.fromisoformat(raw_date)
+                dates[key] = _iso(raw_date)
                 continue
             except ValueError:
                 pass
