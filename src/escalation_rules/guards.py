@@ -18,6 +18,11 @@ Grammar (lowest precedence first)::
     atom     := INTEGER | "true" | "false" | NAME | NAME "(" expr ("," expr)* ")"
               | "(" expr ")"
 
+    # criteria dialect only (parse_criterion):
+    product  := unary (("*" | "/") unary)*
+    atom     := ... | DECIMAL | NUMBER "'" UNIT "'"      (a quantity: 60 'mL/min')
+              | "'" TEXT "'"                              (a code: 'aml')
+
 Types are ``int`` and ``bool``; ``and``/``or``/``not`` take booleans,
 arithmetic and ordering take integers, ``==``/``!=`` take two of the same
 type.  The functions are ``min`` and ``max`` over integers.
