@@ -448,6 +448,7 @@ def _unit_ok(unit: str) -> tuple[float | None] | None:
     return (_percent_scale(unit),)
 
 
+@functools.lru_cache(maxsize=16384)  # dates repeat across records; parsing each once is cheaper
 def _iso(text: str) -> dt.date:
     """Parse exactly ``YYYY-MM-DD`` (Python 3.11 would also take ``20260302`` or week dates).
 

@@ -221,8 +221,8 @@ def _dictionary_order(spec: EligibilitySpec) -> tuple[str, ...]:
     return spec.item_names
 
 
-def _direct_reads(criterion: Criterion) -> list[str]:
-    return sorted(criterion.when.names)
+def _direct_reads(criterion: Criterion) -> tuple[str, ...]:
+    return criterion.reads
 
 
 def _missing(spec: EligibilitySpec, env: Mapping[str, Any], criterion: Criterion) -> tuple[str, ...]:

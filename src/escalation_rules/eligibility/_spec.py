@@ -146,6 +146,17 @@ class Criterion:
     paraphrase: str
     when: Guard
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The names the criterion reads, sorted (data items, ``ITEM.uln``, earlier definitions)."""
+        return self._reads
+
+    _reads: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    @_reads.default
+    def _sorted_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.when.names))
+
 
 Filler = Callable[[PatientRecord, dict[str, Any]], None]
 
