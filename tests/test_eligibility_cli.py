@@ -79,10 +79,24 @@ def test_batch_text_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "screened 2 record(s): 1 eligible, 1 not eligible, 0 undetermined; 0 refused" in out
 
 
-def test_screen_needs_exactly_one_input(capsys: pytest.CaptureFixture[str]) -> None:
-    """Giving neither a record nor --batch is refused."""
-    assert main(["screen", SPEC]) == 2
-    assert "either PATIENT.json or --batch" in capsys.readouterr().err
+def test_screen_needs_a_record(capsys: pytest.CaptureFixture[str]) -> None:
+    """Giving no record is refused with status 2 (an argument error)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["screen", SPEC])
+    assert exit_.value.code == 2
+    assert "PATIENT.json" in capsys.readouterr().err
+
+
+def test_options_may_come_before_the_record(capsys: pytest.CaptureFixture[str]) -> None:
+    """'screen SPEC --json PATIENT.json' works as well as 'screen SPEC PATIENT.json --json'."""
+    assert main(["screen", SPEC, "--json", str(PATIENTS / "eligible.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "eligible"
+
+
+def test_missing_file_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A record file that does not exist is refused with status 2 and its name."""
+    assert main(["screen", SPEC, "no/such.json"]) == 2
+    assert "no/such.json: cannot read" in capsys.readouterr().err
 
 
 def test_data_items(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,8 +30,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("screen", help="screen a patient record against the protocol's eligibility criteria")
     add_spec_arguments(p)
-    p.add_argument("patient", nargs="?", metavar="PATIENT.json", help="the patient record ('-' for stdin)")
-    p.add_argument("--batch", metavar="FILE.jsonl", help="screen one record per line of FILE ('-' for stdin)")
+    p.add_argument("patient", metavar="PATIENT.json",
+                   help="the patient record ('-' for stdin); with --batch, a file of one record per line")
+    p.add_argument("--batch", action="store_true",
+                   help="read one record per line (JSON Lines): screen SPEC --batch FILE.jsonl")
     p.add_argument("--json", action="store_true", help="print the result as JSON (one object per line with --batch)")
     p.set_defaults(handler=_cmd_screen)
 
@@ -55,11 +57,9 @@ def _read(name: str) -> str:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    if (args.patient is None) == (args.batch is None):
-        raise EscalationRulesError("give either PATIENT.json or --batch FILE.jsonl")
     spec = _spec(args)
-    if args.batch is not None:
-        return _batch(spec, args.batch, args.json)
+    if args.batch:
+        return _batch(spec, args.patient, args.json)
     record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
     result = screen(spec, record)
     if args.json:
