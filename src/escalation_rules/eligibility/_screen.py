@@ -185,6 +185,16 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     ------
     RecordError
         If the record is refused (nothing is screened then).
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> r = screen(spec, {"id": "P7", "anchors": {"screening": "2026-03-02"}, "ecog": 3})
+    >>> r.outcome, [c.criterion.id for c in r.failed]
+    ('not eligible', ['inc_ecog'])
+    >>> r.result("inc_ecog").reason
+    'not met: ecog <= 2 with ecog = 3'
     """
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)

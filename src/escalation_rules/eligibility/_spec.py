@@ -487,6 +487,17 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     ------
     ProtocolError
         With one line per problem, e.g. ``spec/x: eligibility.criteria[3].when: ...``.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design, load_protocol
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> sum(c.kind == "exclusion" for c in spec.criteria) > 20
+    True
+    >>> load_eligibility(builtin_design("3+3-deescalate", 3))
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no eligibility criteria
     """
     source = protocol.source
     raw = protocol.extra.get("eligibility")
