@@ -494,10 +494,10 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
     >>> sum(c.kind == "exclusion" for c in spec.criteria) > 20
     True
-    >>> load_eligibility(builtin_design("3+3-deescalate", 3))
+    >>> load_eligibility(builtin_design("3+3-deescalate", 3))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no eligibility criteria
+    escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no ...
     """
     source = protocol.source
     raw = protocol.extra.get("eligibility")
