@@ -331,7 +331,7 @@ class _Reader:
         """The present values of a flat object; the common, valid case costs a type test per field."""
         if (kinds is _BOOLEAN_ONLY.get(path)  # sections of booleans: check, then take them as they are
                 and set(map(type, table.values())) <= _BOOL_TYPES and table.keys() <= allowed):
-            return {k: v for k, v in table.items() if v is not None}
+            return dict(table)  # None values stay: a missing key and null both read as not known
         out: dict[str, Any] = {}
         as_of = self.as_of
         get = kinds.get
