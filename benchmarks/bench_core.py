@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_core.py            # all rows
-    python benchmarks/bench_core.py --quick    # skip the largest ladder
+    python benchmarks/bench_core.py --quick    # skip the largest ladders
 
 Prints a Markdown table (the README quotes it).  Times are wall-clock on
 this machine, best of several repeats for ``next``.
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from escalation_rules import builtin_design, compile_protocol, decide, load_protocol, verify
+from escalation_rules import Protocol, builtin_design, compile_protocol, decide, load_protocol, verify
 
 
 def best_of(fn: Callable[[], object], repeat: int, number: int) -> float:
@@ -47,21 +47,25 @@ def bench_next() -> list[tuple[str, str, str]]:
 
 
 def bench_verify(quick: bool) -> list[tuple[str, str, str]]:
+    """``verify`` as the CLI runs it (merged states), and on the full compiled graph (``--full``)."""
     rows = []
-    specs: list[tuple[str, Callable[[], object]]] = [
-        ("NCT07117175", lambda: load_protocol("spec/nct07117175")),
-        ("accelerated-titration, 5 doses", lambda: builtin_design("accelerated-titration", 5)),
-        ("3+3-escalate-only, 5 doses", lambda: builtin_design("3+3-escalate-only", 5)),
+    specs: list[tuple[str, Callable[[], Protocol], bool]] = [
+        ("NCT07117175", lambda: load_protocol("spec/nct07117175"), True),
+        ("accelerated-titration, 5 doses", lambda: builtin_design("accelerated-titration", 5), True),
+        ("3+3-escalate-only, 5 doses", lambda: builtin_design("3+3-escalate-only", 5), True),
     ]
-    for k in (5, 10) if quick else (5, 10, 12):
-        specs.append((f"3+3-deescalate, {k} doses", lambda k=k: builtin_design("3+3-deescalate", k)))
-    for name, make in specs:
-        start = time.perf_counter()
-        report = verify(compile_protocol(make()))  # type: ignore[arg-type]
-        seconds = time.perf_counter() - start
-        status = "ok" if report.ok else "FAIL"
-        rows.append((f"verify: {name}", f"{report.states} states, {report.paths} paths, {status}",
-                     f"{seconds:.2f} s (compile + check)"))
+    for k in (5, 10, 15) if quick else (5, 10, 15, 20, 30):
+        specs.append((f"3+3-deescalate, {k} doses", lambda k=k: builtin_design("3+3-deescalate", k), k <= 10))
+    for name, make, full_too in specs:
+        for full in (False, True) if full_too else (False,):
+            start = time.perf_counter()
+            protocol = make()
+            report = verify(compile_protocol(protocol) if full else protocol)
+            seconds = time.perf_counter() - start
+            status = "ok" if report.ok else "FAIL"
+            kind = "full graph" if full else "merged"
+            rows.append((f"verify ({kind}): {name}", f"{report.states} states, {report.paths} paths, {status}",
+                         f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"))
     return rows
 
 

@@ -1,10 +1,20 @@
 """Exhaustive verification: check safety invariants on every reachable state.
 
-The compiled graph already holds every reachable state of the trial: every
-number of DLTs in every cohort and every option at every decision point, up
-to the enrolment cap.  Each invariant below is checked on every state or
-edge of it; a failure is reported with a shortest counterexample, written as
-an outcome string (decisions people took in brackets).
+Every reachable state of the trial is enumerated: every number of DLTs in
+every cohort and every option at every decision point, up to the enrolment
+cap.  Each invariant below is checked on every state or transition; a
+failure is reported with a shortest counterexample, written as an outcome
+string (decisions people took in brackets).
+
+Two walks run the same checks.  Given a :class:`~escalation_rules.graph.CompiledProtocol`,
+:func:`verify` walks its full state graph.  Given a protocol, it explores
+merged states (:mod:`escalation_rules._reduce`): states whose futures are
+identical become one, and the checks read the data of a state through a view
+that records what they read, so two states are merged only when every check
+would also say the same of both.  The results are the same, and the merged
+walk grows with the number of distinct futures rather than of histories
+(3+3 with de-escalation and 15 doses: hundreds of classes instead of
+millions of states).
 
 Invariants
 ----------
@@ -39,21 +49,27 @@ Examples
 --------
 >>> from escalation_rules import builtin_design, compile_protocol
 >>> report = verify(compile_protocol(builtin_design("3+3-deescalate", doses=3)))
->>> report.ok, len(report.results)
-(True, 10)
+>>> report.ok, len(report.results), report.paths
+(True, 10, 118)
+>>> merged = verify(builtin_design("3+3-deescalate", doses=3))
+>>> merged.ok, merged.paths, merged.states < report.states
+(True, 118, True)
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 import networkx as nx
 
 from ._machine import State
-from .graph import CompiledProtocol, describe_path
+from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph, reduce_protocol
+from .errors import CompileError
+from .graph import CompiledProtocol, compile_protocol, describe_path
+from .protocol import Protocol
 
 __all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "verify"]
 
@@ -71,8 +87,6 @@ INVARIANTS: dict[str, str] = {
     "terminates": "every path ends in a stop within the cap",
     "escalation-signoff": "every escalation carries the required sign-off",
 }
-
-Edge = tuple[State, State, dict[str, Any]]
 
 
 @attrs.frozen
@@ -101,6 +115,7 @@ class VerificationReport:
     paths: int
     results: tuple[InvariantResult, ...]
     warnings: tuple[str, ...]
+    method: str = "full state graph"
 
     @property
     def ok(self) -> bool:
@@ -109,13 +124,14 @@ class VerificationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"protocol": self.protocol, "ok": self.ok, "states": self.states, "edges": self.edges,
-                "paths": self.paths, "results": [r.to_dict() for r in self.results],
+        return {"protocol": self.protocol, "ok": self.ok, "method": self.method, "states": self.states,
+                "edges": self.edges, "paths": self.paths, "results": [r.to_dict() for r in self.results],
                 "warnings": list(self.warnings)}
 
     def text(self) -> str:
         """The report as lines of text."""
-        lines = [f"verify {self.protocol}: {self.states} states, {self.edges} transitions, {self.paths} paths"]
+        where = "states of the full state graph" if self.method == "full state graph" else "merged states"
+        lines = [f"verify {self.protocol}: {self.states} {where}, {self.edges} transitions, {self.paths} paths"]
         for r in self.results:
             mark = "ok  " if r.ok else "FAIL"
             lines.append(f"  {mark} {r.id}: {r.statement} ({r.checked} checked)")
@@ -129,174 +145,280 @@ class VerificationReport:
         return "\n".join(lines)
 
 
+class _View:
+    """Read access to a full-graph state's data, shaped like :class:`escalation_rules._reduce.FieldView`."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def n(self, dose: int) -> int:
+        return self.state.counts[dose][0]
+
+    def tox(self, dose: int) -> int:
+        return self.state.counts[dose][1]
+
+    def closed(self, dose: int) -> bool:
+        return bool(self.state.closed >> dose & 1)
+
+    def passed(self, dose: int) -> bool:
+        return bool(self.state.passed >> dose & 1)
+
+
 def _acceptable(n: int, tox: int) -> bool:
     return n >= 3 and tox <= 1 and (tox == 0 or n >= 6)
 
 
-def _level(graph: nx.DiGraph, state: State) -> int:
+Check = tuple[str, str | None]
+
+
+class _Invariants(Observer):
+    """The checks, written once over a data view; both walks call them.
+
+    ``transition`` is shown a step from a decision at (stage, dose) to a child
+    given by its control part: ``(TREAT, stage, dose, cohort)``, ``(DECIDE,
+    stage, dose, rule)`` or ``(STOP, mtd, closes)``.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.k = len(protocol.doses)
+        self.kinds = {s.id: s.kind for s in protocol.stages}
+        self.required = set(protocol.escalation_signoff)
+
+    def treat(self, stage: str, dose: int, cohort: int, view: Any) -> list[Check]:
+        if self.kinds[stage] == "fill":
+            return []
+        total = view.n(dose) + cohort
+        return [("at-most-six-during-escalation",
+                 f"{total} patients at dose {dose + 1} in stage {stage!r}" if total > 6 else None)]
+
+    def transition(self, stage: str, dose: int, child: tuple[Any, ...], view: Any,
+                   rule: str, signoff: Sequence[str]) -> list[Check]:
+        checks: list[Check] = []
+        if child[0] == TREAT:
+            _, child_stage, target, _cohort = child
+            if target > dose:
+                n, tox = view.n(dose), view.tox(dose)
+                checks.append(("no-escalation-after-two-dlts",
+                               f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
+                allowed = n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
+                checks.append(("no-escalation-under-three",
+                               None if allowed else f"escalated from dose {dose + 1} with {n} evaluated"))
+                missing = self.required - set(signoff)
+                checks.append(("escalation-signoff", f"escalation by {rule!r} lacks sign-off by "
+                                                     f"{', '.join(sorted(missing))}" if missing else None))
+            treated_near = target == 0 or any(view.n(i) > 0 for i in range(target - 1, self.k))
+            checks.append(("no-skipped-dose",
+                           None if treated_near else f"treats dose {target + 1} with dose {target} never treated"))
+            back = any(view.closed(i) for i in range(target + 1))
+            checks.append(("no-return-to-closed-dose", f"treats dose {target + 1} after a dose at or below it "
+                                                       f"was closed" if back else None))
+            if self.kinds[child_stage] == "fill" and self.kinds[stage] != "fill":
+                n, tox = view.n(target), view.tox(target)
+                ok = view.passed(target) or _acceptable(n, tox)
+                failure = None if ok else f"fill begins at dose {target + 1} with {tox} DLT in {n}"
+                checks.append(("mtd-accepted", failure))
+        elif child[0] == STOP and child[1] is not None:
+            d = child[1]
+            if view.closed(d):
+                checks.append(("mtd-accepted", f"MTD {d + 1} is a closed dose"))
+            elif self.kinds[stage] == "fill" and d == dose:
+                checks.append(("mtd-accepted", None))  # checked when the fill began
+            else:
+                n, tox = view.n(d), view.tox(d)
+                ok = view.passed(d) or _acceptable(n, tox)
+                failure = None if ok else f"MTD {d + 1} with {tox} DLT in {n}, never escalated from"
+                checks.append(("mtd-accepted", failure))
+        return checks
+
+
+def _control(state: State) -> tuple[Any, ...]:
     if state.phase == "treat":
-        return state.dose
-    if state.phase == "stop":
-        return state.mtd if state.mtd is not None else -1
-    return max((_level(graph, s) for s in graph.successors(state)), default=-1)
+        return (TREAT, state.stage, state.dose, state.cohort)
+    if state.phase == "decide":
+        return (DECIDE, state.stage, state.dose, state.rule)
+    return (STOP, state.mtd, None)
 
 
-class _Checker:
-    def __init__(self, compiled: CompiledProtocol) -> None:
-        self.c = compiled
-        self.p = compiled.protocol
-        self.g = compiled.graph
-        self.kinds = {s.id: s.kind for s in self.p.stages}
-        self.required = set(self.p.escalation_signoff)
-
-    def escalations(self) -> Iterator[Edge]:
-        for a, b, data in self.g.edges(data=True):
-            if b.phase == "treat" and b.dose > a.dose:
-                yield a, b, data
-
-    # each check yields (checked, violation) pairs; violation is None or (edge-or-state, detail)
-    def check_no_escalation_after_two(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.escalations():
-            n, tox = b.counts[a.dose]
-            yield ((a, b, data), f"escalated from dose {a.dose + 1} with {tox} DLT in {n}") if tox >= 2 else None
-
-    def check_no_escalation_under_three(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.escalations():
-            n, tox = b.counts[a.dose]
-            allowed = n >= 3 or (self.kinds[a.stage] == "titration" and n == 1 and tox == 0)
-            yield None if allowed else ((a, b, data), f"escalated from dose {a.dose + 1} with {n} evaluated")
-
-    def check_no_skipped_dose(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.g.edges(data=True):
-            if b.phase != "treat":
-                continue
-            highest = max((i for i, (n, _) in enumerate(b.counts) if n > 0), default=-1)
-            skipped = b.dose > highest + 1
-            yield ((a, b, data), f"treats dose {b.dose + 1} with dose {b.dose} never treated") if skipped else None
-
-    def check_no_return_to_closed(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.g.edges(data=True):
-            if b.phase != "treat":
-                continue
-            bad = b.closed and b.dose >= (b.closed & -b.closed).bit_length() - 1
-            yield ((a, b, data), f"treats dose {b.dose + 1} after a dose at or below it was closed") if bad else None
-
-    def check_at_most_six(self) -> Iterator[tuple[Any, str] | None]:
-        for s in self.g:
-            if s.phase != "treat" or self.kinds[s.stage] == "fill":
-                continue
-            total = s.counts[s.dose][0] + s.cohort
-            yield (s, f"{total} patients at dose {s.dose + 1} in stage {s.stage!r}") if total > 6 else None
-
-    def check_within_cap(self) -> Iterator[tuple[Any, str] | None]:
-        for s in self.g:
-            total = s.enrolled + (s.cohort if s.phase == "treat" else 0)
-            yield (s, f"{total} enrolled with a cap of {self.p.cap}") if total > self.p.cap else None
-
-    def check_mtd_accepted(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.g.edges(data=True):
-            if b.phase == "treat" and self.kinds[b.stage] == "fill" and self.kinds[a.stage] != "fill":
-                n, tox = b.counts[b.dose]
-                ok = bool(b.passed >> b.dose & 1) or _acceptable(n, tox)
-                yield None if ok else ((a, b, data), f"fill begins at dose {b.dose + 1} with {tox} DLT in {n}")
-            if b.phase != "stop" or b.mtd is None:
-                continue
-            d = b.mtd
-            if b.closed >> d & 1:
-                yield (a, b, data), f"MTD {d + 1} is a closed dose"
-                continue
-            if self.kinds[b.stage] == "fill" and d == b.dose:
-                yield None  # checked when the fill began
-                continue
-            n, tox = b.counts[d]
-            ok = bool(b.passed >> d & 1) or _acceptable(n, tox)
-            yield None if ok else ((a, b, data), f"MTD {d + 1} with {tox} DLT in {n}, never escalated from")
-
-    def check_coherence(self) -> Iterator[tuple[Any, str] | None]:
-        for a in self.g:
-            if a.phase != "treat":
-                continue
-            by_dlts = sorted(((d["dlts"], b, d) for _, b, d in self.g.out_edges(a, data=True)), key=lambda x: x[0])
-            for (t0, b0, _d0), (t1, b1, d1) in itertools.pairwise(by_dlts):
-                l0, l1 = _level(self.g, b0), _level(self.g, b1)
-                if l1 > l0:
-                    yield (a, b1, d1), (f"{t1} DLT leads to level {l1 + 1} but {t0} DLT leads to level {l0 + 1}")
-                else:
-                    yield None
-
-    def check_terminates(self) -> Iterator[tuple[Any, str] | None]:
-        acyclic = nx.is_directed_acyclic_graph(self.g)
-        for s in self.g:
-            bad = (s.phase != "stop" and self.g.out_degree(s) == 0) or (s.phase == "stop" and self.g.out_degree(s))
-            yield (s, f"state {s.phase} with no way on") if bad else None
-        if not acyclic:  # pragma: no cover - enrolment grows along every path
-            yield self.c.initial, "the state graph has a cycle"
-
-    def check_signoff(self) -> Iterator[tuple[Any, str] | None]:
-        for a, b, data in self.escalations():
-            roles = set(data.get("signoff", ())) if data["kind"] == "option" else set(self.p.rule(data["rule"]).signoff)
-            missing = self.required - roles
-            yield ((a, b, data), f"escalation by rule {data['rule']!r} lacks sign-off by "
-                                 f"{', '.join(sorted(missing))}") if missing else None
+def _coherence(levels: Sequence[int]) -> Iterator[tuple[int, str | None]]:
+    """For a treat node whose children (by DLT count) have these levels: one check per adjacent pair."""
+    for t in range(1, len(levels)):
+        worse = levels[t] > levels[t - 1]
+        yield t, (f"{t} DLT leads to level {levels[t] + 1} but {t - 1} DLT leads to level {levels[t - 1] + 1}"
+                  if worse else None)
 
 
-_CHECKS: dict[str, Callable[[_Checker], Iterator[tuple[Any, str] | None]]] = {
-    "no-escalation-after-two-dlts": _Checker.check_no_escalation_after_two,
-    "no-escalation-under-three": _Checker.check_no_escalation_under_three,
-    "no-skipped-dose": _Checker.check_no_skipped_dose,
-    "no-return-to-closed-dose": _Checker.check_no_return_to_closed,
-    "at-most-six-during-escalation": _Checker.check_at_most_six,
-    "within-cap": _Checker.check_within_cap,
-    "mtd-accepted": _Checker.check_mtd_accepted,
-    "coherence": _Checker.check_coherence,
-    "terminates": _Checker.check_terminates,
-    "escalation-signoff": _Checker.check_signoff,
-}
+class _Tally:
+    """Per invariant: how many checks, and the failures with where they happened."""
+
+    def __init__(self) -> None:
+        self.checked = dict.fromkeys(INVARIANTS, 0)
+        self.failures: dict[str, list[tuple[Any, str]]] = {key: [] for key in INVARIANTS}
+
+    def add(self, key: str, where: Any, failure: str | None) -> None:
+        self.checked[key] += 1
+        if failure is not None:
+            self.failures[key].append((where, failure))
+
+    def results(self, counterexample: Any) -> tuple[InvariantResult, ...]:
+        out = []
+        for key, statement in INVARIANTS.items():
+            failures = self.failures[key]
+            if not failures:
+                out.append(InvariantResult(key, statement, True, self.checked[key]))
+            else:
+                text, detail = counterexample(failures)
+                out.append(InvariantResult(key, statement, False, self.checked[key], text, detail))
+        return tuple(out)
 
 
-def verify(compiled: CompiledProtocol) -> VerificationReport:
+def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
+    graph, p = compiled.graph, compiled.protocol
+    checks = _Invariants(p)
+    tally = _Tally()
+    for s in graph:
+        tally.add("within-cap", s, f"{s.enrolled + s.cohort} enrolled with a cap of {p.cap}"
+                  if s.enrolled + s.cohort > p.cap else None)
+        open_end = (s.phase != "stop") != bool(graph.out_degree(s))
+        tally.add("terminates", s, f"state {s.phase} with no way on" if open_end else None)
+        if s.phase == "treat":
+            for key, failure in checks.treat(s.stage, s.dose, s.cohort, _View(s)):
+                tally.add(key, s, failure)
+    for a, b, data in graph.edges(data=True):
+        signoff = data.get("signoff", ()) if data["kind"] == "option" else p.rule(data["rule"]).signoff
+        label = f"{data['rule']}/{data['option']}" if data["kind"] == "option" else data["rule"]
+        for key, failure in checks.transition(a.stage, a.dose, _control(b), _View(b), label, signoff):
+            tally.add(key, (a, b, data), failure)
+    level: dict[State, int] = {}
+    for s in reversed(list(nx.topological_sort(graph))):
+        succ = list(graph.successors(s))
+        level[s] = (s.dose if s.phase == "treat" else (s.mtd if s.mtd is not None else -1) if s.phase == "stop"
+                    else max((level[c] for c in succ), default=-1))
+        if s.phase == "treat":
+            by_dlts = sorted(((graph.edges[s, c]["dlts"], c) for c in succ), key=lambda x: x[0])
+            for t, failure in _coherence([level[c] for _, c in by_dlts]):
+                child = by_dlts[t][1]
+                tally.add("coherence", (s, child, graph.edges[s, child]), failure)
+    if not nx.is_directed_acyclic_graph(graph):  # pragma: no cover - enrolment grows along every path
+        tally.add("terminates", compiled.initial, "the state graph has a cycle")
+    depth = nx.single_source_shortest_path_length(graph, compiled.initial)
+
+    def shortest(failures: list[tuple[Any, str]]) -> tuple[str, str]:
+        def key(item: tuple[Any, str]) -> int:
+            where = item[0]
+            return depth[where[0]] if isinstance(where, tuple) else depth[where]
+
+        where, detail = min(failures, key=key)
+        if isinstance(where, tuple):
+            a, b, data = where
+            return describe_path([*compiled.path_to(a), (a, b, data)]), detail
+        return describe_path(compiled.path_to(where)), detail
+
+    stats = compiled.stats
+    return VerificationReport(p.source, stats["states"], stats["edges"], stats["paths"],
+                              tally.results(shortest), compiled.warnings)
+
+
+def _verify_merged(protocol: Protocol) -> VerificationReport:
+    try:
+        graph = reduce_protocol(protocol, _Invariants(protocol))
+    except CompileError:
+        # The merged walk goes depth first; the compiler names the shortest
+        # history to the same problem, so let it word the refusal.
+        compile_protocol(protocol)
+        raise
+    nodes = graph.nodes
+    tally = _Tally()
+    for nid, child, key, failure in graph.checks:
+        tally.add(key, (nid, child), failure)
+    level: list[int] = []
+    for nid, node in enumerate(nodes):  # children come before parents
+        tally.add("within-cap", (nid, None), None)  # the exploration refuses a passed cap outright
+        tally.add("terminates", (nid, None), None if (node.kind == STOP) == (not node.children) else "no way on")
+        if node.kind == TREAT:
+            level.append(node.dose)
+            for t, failure in _coherence([level[c] for c in node.children]):
+                tally.add("coherence", (nid, t), failure)
+        elif node.kind == STOP:
+            level.append(node.mtd if node.mtd is not None else -1)
+        else:
+            level.append(max(level[c] for c in node.children))
+    # shortest histories to every node: breadth first from the root
+    parent: dict[int, tuple[int, int] | None] = {graph.root: None}
+    queue = deque([graph.root])
+    while queue:
+        nid = queue.popleft()
+        for i, c in enumerate(nodes[nid].children):
+            if c not in parent:
+                parent[c] = (nid, i)
+                queue.append(c)
+
+    def steps_to(nid: int) -> list[tuple[int, int]]:
+        steps: list[tuple[int, int]] = []
+        link = parent[nid]
+        while link is not None:
+            steps.append(link)
+            link = parent[link[0]]
+        return steps[::-1]
+
+    def shortest(failures: list[tuple[Any, str]]) -> tuple[str, str]:
+        def key(item: tuple[Any, str]) -> int:
+            nid, child = item[0]
+            return len(steps_to(nid)) + (child is not None)
+
+        (nid, child), detail = min(failures, key=key)
+        steps = steps_to(nid) + ([(nid, child)] if child is not None else [])
+        return _merged_history(graph, steps), detail
+
+    edges = sum(len(n.children) for n in nodes)
+    return VerificationReport(protocol.source, len(nodes), edges, graph.count_paths(), tally.results(shortest),
+                              _never_fired(protocol, graph), "merged states")
+
+
+def _merged_history(graph: ReducedGraph, steps: list[tuple[int, int]]) -> str:
+    """Steps through the merged graph as an outcome string (implied decisions left out)."""
+    nodes = graph.nodes
+    parts: list[str] = []
+    for i, (nid, child) in enumerate(steps):
+        node = nodes[nid]
+        if node.kind == TREAT:
+            parts.append(f"{node.dose + 1}{'N' * (node.cohort - child)}{'T' * child}")
+            continue
+        target = nodes[node.children[child]]
+        same_dose = [c for c in node.children if nodes[c].kind == TREAT and nodes[c].dose == target.dose]
+        implied = target.kind == TREAT and len(same_dose) == 1 and i + 1 < len(steps)
+        if not implied:
+            parts.append(f"[{node.labels[child]}]")
+    return " ".join(parts) or "(start)"
+
+
+def _never_fired(protocol: Protocol, graph: ReducedGraph) -> tuple[str, ...]:
+    fired = {label.split("/")[0] for node in graph.nodes if node.kind == TREAT for label in node.labels}
+    fired |= {node.rule for node in graph.nodes if node.kind == DECIDE}
+    return tuple(f"rule {rule.id!r} of stage {stage.id!r} never fires in a reachable state"
+                 for stage in protocol.stages for rule in stage.rules if rule.id not in fired)
+
+
+def verify(protocol: CompiledProtocol | Protocol) -> VerificationReport:
     """Check every invariant on every reachable state and transition.
 
     Parameters
     ----------
-    compiled : CompiledProtocol
+    protocol : CompiledProtocol or Protocol
+        A compiled protocol is checked on its full state graph; a protocol is
+        explored with merged states (same results, far fewer states).
 
     Returns
     -------
     VerificationReport
         With, for a violated invariant, a shortest counterexample history.
+
+    Raises
+    ------
+    CompileError
+        When a protocol (not yet compiled) fails the build-time checks.
     """
-    checker = _Checker(compiled)
-    depth: dict[State, int] | None = None
-    results = []
-    for inv_id, check in _CHECKS.items():
-        checked = 0
-        violations = []
-        for item in check(checker):
-            checked += 1
-            if item is not None:
-                violations.append(item)
-        if not violations:
-            results.append(InvariantResult(inv_id, INVARIANTS[inv_id], True, checked))
-            continue
-        if depth is None:
-            depth = nx.single_source_shortest_path_length(compiled.graph, compiled.initial)
-        best_depth = depth
-
-        def key(v: tuple[Any, str], depth: dict[State, int] = best_depth) -> int:
-            where = v[0]
-            return depth[where[0]] if isinstance(where, tuple) else depth[where]
-
-        where, detail = min(violations, key=key)
-        results.append(InvariantResult(inv_id, INVARIANTS[inv_id], False, checked,
-                                       _counterexample(compiled, where), detail))
-    stats = compiled.stats
-    return VerificationReport(compiled.protocol.source, stats["states"], stats["edges"], stats["paths"],
-                              tuple(results), compiled.warnings)
-
-
-def _counterexample(compiled: CompiledProtocol, where: Any) -> str:
-    if isinstance(where, tuple):
-        a, b, data = where
-        return describe_path([*compiled.path_to(a), (a, b, data)])
-    return describe_path(compiled.path_to(where))
+    if isinstance(protocol, CompiledProtocol):
+        return _verify_full(protocol)
+    return _verify_merged(protocol)

@@ -1,7 +1,7 @@
 """Operating characteristics of designs: exact, simulated, and over scenario grids.
 
 The data flow is one way: a protocol is explored into its merged state graph
-(:mod:`~escalation_rules.analysis._reduce`: states whose futures are
+(:mod:`~escalation_rules._reduce`: states whose futures are
 identical become one node), which the exact dynamic programme
 (:mod:`~escalation_rules.analysis.oc`) and the vectorised simulator
 (:mod:`~escalation_rules.analysis.simulation`) both read; grids
@@ -20,7 +20,7 @@ Examples
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._reduce import ReducedGraph, reduce_protocol
+from .._reduce import ReducedGraph, reduce_protocol
 from .grid import GridResult, Scenario, load_scenarios, run_grid
 from .oc import (
     BOUNDED_FIGURES,

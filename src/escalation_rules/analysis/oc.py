@@ -4,7 +4,7 @@ For assumed true DLT probabilities at each dose, every cohort's number of
 DLTs is binomial; the trial's future from a state depends only on the
 state, so the probability of reaching each class of states, and from it
 every operating characteristic, follows from one pass over the merged graph
-of :mod:`escalation_rules.analysis._reduce` (forward for probabilities and
+of :mod:`escalation_rules._reduce` (forward for probabilities and
 expectations, backward for the distributions).  The cost grows with the
 number of distinct futures, not with the number of paths: 3+3 with
 de-escalation has 922 paths with 5 doses but 50 classes of states.
@@ -50,9 +50,9 @@ from typing import Any
 
 import attrs
 
+from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
-from ._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
 from .policy import Policy, resolve_policy
 
 __all__ = [

@@ -36,10 +36,10 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
+from .._reduce import DECIDE, STOP, TREAT, ReducedGraph
 from ..engine import decide
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
-from ._reduce import DECIDE, STOP, TREAT, ReducedGraph
 from .oc import (
     _FIGURE_TEXT,
     BOUNDED_FIGURES,

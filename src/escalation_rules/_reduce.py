@@ -12,7 +12,8 @@ How states merge
 ----------------
 A state is split into a *control* part (phase, stage, current dose, cohort
 size, the rule of a decision point) and a *data* part (patients and DLTs per
-dose, the closed-dose mask and the enrolment).  Exploring a state records
+dose, the closed-dose and passed-dose masks and the enrolment; see
+:data:`FIELDS`).  Exploring a state records
 which data fields its rules actually read: the guards evaluate against a
 lazy environment that notes each name it is asked for (``n`` reads the
 patients at the current dose, ``n_prev`` those at the dose below,
@@ -29,6 +30,12 @@ records the most patients its future can still enrol (``horizon``), and
 every state that reaches a class is checked against ``enrolled + horizon <=
 cap``.  Table gaps and overlaps, moves off the ladder, empty cohorts and the
 cap are refused with the same messages as the compiler.
+
+An *observer* (verification passes one, see :mod:`escalation_rules.verify`)
+is shown every state and transition as it is explored, reads data fields
+through a :class:`FieldView` that records them too, and so keeps apart any
+states its checks could tell apart: what it finds on one state of a class
+holds for every state of the class.
 
 The merged graph has one node per class; node ids are assigned children
 first, so ascending ids are a reverse topological order.  Root-to-stop paths
@@ -51,14 +58,73 @@ from typing import Any
 
 import attrs
 
-from .._machine import StepError, env_of, fire
-from ..errors import CompileError
-from ..protocol import Outcome, Protocol
+from ._machine import StepError, env_of, fire
+from .errors import CompileError
+from .protocol import Outcome, Protocol
 
-__all__ = ["DECIDE", "STOP", "TREAT", "Node", "ReducedGraph", "reduce_protocol"]
+__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "reduce_protocol"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
 _MOVES = {"stay": 0, "next": 1, "previous": -1}
+
+#: The data vector of a state with K doses: patients at dose i (index i), DLTs
+#: (K + i), closed for toxicity (2K + i), escalated from (3K + i), then the enrolment (4K).
+FIELDS = ("n", "tox", "closed", "passed")
+
+
+class FieldView:
+    """Read access to a state's data vector that records every field read.
+
+    Examples
+    --------
+    >>> reads = set()
+    >>> view = FieldView([3, 0, 1, 0, 0, 0, 1, 0, 4], 2, reads)
+    >>> view.n(0), view.tox(0), view.passed(0), sorted(reads)
+    (3, 1, True, [0, 2, 6])
+    """
+
+    __slots__ = ("k", "reads", "vals")
+
+    def __init__(self, vals: list[int], k: int, reads: set[int]) -> None:
+        self.vals, self.k, self.reads = vals, k, reads
+
+    def _get(self, field: int) -> int:
+        self.reads.add(field)
+        return self.vals[field]
+
+    def n(self, dose: int) -> int:
+        """Patients evaluated at ``dose``."""
+        return self._get(dose)
+
+    def tox(self, dose: int) -> int:
+        """Patients with a DLT at ``dose``."""
+        return self._get(self.k + dose)
+
+    def closed(self, dose: int) -> bool:
+        """Whether ``dose`` was closed for toxicity."""
+        return bool(self._get(2 * self.k + dose))
+
+    def passed(self, dose: int) -> bool:
+        """Whether the trial escalated from ``dose``."""
+        return bool(self._get(3 * self.k + dose))
+
+
+class Observer:
+    """Shown every state class and transition during exploration (this base class checks nothing).
+
+    Each method returns the checks it made as ``(key, failure)`` pairs: ``key``
+    names the check, ``failure`` is None when it holds.  The explorer records
+    them with the node (and child) they were made on, in ``ReducedGraph.checks``.
+    """
+
+    def treat(self, stage: str, dose: int, cohort: int, view: FieldView) -> list[tuple[Any, str | None]]:
+        """A class about to treat ``cohort`` at ``dose``; return the checks made as (key, failure or None)."""
+        return []
+
+    def transition(self, stage: str, dose: int, child: tuple[Any, ...], view: FieldView,
+                   rule: str, signoff: tuple[str, ...]) -> list[tuple[Any, str | None]]:
+        """A transition from a decision at (stage, dose) to ``child`` (its control part), ``view`` on the new data."""
+        return []
 
 
 @attrs.frozen
@@ -121,6 +187,8 @@ class ReducedGraph:
     nodes: tuple[Node, ...] = attrs.field(repr=False)
     root: int
     stats: dict[str, int] = attrs.field(eq=False)
+    #: What an observer checked: (node id, child index or None, check key, failure or None).
+    checks: tuple[tuple[int, int | None, Any, str | None], ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def doses(self) -> int:
@@ -172,12 +240,15 @@ class _Bucket:
 
 
 class _Explorer:
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, observer: Observer | None = None) -> None:
         self.p = protocol
         self.k = len(protocol.doses)
         self.cap = protocol.cap
-        self.enrolled = 3 * self.k  # index of the enrolment in a data vector
-        self.all_fields = frozenset(range(3 * self.k + 1))
+        self.enrolled = 4 * self.k  # index of the enrolment in a data vector (see FIELDS)
+        self.all_fields = frozenset(range(4 * self.k + 1))
+        self.observer = observer
+        #: (node id, child index or None, check key, failure or None) for every check the observer made
+        self.checks: list[tuple[int, int | None, Any, str | None]] = []
         self.stages = {s.id: s for s in protocol.stages}
         self.nodes: list[Node] = []
         self.memo: dict[tuple[Any, ...], list[_Bucket]] = {}
@@ -250,6 +321,9 @@ class _Explorer:
         if outcome.close and not vals[2 * k + dose]:
             vals = list(vals)
             vals[2 * k + dose] = 1
+        if outcome.action == "treat" and _MOVES[outcome.move] > 0 and not vals[3 * k + dose]:
+            vals = list(vals)
+            vals[3 * k + dose] = 1
         if outcome.action == "stop":
             if outcome.mtd == "current":
                 mtd: int | None = dose
@@ -293,12 +367,17 @@ class _Explorer:
         reads: set[int] = set()
         children: list[int] = []
         labels: list[str] = []
+        checks: list[tuple[int | None, Any, str | None]] = []
+        observer = self.observer
         k = self.k
         if kind == STOP:
             node = Node(STOP, "", -1, 0, "", (), (), control[1], bool(control[2]), 0)
         elif kind == TREAT:
             _, stage_id, dose, cohort = control
             stage = self.stages[stage_id]
+            if observer is not None:
+                checks += [(None, key, failure)
+                           for key, failure in observer.treat(stage_id, dose, cohort, FieldView(vals, k, reads))]
             for dlts in range(cohort + 1):
                 step = f"{dose + 1}{'N' * (cohort - dlts)}{'T' * dlts}"
                 new = list(vals)
@@ -317,6 +396,10 @@ class _Explorer:
                     assert rule.outcome is not None
                     child_control, child_vals = self.apply(rule.outcome, stage_id, dose, new, env, rule.id,
                                                            path, step)
+                if observer is not None:
+                    view = FieldView(child_vals, k, reads)
+                    checks += [(dlts, key, failure) for key, failure in
+                               observer.transition(stage_id, dose, child_control, view, rule.id, rule.signoff)]
                 path.append(step)
                 cid, fields = self.visit(child_control, child_vals, path)
                 path.pop()
@@ -333,6 +416,10 @@ class _Explorer:
                 step = f"[{option.id}]"
                 child_control, child_vals = self.apply(option.outcome, stage_id, dose, vals, env,
                                                        f"{rule_id}/{option.id}", path, step)
+                if observer is not None:
+                    view = FieldView(child_vals, k, reads)
+                    checks += [(len(children), key, failure) for key, failure in observer.transition(
+                        stage_id, dose, child_control, view, f"{rule_id}/{option.id}", option.signoff)]
                 path.append(step)
                 cid, fields = self.visit(child_control, child_vals, path)
                 path.pop()
@@ -343,6 +430,7 @@ class _Explorer:
             node = Node(DECIDE, stage_id, dose, 0, rule_id, tuple(children), tuple(labels), None, False, horizon)
         nid = len(self.nodes)
         self.nodes.append(node)
+        self.checks.extend((nid, child, key, failure) for child, key, failure in checks)
         fields = tuple(sorted(reads))
         for bucket in buckets:
             if bucket.fields == fields:
@@ -374,7 +462,7 @@ class _Explorer:
             nid = node.children[i]
 
 
-def reduce_protocol(protocol: Protocol) -> ReducedGraph:
+def reduce_protocol(protocol: Protocol, observer: Observer | None = None) -> ReducedGraph:
     """Explore every reachable class of states of ``protocol`` (see the module docstring).
 
     Raises
@@ -391,14 +479,14 @@ def reduce_protocol(protocol: Protocol) -> ReducedGraph:
     >>> graph.decision_rules()[:2]
     ('at-pass-one', 'at-pass-three')
     """
-    explorer = _Explorer(protocol)
+    explorer = _Explorer(protocol, observer)
     stage = protocol.stage(protocol.start_stage)
     start = (TREAT, stage.id, protocol.dose_index(protocol.start_dose), min(stage.cohort, protocol.cap))
     # One frame per step (cohort or decision), at most 2 * cap + 1 steps deep, plus the guards'
     # own frames; raised only when a large cap needs it (never lowered, for other threads' sake).
     if sys.getrecursionlimit() < 4 * protocol.cap + 200:
         sys.setrecursionlimit(4 * protocol.cap + 200)
-    root, _ = explorer.visit(start, [0] * (3 * explorer.k + 1), [])
+    root, _ = explorer.visit(start, [0] * (4 * explorer.k + 1), [])
     nodes = tuple(explorer.nodes)
     stats = {
         "nodes": len(nodes),
@@ -407,4 +495,4 @@ def reduce_protocol(protocol: Protocol) -> ReducedGraph:
         "decide": sum(n.kind == DECIDE for n in nodes),
         "stop": sum(n.kind == STOP for n in nodes),
     }
-    return ReducedGraph(protocol, nodes, root, stats)
+    return ReducedGraph(protocol, nodes, root, stats, tuple(explorer.checks))
