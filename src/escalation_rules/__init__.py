@@ -31,6 +31,7 @@ from .analysis import (
     run_grid,
 )
 from .designs import DESIGNS, builtin_design
+from .eligibility import ScreeningResult, load_eligibility, screen
 from .engine import Decision, OptionView, decide
 from .errors import CompileError, EscalationRulesError, GuardSyntaxError, HistoryError, ProtocolError
 from .graph import CompiledProtocol, compile_protocol
@@ -70,6 +71,7 @@ __all__ = [
     "OptionView",
     "Protocol",
     "ProtocolError",
+    "ScreeningResult",
     "SimulationResult",
     "TrialStatus",
     "TrialStore",
@@ -78,6 +80,7 @@ __all__ = [
     "compile_protocol",
     "decide",
     "future_paths",
+    "load_eligibility",
     "load_protocol",
     "load_scenarios",
     "operating_characteristics",
@@ -86,6 +89,7 @@ __all__ = [
     "path_probabilities",
     "resolve_spec",
     "run_grid",
+    "screen",
     "simulate",
     "trial_status",
     "verify",

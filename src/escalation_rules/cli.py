@@ -3,8 +3,10 @@
 SPEC is a protocol file or folder (``spec/nct07117175`` or
 ``spec/nct07117175.toml``) or a built-in design name with ``--doses N``.
 
-Exit status: 0 success; 1 a check failed (``verify`` found a violation);
-2 the input was refused (bad protocol, impossible history, bad arguments).
+Exit status: 0 success; 1 a check failed (``verify`` found a violation,
+``trial verify`` a broken chain); 2 the input was refused (bad protocol,
+impossible history, bad arguments); ``screen`` also answers 3 (not
+eligible) and 4 (undetermined).
 Errors are printed on stderr, one line each, never as a traceback.
 """
 
