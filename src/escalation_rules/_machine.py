@@ -154,14 +154,8 @@ def apply_outcome(protocol: Protocol, state: State, outcome: Outcome, env: dict[
     closed = state.closed | (1 << state.dose) if outcome.close else state.closed
     dose = state.dose
     if outcome.action == "stop":
-        if outcome.mtd == "current":
-            mtd: int | None = dose
-        elif outcome.mtd == "previous":
-            mtd = dose - 1 if dose > 0 else None
-        else:
-            mtd = None
-        return attrs.evolve(state, phase="stop", cohort=0, closed=closed, rule=label, mtd=mtd)
-    target = dose + {"stay": 0, "next": 1, "previous": -1}[outcome.move]
+        return attrs.evolve(state, phase="stop", cohort=0, closed=closed, rule=label, mtd=outcome.mtd_dose(dose))
+    target = outcome.target(dose)
     if not 0 <= target < len(protocol.doses):
         where = "above the top dose" if target > dose else "below the lowest dose"
         raise StepError(f"rule {label!r} moves {where}", (label.split("/")[0],))

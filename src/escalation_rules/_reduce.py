@@ -65,7 +65,6 @@ from .protocol import Outcome, Protocol
 __all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "reduce_protocol"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
-_MOVES = {"stay": 0, "next": 1, "previous": -1}
 
 #: The data vector of a state with K doses: patients at dose i (index i), DLTs
 #: (K + i), closed for toxicity (2K + i), escalated from (3K + i), then the enrolment (4K).
@@ -321,18 +320,12 @@ class _Explorer:
         if outcome.close and not vals[2 * k + dose]:
             vals = list(vals)
             vals[2 * k + dose] = 1
-        if outcome.action == "treat" and _MOVES[outcome.move] > 0 and not vals[3 * k + dose]:
+        if outcome.action == "treat" and outcome.target(dose) > dose and not vals[3 * k + dose]:
             vals = list(vals)
             vals[3 * k + dose] = 1
         if outcome.action == "stop":
-            if outcome.mtd == "current":
-                mtd: int | None = dose
-            elif outcome.mtd == "previous":
-                mtd = dose - 1 if dose > 0 else None
-            else:
-                mtd = None
-            return (STOP, mtd, outcome.close), vals
-        target = dose + _MOVES[outcome.move]
+            return (STOP, outcome.mtd_dose(dose), outcome.close), vals
+        target = outcome.target(dose)
         if not 0 <= target < k:
             where = "above the top dose" if target > dose else "below the lowest dose"
             raise self.fail(f"rule {label!r} moves {where}", path, step)

@@ -136,10 +136,11 @@ def _rule_of(protocol: Protocol, label: str | None) -> tuple[Rule | None, Option
     return rule, option
 
 
-def _target(state: State, option: Option) -> int | None:
+def option_level(state: State, option: Option) -> int | None:
+    """The 1-based dose an option at a decision state treats at, or None if it stops."""
     if option.outcome.action != "treat":
         return None
-    return state.dose + {"stay": 0, "next": 1, "previous": -1}[option.outcome.move] + 1
+    return option.outcome.target(state.dose) + 1
 
 
 def _dose_text(protocol: Protocol, dose: int) -> str:
@@ -275,9 +276,10 @@ class _Run:
     def infer(self, entry: Cohort, index: int, label: str) -> State:
         state = self.state
         rule = self.p.rule(state.rule or "")
-        matches = [o for o in rule.options if _target(state, o) == entry.dose]
+        matches = [o for o in rule.options if option_level(state, o) == entry.dose]
         if len(matches) != 1:
-            offered = ", ".join(f"{o.id} ({'dose ' + str(_target(state, o)) if _target(state, o) else 'stop'})"
+            levels = {o.id: option_level(state, o) for o in rule.options}
+            offered = ", ".join(f"{o.id} ({'dose ' + str(levels[o.id]) if levels[o.id] else 'stop'})"
                                 for o in rule.options)
             why = "none treats" if not matches else "more than one treats"
             raise HistoryError(f"{label}: at the decision point of rule {rule.id!r} ({rule.clause}) the options are "

@@ -121,7 +121,7 @@ def _successors(protocol: Protocol, state: State) -> Iterator[tuple[State, dict[
 def _option_target(state: State, outcome: Any) -> int | None:
     if outcome.action != "treat":
         return None
-    return int(state.dose + {"stay": 0, "next": 1, "previous": -1}[outcome.move])
+    return int(outcome.target(state.dose))
 
 
 def compile_protocol(protocol: Protocol) -> CompiledProtocol:

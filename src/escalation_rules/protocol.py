@@ -86,6 +86,7 @@ GUARD_NAME_DOCS: Mapping[str, str] = {
 
 ACTIONS = ("treat", "stop", "decide")
 MOVES = ("stay", "next", "previous")
+_MOVE_STEP = {"stay": 0, "next": 1, "previous": -1}
 MTDS = ("current", "previous", "none")
 STAGE_KINDS = ("escalation", "titration", "deescalation", "fill")
 HIT_POLICIES = ("unique", "first")
@@ -152,6 +153,30 @@ class Outcome:
     stage: str | None = None
     mtd: str = "none"
     close: bool = False
+
+    def target(self, dose: int) -> int:
+        """The 0-based dose a ``treat`` outcome moves to from ``dose`` (may be off the ladder).
+
+        Examples
+        --------
+        >>> Outcome("treat", move="previous").target(2)
+        1
+        """
+        return dose + _MOVE_STEP[self.move]
+
+    def mtd_dose(self, dose: int) -> int | None:
+        """The 0-based MTD a ``stop`` outcome declares at ``dose`` (None: no MTD).
+
+        Examples
+        --------
+        >>> Outcome("stop", mtd="previous").mtd_dose(0) is None
+        True
+        """
+        if self.mtd == "current":
+            return dose
+        if self.mtd == "previous" and dose > 0:
+            return dose - 1
+        return None
 
 
 @attrs.frozen

@@ -40,6 +40,7 @@ import networkx as nx
 
 from ._machine import State
 from .designs import DESIGNS, builtin_design
+from .engine import option_level
 from .errors import EscalationRulesError
 from .graph import CompiledProtocol, compile_protocol
 from .history import Choice, Cohort, Entry
@@ -139,7 +140,7 @@ class _Walker:
     def unoffered_doses(self, state: State) -> list[int]:
         if state.phase != "decide":
             return []
-        targets = {_target(state, o) for o in self.options(state)}
+        targets = {option_level(state, o) for o in self.options(state)}
         return [d for d in range(1, self.k + 1) if d not in targets]
 
     def undetermined_partials(self, state: State) -> list[tuple[int, int]]:
@@ -185,13 +186,6 @@ class _Walker:
             found = frozenset(ok)
             self._reach[kind] = found
         return found
-
-
-def _target(state: State, option: Option) -> int | None:
-    """1-based dose an option treats at, or None if it stops."""
-    if option.outcome.action != "treat":
-        return None
-    return state.dose + {"stay": 0, "next": 1, "previous": -1}[option.outcome.move] + 1
 
 
 def _view(state: State) -> tuple[Any, ...]:
@@ -288,8 +282,8 @@ def _written(walker: _Walker, steps: Sequence[tuple[State, Entry]]) -> list[str]
             nxt = steps[i + 1][1]
             options = walker.options(state)
             chosen = next(o for o in options if o.id == entry.option)
-            target = _target(state, chosen)
-            unique = sum(1 for o in options if _target(state, o) == target) == 1
+            target = option_level(state, chosen)
+            unique = sum(1 for o in options if option_level(state, o) == target) == 1
             if isinstance(nxt, Cohort) and target == nxt.dose and unique:
                 continue
         tokens.append(str(entry))
