@@ -356,3 +356,21 @@ def test_process_refused_protocol_exits_2_without_traceback() -> None:
     assert done.stdout == ""
     assert "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 4
+
+
+def test_empty_spec_is_refused_not_read_as_the_current_folder(capsys) -> None:
+    """An empty SPEC is refused (it would otherwise read every .toml of the working folder)."""
+    from escalation_rules.cli import main
+
+    assert main(["next", "", "1N"]) == 2
+    assert "expected a protocol file or folder" in capsys.readouterr().err
+
+
+def test_paths_depth_zero_and_negative(capsys) -> None:
+    """--depth 0 shows only the current decision; a negative depth is refused."""
+    from escalation_rules.cli import main
+
+    assert main(["paths", "3+3-deescalate", "--depth", "0"]) == 0
+    assert capsys.readouterr().out.strip() == "(start) -> treat 3 at dose 1"
+    assert main(["paths", "3+3-deescalate", "--depth", "-1"]) == 2
+    assert "--depth: expected 0 or more" in capsys.readouterr().err

@@ -236,3 +236,9 @@ def test_boolean_precedence_matches_python(a: bool, b: bool, c: bool) -> None:
     assert parse_guard("a or b and c", NAMES).evaluate(env) == (a or (b and c))
     assert parse_guard("not a or b and not c", NAMES).evaluate(env) == ((not a) or (b and not c))
     assert parse_guard("not (a or b) and c", NAMES).evaluate(env) == ((not (a or b)) and c)
+
+
+def test_deeply_nested_guards_are_refused_not_overflowed() -> None:
+    """Hundreds of nested parentheses are refused with a clear message instead of a RecursionError."""
+    with pytest.raises(GuardSyntaxError, match="too deeply nested"):
+        parse_guard("(" * 300 + "n == 1" + ")" * 300, NAMES)

@@ -159,3 +159,15 @@ def test_json_form_matches_outcome_string(entries: tuple[Cohort | Choice, ...]) 
     data = [{"dose": e.dose, "outcomes": e.outcomes} if isinstance(e, Cohort) else {"decision": e.option}
             for e in entries]
     assert parse_history_json(data) == parse_outcomes(format_history(entries))
+
+
+def test_only_ascii_digits_name_a_dose() -> None:
+    """A full-width digit is not a dose level."""
+    with pytest.raises(HistoryError, match="cohort 1"):
+        parse_outcomes("１N")
+
+
+def test_json_nested_too_deeply_is_refused() -> None:
+    """Pathologically nested JSON gives a one-line refusal, not a RecursionError."""
+    with pytest.raises(HistoryError, match="nested too deeply"):
+        parse_history_json("[" * 100_000)

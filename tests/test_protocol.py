@@ -327,3 +327,41 @@ def test_broken_fixture_loads_compiles_and_fails_verify() -> None:
     assert failed["mtd-accepted"].counterexample == "1NNN 2NNT 2NNT"
     assert set(failed) == {"no-escalation-after-two-dlts", "mtd-accepted"}
     assert "INVARIANT VIOLATED" in report.text()
+
+
+def test_ladder_amounts_must_be_positive_and_increasing(tmp_path) -> None:
+    """A dose below the one before it, or a non-positive amount, is refused naming the dose."""
+    import re
+
+    from escalation_rules import ProtocolError, load_protocol
+
+    text = Path("spec/nct07117175/protocol.toml").read_text(encoding="utf-8")
+    for old, new, where in [("amount = 2e7", "amount = 9e9", "doses[2].amount: the ladder goes lowest first"),
+                            ("amount = 2e7", "amount = -2e7", "doses[1].amount: expected a positive amount")]:
+        folder = tmp_path / re.sub(r"\W", "", new)
+        folder.mkdir()
+        (folder / "protocol.toml").write_text(text.replace(old, new), encoding="utf-8")
+        with pytest.raises(ProtocolError, match=re.escape(where)):
+            load_protocol(folder)
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_it(tmp_path) -> None:
+    """Bytes that are not UTF-8 give a one-line refusal naming the file, not a traceback."""
+    from escalation_rules import ProtocolError, load_protocol
+
+    bad = tmp_path / "p.toml"
+    bad.write_bytes(b"[protocol]\nid = '\xff'\n")
+    with pytest.raises(ProtocolError, match=r"p\.toml: not UTF-8 text"):
+        load_protocol(bad)
+
+
+def test_a_refused_rule_is_not_reported_again_as_unknown_by_the_policy(tmp_path) -> None:
+    """An unknown name in a decision rule's guard is one problem, not also 'unknown rule' in the policy."""
+    from escalation_rules import ProtocolError, load_protocol
+
+    text = Path("spec/nct07117175/protocol.toml").read_text(encoding="utf-8")
+    (tmp_path / "protocol.toml").write_text(text.replace('when = "n == 1 and tox == 0"', 'when = "dlts == 0"'),
+                                            encoding="utf-8")
+    with pytest.raises(ProtocolError) as err:
+        load_protocol(tmp_path)
+    assert len(err.value.problems) == 1 and "unknown name 'dlts'" in err.value.problems[0]

@@ -75,6 +75,8 @@ def load_history(args: argparse.Namespace) -> Any:
             text = sys.stdin.read() if args.history_json == "-" else path.read_text(encoding="utf-8")
         except OSError as err:
             raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise EscalationRulesError(f"{path}: not UTF-8 text (byte {err.start})") from None
         return parse_history_json(text, str(path))
     return args.outcomes or ""
 
@@ -114,6 +116,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_paths(args: argparse.Namespace) -> int:
+    if args.depth is not None and args.depth < 0:
+        raise EscalationRulesError(f"--depth: expected 0 or more steps (got {args.depth})")
     protocol = load_spec(args)
     compile_protocol(protocol)
     tree = future_paths(protocol, load_history(args), max_depth=args.depth)
@@ -161,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check every invariant on every reachable state")
     add_spec_arguments(p)
     p.add_argument("--full", action="store_true",
-                   help="walk the full compiled state graph instead of merged states (same checks, slower)")
+                   help="walk the full compiled state graph instead of merged states (same checks; time and memory "
+                        "grow with every history, so keep it for short ladders)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_cmd_verify)
 
@@ -204,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # pragma: no cover - e.g. piped into head
         return 0
+    except UnicodeDecodeError as err:  # a last guard: every reader names its file where it can
+        print(f"escalation-rules {args.command}: input is not UTF-8 text (byte {err.start})", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"escalation-rules {args.command}: input nested too deeply to read", file=sys.stderr)
+        return 2
     return status
 
 

@@ -99,11 +99,11 @@ EVENTS = "events"
 _STRING = "string"  # a quoted literal before it meets a code
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<int>\d+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
+    r"\s*(?:(?P<int>[0-9]+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
     r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|\(|\)|,)|(?P<bad>\S))"
 )
 _TOKEN_CRITERIA = re.compile(
-    r"\s*(?:(?P<float>\d+\.\d+)|(?P<int>\d+)|(?P<string>'[^']*')|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
+    r"\s*(?:(?P<float>[0-9]+\.[0-9]+)|(?P<int>[0-9]+)|(?P<string>'[^']*')|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
     r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|,)|(?P<bad>\S))"
 )
 _KEYWORDS = {"and", "or", "not", "true", "false"}
@@ -176,6 +176,10 @@ class Call:
 Node = Literal | QuantityLiteral | Name | Not | BoolOp | Compare | Arith | Call
 
 
+_MAX_NESTING = 40  # parentheses; deeper would exhaust the recursive descent
+_MAX_TOKENS = 2000
+
+
 class _Parser:
     def __init__(self, text: str, criteria: bool = False) -> None:
         self.text = text
@@ -222,6 +226,14 @@ class _Parser:
         return False
 
     def parse(self) -> Node:
+        depth = deepest = 0
+        for kind, value, _ in self.tokens:
+            if kind == "op" and value in "()":
+                depth += 1 if value == "(" else -1
+                deepest = max(deepest, depth)
+        if deepest > _MAX_NESTING or len(self.tokens) > _MAX_TOKENS:
+            raise GuardSyntaxError(f"expression too deeply nested or too long (at most {_MAX_NESTING} levels of "
+                                   f"parentheses and {_MAX_TOKENS} tokens) in {self.text[:40]!r}...", self.text)
         if self.peek()[0] == "end":
             raise self.error("an expression")
         node = self.parse_or()

@@ -66,7 +66,7 @@ class Choice:
 
 Entry = Cohort | Choice
 
-_TOKEN = re.compile(r"\s*(?:(?P<cohort>(?P<dose>\d+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+))")
+_TOKEN = re.compile(r"\s*(?:(?P<cohort>(?P<dose>[0-9]+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+))")
 
 
 def parse_outcomes(text: str) -> tuple[Entry, ...]:
@@ -122,6 +122,8 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
             data = json.loads(data)
         except json.JSONDecodeError as err:
             raise HistoryError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        except RecursionError:
+            raise HistoryError(f"{source}: JSON nested too deeply to read") from None
     if isinstance(data, dict):
         unknown = set(data) - {"history", "protocol"}
         if unknown:

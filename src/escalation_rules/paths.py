@@ -59,6 +59,8 @@ def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
     base = decision.history
     root: dict[str, Any] = {"history": base, "decision": _summary(decision), "children": []}
     budget[0] -= 1
+    if max_depth is not None and max_depth <= 0:
+        return root
     if decision.action == "treat" and decision.dose is not None and not _complete(state, decision):
         # an incomplete cohort: branch on the rest of it
         seen = base.split(" ")[-1][len(str(decision.dose)):]

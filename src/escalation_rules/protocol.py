@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -569,6 +570,18 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
                     bool(r.get(raw, "provisional", path, bool, False)))
         if did is not None:
             doses.append(dose)
+    previous: Dose | None = None
+    for i, dose in enumerate(doses):
+        if dose.amount is None:
+            continue
+        if not math.isfinite(dose.amount) or dose.amount <= 0:
+            r.problem(f"doses[{i}].amount", f"expected a positive amount (got {dose.amount!r})")
+        elif previous is not None and previous.unit == dose.unit and dose.amount <= (previous.amount or 0):
+            before = f"{previous.amount:g} {dose.unit}" if dose.unit else f"{previous.amount:g}"
+            r.problem(f"doses[{i}].amount",
+                      f"the ladder goes lowest first: expected more than {before} (the dose before) "
+                      f"(got {dose.amount:g})")
+        previous = dose
     for i, dose in enumerate(doses):
         if not dose.provisional and any(d.provisional for d in doses[:i]):
             r.problem(f"doses[{i}].provisional",
@@ -658,6 +671,8 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
         if not isinstance(value, str):
             r.problem(f"clauses.{key}", f"expected a string (got {value!r})")
 
+    declared_rules = {rule.get("id") for stage in raw_stages if isinstance(stage, dict)
+                      for rule in (stage.get("rules") or []) if isinstance(rule, dict)}
     policy_raw = r.get(data, "policy", "", dict, {}) or {}
     r.unknown_keys(policy_raw, "policy", ("default",))
     default_policy = r.get(policy_raw, "default", "policy", dict, {}) or {}
@@ -665,7 +680,8 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
         try:
             rule = next(x for s in stages for x in s.rules if x.id == rule_id)
         except StopIteration:
-            r.problem(f"policy.default.{rule_id}", f"unknown rule {rule_id!r}")
+            if rule_id not in declared_rules:  # a declared rule that was refused is reported already
+                r.problem(f"policy.default.{rule_id}", f"unknown rule {rule_id!r}")
             continue
         if rule.action != "decide":
             r.problem(f"policy.default.{rule_id}", f"rule {rule_id!r} is not a decision point")
@@ -705,6 +721,12 @@ def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str,
                 data = tomllib.load(handle)
         except tomllib.TOMLDecodeError as err:
             problems.append(f"{file}: not valid TOML: {err}")
+            continue
+        except UnicodeDecodeError as err:
+            problems.append(f"{file}: not UTF-8 text (byte {err.start}): TOML files are UTF-8")
+            continue
+        except RecursionError:
+            problems.append(f"{file}: nested too deeply to read")
             continue
         except OSError as err:
             problems.append(f"{file}: cannot read: {err.strerror}")

@@ -33,6 +33,9 @@ def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
     """
     if spec in DESIGNS:
         return builtin_design(spec, 5 if doses is None else doses)
+    if not spec.strip():
+        raise ProtocolError(["SPEC: expected a protocol file or folder, or a built-in design name (got an empty "
+                             "string)"])
     path = Path(spec)
     if not path.exists() and path.suffix == ".toml" and path.with_suffix("").is_dir():
         path = path.with_suffix("")
