@@ -189,14 +189,15 @@ def test_bad_records_name_the_field(spec: EligibilitySpec, changes: dict[str, An
 
 
 @pytest.mark.parametrize(("changes", "text"), [
-    ({"measurements[code=creatinine].unit": "kg"}, "measurements[code=creatinine].unit: expected a unit convertible"),
-    ({"measurements[+]": {"code": "creatinin", "value": 1, "unit": "mg/dL"}}, "measurements[code=creatinin]: unknown"),
-    ({"attestations.venous_acess": True}, "attestations.venous_acess: unknown data item"),
+    ({"measurements[code=creatinine].unit": "kg"}, "p.json: measurements[3].unit: expected a unit convertible"),
+    ({"measurements[+]": {"code": "creatinin", "value": 1, "unit": "mg/dL"}},
+     "p.json: measurements[9].code: unknown data item 'creatinin'"),
+    ({"attestations.venous_acess": True}, "p.json: attestations.venous_acess: unknown data item"),
 ])
 def test_protocol_dependent_refusals(spec: EligibilitySpec, changes: dict[str, Any], text: str) -> None:
-    """Wrong-dimension units and data items the protocol does not know are refused, naming the field."""
+    """Wrong-dimension units and unknown data items are refused with the file name and the indexed JSON path."""
     with pytest.raises(RecordError, match=re.escape(text)):
-        screen(spec, edit(BASE, changes))
+        screen(spec, edit(BASE, changes), "p.json")
 
 
 def test_record_reader_reports_every_problem() -> None:
@@ -231,3 +232,92 @@ def test_schema_rejects_what_the_reader_rejects() -> None:
         assert not validator.is_valid(bad), changes
         with pytest.raises(RecordError):
             read_record(bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("path", ["weight.value", "life_expectancy.value", "measurements[code=alt].value",
+                                  "measurements[code=alt].reference_range.high"])
+def test_non_finite_numbers_are_refused_in_every_numeric_field(spec: EligibilitySpec, bad: float, path: str) -> None:
+    """NaN and infinities are refused wherever a number may stand, naming the indexed field."""
+    changes = ({"measurements[code=alt]": {"code": "alt", "value": 20, "unit": "U/L",
+                                           "reference_range": {"high": bad}}} if path.endswith("high") else
+               {path: bad})
+    field = path.replace("[code=alt]", "[5]")
+    with pytest.raises(RecordError, match=re.escape(f"p.json: {field}: expected a finite number")):
+        screen(spec, edit(BASE, changes), "p.json")
+
+
+def test_non_finite_weight_is_refused_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN weight (Python's json writes it) exits 2 instead of screening the patient with crcl = nan."""
+    from escalation_rules.cli import main
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(edit(BASE, {"weight.value": float("nan")})), encoding="utf-8")
+    assert main(["screen", str(ROOT / "spec" / "nct07117175"), str(path)]) == 2
+    assert "weight.value: expected a finite number (got NaN)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"weight": {"value": 6200, "unit": "kg"}}, "weight.value"),
+    ({"weight": {"value": 2000, "unit": "lb"}}, "weight.value"),
+    ({"weight": {"value": 5, "unit": "g"}}, "weight.value"),
+    ({"life_expectancy": {"value": 200, "unit": "years"}}, "life_expectancy.value"),
+    ({"measurements[code=spo2].value": 0.5, "measurements[code=spo2].unit": "mg/dL"}, None),
+    ({"measurements[code=lvef]": {"code": "lvef", "value": 1.5, "unit": "1"}}, "measurements[7].value"),
+    ({"demographics.birth_date": "1850-01-01"}, "demographics.birth_date"),
+])
+def test_implausible_physical_quantities_are_refused(spec: EligibilitySpec, changes: dict[str, Any],
+                                                     field: str | None) -> None:
+    """A weight, life expectancy, percentage or age no patient can have is refused, naming the field."""
+    if field is None:  # a wrong dimension is a unit error, not a plausibility one
+        with pytest.raises(RecordError, match="expected a unit convertible"):
+            screen(spec, edit(BASE, changes), "p.json")
+        return
+    with pytest.raises(RecordError) as err:
+        screen(spec, edit(BASE, changes), "p.json")
+    assert f"p.json: {field}: " in str(err.value)
+    assert "plausible" in str(err.value) or "age over" in str(err.value)
+
+
+def test_plausible_extremes_are_accepted(spec: EligibilitySpec) -> None:
+    """Heavy but possible weights and SpO2 of exactly 100% are still screened."""
+    record = edit(BASE, {"weight.value": 250, "measurements[code=spo2].value": 100})
+    assert screen(spec, record).outcome in ("eligible", "not eligible", "undetermined")
+
+
+def test_conflicting_measurements_on_one_date_are_refused(spec: EligibilitySpec) -> None:
+    """Two different values for one code on one date are refused, naming both entries."""
+    creat = next(m for m in BASE["measurements"] if m["code"] == "creatinine")
+    other = {**creat, "value": creat["value"] * 2}
+    with pytest.raises(RecordError, match=re.escape("p.json: measurements[9]: creatinine on ")) as err:
+        screen(spec, edit(BASE, {"measurements[+]": other}), "p.json")
+    assert "but measurements[3] gives" in str(err.value)
+
+
+def test_repeated_identical_or_differently_dated_measurements_are_accepted(spec: EligibilitySpec) -> None:
+    """The same value twice on one date is not a conflict, and a later date still replaces an earlier one."""
+    creat = next(m for m in BASE["measurements"] if m["code"] == "creatinine")
+    assert screen(spec, edit(BASE, {"measurements[+]": dict(creat)})).outcome == "eligible"
+    earlier = {**creat, "value": 99, "date": "2026-01-01"}
+    assert screen(spec, edit(BASE, {"measurements[+]": earlier})).outcome == "eligible"
+
+
+@pytest.mark.parametrize(("anchors", "field"), [
+    ({"enrolment": "2025-03-10"}, "anchors.enrolment"),
+    ({"cell_collection": "2026-03-01"}, "anchors.cell_collection"),
+    ({"planned_infusion": "2026-03-11"}, "anchors.planned_infusion"),
+])
+def test_anchors_out_of_order_are_refused(spec: EligibilitySpec, anchors: dict[str, str], field: str) -> None:
+    """Enrolment or cell collection before screening, or an infusion planned before them, is refused."""
+    changes = {f"anchors.{k}": v for k, v in anchors.items()}
+    with pytest.raises(RecordError, match=re.escape(f"p.json: {field}: ")):
+        screen(spec, edit(BASE, changes), "p.json")
+
+
+def test_record_messages_use_json_words() -> None:
+    """Refusals show JSON values (null, true), never Python type names or reprs."""
+    with pytest.raises(RecordError) as err:
+        read_record({"id": None, "anchors": {"screening": True}, "ecog": False}, "p.json")
+    text = str(err.value)
+    assert "got null" in text and "got true" in text and "got false" in text
+    assert "NoneType" not in text and "True" not in text and "False" not in text

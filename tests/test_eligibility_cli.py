@@ -107,3 +107,28 @@ def test_data_items(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data-items", SPEC, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} >= {"creatinine", "creatinine.uln", "crcl", "age", "hbv_dna"}
+
+
+def test_screen_refuses_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record file in another encoding is refused with status 2 and one line naming the file, no traceback."""
+    path = tmp_path / "p.json"
+    path.write_bytes(json.dumps(edit(BASE, {"id": "Zoë"}), ensure_ascii=False).encode("latin-1"))
+    assert main(["screen", SPEC, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: cannot read" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_screen_refuses_unknown_life_expectancy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN life expectancy is refused (status 2), not read as a criterion that is not met (status 3)."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(edit(BASE, {"life_expectancy.value": float("nan")})), encoding="utf-8")
+    assert main(["screen", SPEC, str(path)]) == 2
+    assert f"{path}: life_expectancy.value: expected a finite number (got NaN)" in capsys.readouterr().err
+
+
+def test_unit_errors_name_the_file_and_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A unit of the wrong dimension is reported like every other record error: file name and indexed path."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(edit(BASE, {"measurements[code=creatinine].unit": "kg"})), encoding="utf-8")
+    assert main(["screen", SPEC, str(path)]) == 2
+    assert f"{path}: measurements[3].unit: expected a unit convertible" in capsys.readouterr().err

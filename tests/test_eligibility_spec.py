@@ -62,11 +62,24 @@ def test_shipped_protocol_loads() -> None:
 
 
 def test_error_names_file_and_key_path(tmp_path: Path) -> None:
-    """A criterion comparing different dimensions is refused naming the folder and eligibility.criteria[i].when."""
+    """A criterion comparing different dimensions is refused naming the file and eligibility.criteria[i].when."""
     path = folder(tmp_path, GOOD_ITEMS + criterion("crcl_in > 60 'mL/min' and ecog <= 2"))
     with pytest.raises(ProtocolError) as err:
         load_eligibility(load_protocol(path))
-    assert str(err.value).startswith(f"{path}: eligibility.criteria[0].when: '>' compares mg/dL")
+    assert str(err.value).startswith(f"{path / 'eligibility.toml'}: eligibility.criteria[0].when: '>' compares mg/dL")
+
+
+def test_broken_criterion_does_not_report_its_items_as_unread(tmp_path: Path) -> None:
+    """When a criterion fails to parse, the items it meant to read are not also reported as never read."""
+    found = problems(tmp_path, GOOD_ITEMS + criterion("crcl_in > 60 'mL/min' and ecog <= 2"))
+    assert len(found) == 1 and found[0].startswith("eligibility.criteria[0].when:"), found
+
+
+def test_loader_messages_use_toml_words(tmp_path: Path) -> None:
+    """A wrong value is shown as written in TOML (true, not Python's True)."""
+    found = problems(tmp_path, GOOD_ITEMS + criterion("ecog <= 2 and crcl_in > 1 'mg/dL'").replace(
+        'kind = "inclusion"', "kind = true"))
+    assert any("got true" in line for line in found) and not any("True" in line for line in found), found
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -83,7 +96,7 @@ def test_error_names_file_and_key_path(tmp_path: Path) -> None:
     ('[eligibility.items.x]\nsource = "weight"\nunit = "mL"\n' + criterion("x > 1 'mL'"),
      "eligibility.items.x.unit: expected a unit of [mass]"),
     ('[eligibility.items.x]\nsource = "events"\nwhere = { type = ["stroke"] }\n' + criterion("exists(x)"),
-     "eligibility.items.x.where.type: unknown value(s) ['stroke']"),
+     "eligibility.items.x.where.type: unknown value(s) [\"stroke\"]"),
     (GOOD_ITEMS + '[eligibility.items.unused]\nsource = "ecog"\n' + criterion("ecog <= 2 and crcl_in > 1 'mg/dL'"),
      "eligibility.items.unused: declared but no criterion or formula reads it"),
     ('[eligibility.items.f]\nformula = "cockcroft_gault"\ninputs = { age = "a" }\n' + criterion("f > 1 'mL/min'"),

@@ -140,9 +140,26 @@ LIST_FIELDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     }, ("type", "site", "requires_treatment", "controlled", "start")),
 }
 
+#: Plausible ranges of physical quantities; a value outside is refused as impossible (bounds included).
+#: Record place (``weight``, ``life_expectancy``, ``measurements.CODE``) to (unit, lowest, highest).
+PLAUSIBLE: dict[str, tuple[str, float, float]] = {
+    "weight": ("kg", 0.2, 650.0),
+    "life_expectancy": ("year", 0.0, 130.0),
+    "measurements.height": ("cm", 20.0, 280.0),
+    "measurements.spo2": ("%", 0.0, 100.0),
+    "measurements.lvef": ("%", 0.0, 100.0),
+    "measurements.cd7_flow": ("%", 0.0, 100.0),
+    "measurements.cd7_ihc": ("%", 0.0, 100.0),
+}
+_MAX_AGE = 130
+
 _TOP_KEYS = ("format", "id", "as_of", "anchors", "ecog", "weight", "life_expectancy", "measurements",
              "attestations", *SECTION_FIELDS, *LIST_FIELDS)
 _ANCHORS = ("screening", "cell_collection", "enrolment", "planned_infusion")
+#: Pairs of anchors in their natural order: (earlier, later).
+_ANCHOR_ORDER = (("screening", "cell_collection"), ("screening", "enrolment"),
+                 ("cell_collection", "planned_infusion"), ("enrolment", "planned_infusion"),
+                 ("screening", "planned_infusion"))
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -166,6 +183,7 @@ class Measurement:
     low: float | None
     high: float | None
     range_unit: str
+    index: int | None = attrs.field(default=None, eq=False, repr=False)  # position in the record's list
 
 
 @attrs.frozen
@@ -233,6 +251,7 @@ class PatientRecord:
     sections: Mapping[str, Mapping[str, Any]]
     lists: Mapping[str, tuple[Any, ...] | None]
     attestations: Mapping[str, bool]
+    source: str = attrs.field(default="record", eq=False)  # the file (or line) it was read from
 
 
 class _Reader:
@@ -422,6 +441,32 @@ _ALLOWED_TOP = frozenset(_TOP_KEYS)
 _ALLOWED_ANCHORS = frozenset(_ANCHORS)
 
 
+def _non_finite(data: Any, path: str, out: list[tuple[str, float]]) -> None:
+    """Append (JSON path, value) for every NaN or infinite number in decoded data (JSON itself has none)."""
+    items = data.items() if type(data) is dict else enumerate(data) if type(data) is list else ()
+    for key, value in items:
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # nan - nan and inf - inf are nan; finite numbers give 0
+                out.append((f"{path}[{key}]" if type(key) is int else f"{path}.{key}" if path else str(key), value))
+        elif kind is dict or kind is list:
+            _non_finite(value, f"{path}[{key}]" if type(key) is int else f"{path}.{key}" if path else str(key), out)
+
+
+def _implausible(place: str, value: float, unit: str) -> str | None:
+    """Why ``value unit`` is impossible at ``place`` (a key of :data:`PLAUSIBLE`), else ``None``."""
+    target, low, high = PLAUSIBLE[place]
+    try:
+        converted = value * unit_factor(unit, target)
+    except GuardSyntaxError:
+        return None  # another dimension: the unit check reports it
+    if low <= converted <= high:
+        return None
+    what = place.rpartition(".")[2].replace("_", " ")
+    shown = f"{value:g} {unit}" + ("" if unit == target else f" = {converted:.4g} {target}")
+    return f"expected a plausible {what} of {low:g} to {high:g} {target} (got {shown})"
+
+
 def _show(raw: Any) -> str:
     try:
         text = json.dumps(raw) if not isinstance(raw, str) else repr(raw)
@@ -466,7 +511,7 @@ _GOOD_CODES: set[str] = set()
 _INF = float("inf")
 
 
-def _measurement_fast(raw: Any, as_of: dt.date | None) -> Measurement | None:
+def _measurement_fast(raw: Any, as_of: dt.date | None, index: int) -> Measurement | None:
     """The usual, valid measurement at the cost of a few type tests; ``None`` sends it to the checking path."""
     if type(raw) is not dict or not raw.keys() <= _MEASUREMENT_KEYS:
         return None
@@ -517,11 +562,12 @@ def _measurement_fast(raw: Any, as_of: dt.date | None) -> Measurement | None:
             range_unit = rng["unit"]
             if type(range_unit) is not str or _unit_ok(range_unit) is None:
                 return None
-    return Measurement(code, float(value), unit, when, low, high, range_unit)
+    return Measurement(code, float(value), unit, when, low, high, range_unit, index)
 
 
-def _measurement(r: _Reader, raw: Any, path: str) -> Measurement | None:
-    fast = _measurement_fast(raw, r.as_of)
+def _measurement(r: _Reader, raw: Any, index: int) -> Measurement | None:
+    path = f"measurements[{index}]"
+    fast = _measurement_fast(raw, r.as_of, index)
     if fast is not None:
         return fast
     if type(raw) is not dict:
@@ -563,7 +609,7 @@ def _measurement(r: _Reader, raw: Any, path: str) -> Measurement | None:
                 r.problem(f"{path}.value", f"expected at most 100% (got {value:g} {unit})")
     if code is None or value is None or unit is None or range_unit is None:
         return None
-    return Measurement(code, value, unit, when, low, high, range_unit)
+    return Measurement(code, value, unit, when, low, high, range_unit, index)
 
 
 def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
@@ -629,6 +675,10 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     r = _Reader(source)
     if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
+    bad: list[tuple[str, float]] = []
+    _non_finite(data, "", bad)
+    if bad:  # refused here, once, for every numeric field; the checks below may assume finite numbers
+        raise RecordError([f"{source}: {path}: expected a finite number (got {_show(value)})" for path, value in bad])
     if len(data.keys() - _ALLOWED_TOP):
         r.unknown(data, "", _ALLOWED_TOP)
     fmt = data.get("format")
@@ -654,6 +704,11 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     screening = dates["screening"]
     if screening is None and anchors_raw.get("screening") is None:
         r.problem("anchors.screening", "missing (every record is screened as of a date)")
+    for before, key in _ANCHOR_ORDER:  # cell collection may come before or after enrolment
+        first, day = dates[before], dates[key]
+        if first is not None and day is not None and day < first:
+            r.problem(f"anchors.{key}", f"{day} is before anchors.{before} {first} (expected screening first, "
+                      "then cell_collection and enrolment, then planned_infusion)")
     as_of = r.date(data.get("as_of"), "as_of") or screening
     if as_of is not None and screening is not None and as_of < screening:
         r.problem("as_of", f"{as_of} is before the screening date {screening}")
@@ -668,6 +723,8 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
             r.problem("weight.value", f"expected more than 0 (got {weight.value:g})")
         elif parse_unit(weight.unit)[1] != "[mass]":
             r.problem("weight.unit", f"expected a unit of mass such as 'kg' or 'lb' (got {weight.unit!r})")
+        elif (why := _implausible("weight", weight.value, weight.unit)) is not None:
+            r.problem("weight.value", why)
     life = (r.quantity(data.get("life_expectancy"), "life_expectancy", dated=False)
             if data.get("life_expectancy") is not None else None)
     if life is not None:
@@ -675,6 +732,8 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
             r.problem("life_expectancy.value", f"expected 0 or more (got {life.value:g})")
         elif parse_unit(life.unit)[1] != "[time]":
             r.problem("life_expectancy.unit", f"expected a unit of time such as 'weeks' (got {life.unit!r})")
+        elif (why := _implausible("life_expectancy", life.value, life.unit)) is not None:
+            r.problem("life_expectancy.value", why)
 
     measurements: dict[str, Measurement] | None = None
     raw_m = data.get("measurements")
@@ -683,10 +742,19 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         if type(raw_m) is not list:
             r.problem("measurements", f"expected a list (got {_show(raw_m)})")
         else:
+            seen: dict[tuple[str, dt.date | None], Measurement] = {}
             for i, item in enumerate(raw_m):
-                m = _measurement(r, item, f"measurements[{i}]")
+                m = _measurement(r, item, i)
                 if m is None:
                     continue
+                place = "measurements." + m.code
+                if place in PLAUSIBLE and (why := _implausible(place, m.value, m.unit)) is not None:
+                    r.problem(f"measurements[{i}].value", why)
+                twin = seen.setdefault((m.code, m.date), m)
+                if twin is not m and (twin.value, twin.unit) != (m.value, m.unit):
+                    r.problem(f"measurements[{i}]", f"{m.code} on {m.date or 'an undated day'} is {m.value:g} "
+                              f"{m.unit} but measurements[{twin.index}] gives {twin.value:g} {twin.unit} "
+                              "(expected one value per code and date)")
                 old = measurements.get(m.code)
                 if old is None or (m.date or dt.date.min) >= (old.date or dt.date.min):
                     measurements[m.code] = m
@@ -700,8 +768,11 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         if table is not None:
             sections[name] = r.fields(table, name, kinds, allowed)
     birth = sections.get("demographics", {}).get("birth_date")
-    if birth is not None and screening is not None and screening.year - birth.year > 130:
-        r.problem("demographics.birth_date", f"{birth} gives an age over 130 years")
+    if birth is not None and screening is not None:
+        if screening.year - birth.year > _MAX_AGE:
+            r.problem("demographics.birth_date", f"{birth} gives an age over {_MAX_AGE} years")
+        elif birth > screening:
+            r.problem("demographics.birth_date", f"{birth} is after the screening date {screening}")
 
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
 
@@ -723,7 +794,8 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         raise RecordError(r.problems)
     assert screening is not None and as_of is not None
     anchors = Anchors(screening, dates["cell_collection"], dates["enrolment"], dates["planned_infusion"])
-    return PatientRecord(rid, anchors, as_of, ecog, weight, life, measurements, sections, lists, attestations)
+    return PatientRecord(rid, anchors, as_of, ecog, weight, life, measurements, sections, lists, attestations,
+                         source)
 
 
 def read_record_json(text: str, source: str = "record") -> PatientRecord:

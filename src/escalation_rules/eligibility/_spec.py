@@ -42,7 +42,7 @@ from ..guards import (
     unit_factor,
 )
 from ..protocol import Protocol
-from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError
+from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, _show
 
 __all__ = ["FORMULAS", "Criterion", "DataItem", "EligibilitySpec", "Formula", "load_eligibility"]
 
@@ -218,8 +218,8 @@ class EligibilitySpec:
         problems = []
         if record.measurements is not None:
             for code in record.measurements.keys() - self._codes:
-                problems.append(f"measurements[code={code}]: unknown data item "
-                                f"(this protocol reads: {', '.join(sorted(self._codes))})")
+                problems.append(f"measurements[{record.measurements[code].index}].code: unknown data item "
+                                f"{code!r} (this protocol reads: {', '.join(sorted(self._codes))})")
         for key in record.attestations.keys() - self._attestations:
             problems.append(f"attestations.{key}: unknown data item "
                             f"(this protocol reads: {', '.join(sorted(self._attestations))})")
@@ -230,7 +230,7 @@ class EligibilitySpec:
         except RecordError as err:
             problems.extend(err.problems)
         if problems:
-            raise RecordError([f"record {record.id}: {p}" for p in problems])
+            raise RecordError([f"{record.source}: {p}" for p in problems])
         return env
 
 
@@ -249,7 +249,7 @@ class _Loader:
                 self.problem(f"{path}.{key}", "missing")
             return None
         if not isinstance(value, str) or not value.strip():
-            self.problem(f"{path}.{key}", f"expected a non-empty string (got {value!r})")
+            self.problem(f"{path}.{key}", f"expected a non-empty string (got {_show(value)})")
             return None
         return value
 
@@ -279,18 +279,18 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
             return None, extra
         wanted = {"weight": "[mass]", "life_expectancy": "[time]"}.get(source)
         if wanted and qtype.dimension != wanted:
-            load.problem(f"{path}.unit", f"expected a unit of {wanted} for {source} (got {unit!r})")
+            load.problem(f"{path}.unit", f"expected a unit of {wanted} for {source} (got {_show(unit)})")
         molar = raw.get("molar_mass")
         if molar is not None:
             try:
                 unit_factor("g/mol", molar.split(" ", 1)[1] if " " in molar else "", None)
                 float(molar.split(" ", 1)[0])
             except (GuardSyntaxError, ValueError, IndexError):
-                load.problem(f"{path}.molar_mass", f"expected a molar mass such as '113.12 g/mol' (got {molar!r})")
+                load.problem(f"{path}.molar_mass", f"expected a molar mass such as '113.12 g/mol' (got {_show(molar)})")
                 molar = None
         extra.update(unit=unit, molar_mass=molar)
         if head == "measurements" and not _ID.match(rest):
-            load.problem(f"{path}.source", f"expected measurements.CODE with a lower-case code (got {source!r})")
+            load.problem(f"{path}.source", f"expected measurements.CODE with a lower-case code (got {_show(source)})")
         return qtype, extra
     if head == "attestations" and _ID.match(rest):
         extra["attested"] = True
@@ -307,7 +307,7 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
         for key in ("where", "where_not"):
             table = raw.get(key, {})
             if not isinstance(table, dict):
-                load.problem(f"{path}.{key}", f"expected a table of field = [values] (got {table!r})")
+                load.problem(f"{path}.{key}", f"expected a table of field = [values] (got {_show(table)})")
                 continue
             conditions = {}
             for field, values in table.items():
@@ -321,7 +321,7 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
                 allowed = (True, False) if kind == "bool" else kind
                 bad = [v for v in values if v not in allowed or isinstance(v, bool) != (kind == "bool")]
                 if bad:
-                    load.problem(f"{path}.{key}.{field}", f"unknown value(s) {bad!r} "
+                    load.problem(f"{path}.{key}.{field}", f"unknown value(s) {_show(bad)} "
                                  f"(expected: {', '.join(map(str, allowed))})")
                 conditions[field] = tuple(values)
             extra[key] = conditions
@@ -341,7 +341,7 @@ def _read_items(load: _Loader, raw_items: Any) -> dict[str, DataItem]:
             load.problem(path, "expected a lower-case name with letters, digits and underscores")
             continue
         if not isinstance(raw, dict):
-            load.problem(path, f"expected a table (got {raw!r})")
+            load.problem(path, f"expected a table (got {_show(raw)})")
             continue
         for key in raw:
             if key not in _ITEM_KEYS:
@@ -370,7 +370,7 @@ def _formula_item(load: _Loader, path: str, name: str, raw: Mapping[str, Any], i
                   description: str) -> DataItem | None:
     formula = FORMULAS.get(raw["formula"])
     if formula is None:
-        load.problem(f"{path}.formula", f"unknown formula {raw['formula']!r} (known: {', '.join(FORMULAS)})")
+        load.problem(f"{path}.formula", f"unknown formula {_show(raw['formula'])} (known: {', '.join(FORMULAS)})")
         return None
     inputs = raw.get("inputs")
     if not isinstance(inputs, dict):
@@ -447,7 +447,7 @@ def _read_criteria(load: _Loader, raw: Any, items: Mapping[str, DataItem]) -> li
     for i, entry in enumerate(raw):
         path = f"eligibility.criteria[{i}]"
         if not isinstance(entry, dict):
-            load.problem(path, f"expected a table (got {entry!r})")
+            load.problem(path, f"expected a table (got {_show(entry)})")
             continue
         for key in entry:
             if key not in ("id", "kind", "clause", "paraphrase", "when"):
@@ -459,12 +459,12 @@ def _read_criteria(load: _Loader, raw: Any, items: Mapping[str, DataItem]) -> li
         text = load.text(entry, "when", path)
         if cid is not None:
             if not _ID.match(cid):
-                load.problem(f"{path}.id", f"expected a lower-case id with underscores (got {cid!r})")
+                load.problem(f"{path}.id", f"expected a lower-case id with underscores (got {_show(cid)})")
             elif cid in seen or cid in names:
                 load.problem(f"{path}.id", f"{cid!r} is already used by another criterion or data item")
             path = f"eligibility.criteria[{i}]"
         if kind is not None and kind not in KINDS:
-            load.problem(f"{path}.kind", f"expected one of {', '.join(KINDS)} (got {kind!r})")
+            load.problem(f"{path}.kind", f"expected one of {', '.join(KINDS)} (got {_show(kind)})")
         if text is None or cid is None:
             continue
         try:
@@ -503,12 +503,15 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     raw = protocol.extra.get("eligibility")
     if not isinstance(raw, dict):
         raise ProtocolError([f"{source}: eligibility: this protocol declares no eligibility criteria"])
-    load = _Loader(source)
+    load = _Loader(protocol.key_source("eligibility"))
     for key in raw:
         if key not in ("items", "criteria", "description"):
             load.problem(f"eligibility.{key}", "unknown key (expected one of: criteria, description, items)")
     items = _read_items(load, raw.get("items"))
+    before = len(load.problems)
     criteria = _read_criteria(load, raw.get("criteria"), items)
+    if len(load.problems) > before:  # what a broken criterion reads is not known: no "never read" lines
+        raise ProtocolError(load.problems)
     used: dict[str, list[str]] = {}
     definitions = {c.id for c in criteria if c.kind == "definition"}
     for criterion in criteria:
@@ -612,14 +615,14 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
                     return
                 f = factors.get(m.unit)
                 if f is None:
-                    f = factors[m.unit] = _factor(m.unit, unit, molar, f"measurements[code={rest}].unit")
+                    f = factors[m.unit] = _factor(m.unit, unit, molar, f"measurements[{m.index}].unit")
                 env[name] = m.value if f == 1.0 else snap(m.value * f)
                 if m.low is None and m.high is None:
                     env[uln] = env[lln] = None
                     return
                 if m.range_unit != m.unit:
                     f = factors.get(m.range_unit) or _factor(m.range_unit, unit, molar,
-                                                            f"measurements[code={rest}].reference_range.unit")
+                                                            f"measurements[{m.index}].reference_range.unit")
                 env[uln] = None if m.high is None else m.high if f == 1.0 else snap(m.high * f)
                 env[lln] = None if m.low is None else m.low if f == 1.0 else snap(m.low * f)
             return measurement
@@ -691,7 +694,7 @@ def _factor(source: str, target: str, molar: str | None, path: str) -> float:
     try:
         return unit_factor(source, target, molar)
     except GuardSyntaxError:
-        raise RecordError([f"{path}: expected a unit convertible to {target} (got {source!r})"]) from None
+        raise RecordError([f"{path}: expected a unit convertible to {target} (got {_show(source)})"]) from None
 
 
 def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
