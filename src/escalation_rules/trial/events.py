@@ -24,6 +24,7 @@ escalation_rules.trial.events.TrialError: event (infused): date: expected an ISO
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -52,6 +53,7 @@ __all__ = [
     "canonical_json",
     "event_to_dict",
     "format_time",
+    "load_json",
     "parse_event",
     "parse_time",
 ]
@@ -77,8 +79,21 @@ AMENDMENT_CHANGES: tuple[str, ...] = ("add-dose", "change-dose", "remove-dose", 
 _TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
 
 
+#: The years a date or moment may fall in: date arithmetic on observation windows stays far from
+#: the limits of Python's dates (years 1 and 9999).
+YEARS: tuple[int, int] = (1900, 2999)
+
+
+def _in_years(moment: date, value: Any, where: str) -> None:
+    if not YEARS[0] <= moment.year <= YEARS[1]:
+        raise TrialError(f"{where}: expected a year from {YEARS[0]} to {YEARS[1]} (got {value!r})")
+
+
 def parse_time(value: Any, where: str) -> datetime:
     """Parse an ISO 8601 date or date-time into an aware datetime (UTC when no offset is given).
+
+    Years outside :data:`YEARS` are refused, so that date arithmetic on the
+    moment cannot overflow.
 
     Examples
     --------
@@ -86,6 +101,10 @@ def parse_time(value: Any, where: str) -> datetime:
     '2025-01-06T00:00:00+00:00'
     >>> parse_time("2025-01-06T10:30+08:00", "at").isoformat()
     '2025-01-06T10:30:00+08:00'
+    >>> parse_time("9999-12-22", "at")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.trial.events.TrialError: at: expected a year from 1900 to 2999 (got '9999-12-22')
     """
     text = value if isinstance(value, str) and _TIME_TEXT.match(value) else ""
     if len(text) == 10:
@@ -94,6 +113,7 @@ def parse_time(value: Any, where: str) -> datetime:
         except ValueError:
             pass
         else:
+            _in_years(d, value, where)
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
     elif text:
         try:
@@ -101,10 +121,41 @@ def parse_time(value: Any, where: str) -> datetime:
         except ValueError:
             pass
         else:
+            _in_years(moment, value, where)
             moment = moment.replace(microsecond=0)
             return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     raise TrialError(f"{where}: expected an ISO 8601 date or date-time such as 2025-01-06 or "
                      f"2025-01-06T09:00:00Z (got {value!r})")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def load_json(text: str, source: str) -> Any:
+    """Decode JSON text, refusing NaN and Infinity and nesting too deep to decode, with one line naming ``source``.
+
+    Examples
+    --------
+    >>> load_json('{"a": [1, 2]}', "ev.json")
+    {'a': [1, 2]}
+    >>> load_json('{"amount": NaN}', "ev.json")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.trial.events.TrialError: ev.json: not valid JSON: NaN is not a number JSON allows
+    >>> load_json("[" * 100_000, "ev.json")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.trial.events.TrialError: ev.json: not valid JSON: too deeply nested
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise TrialError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise TrialError(f"{source}: not valid JSON: too deeply nested") from None
+    except ValueError as err:
+        raise TrialError(f"{source}: not valid JSON: {err} is not a number JSON allows") from None
 
 
 def format_time(moment: datetime) -> str:
@@ -122,9 +173,12 @@ def format_time(moment: datetime) -> str:
 def _parse_date(value: Any, where: str) -> date:
     if isinstance(value, str) and len(value) == 10:
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            _in_years(day, value, where)
+            return day
     raise TrialError(f"{where}: expected an ISO 8601 date such as 2025-01-06 (got {value!r})")
 
 
@@ -335,10 +389,7 @@ def parse_event(data: Any, source: str = "event") -> Event:
         missing field, malformed date, value out of range.
     """
     if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as err:
-            raise TrialError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        data = load_json(data, source)
     if not isinstance(data, dict):
         raise TrialError(f"{source}: expected a JSON object (got {type(data).__name__})")
     kind = data.get("type")
@@ -406,6 +457,21 @@ def _check(kind: str, v: Mapping[str, Any], where: str) -> None:
             if change == "add-dose" and not isinstance(v["dose"].get("id"), str):
                 raise TrialError(f"{where}: dose.id: expected the new dose's id as a string "
                                  f"(got {v['dose'].get('id')!r})")
+            _check_dose(v["dose"], where)
+
+
+def _check_dose(dose: Mapping[str, Any], where: str) -> None:
+    """The fields of an amended dose, each of the right kind; an amount finite and positive."""
+    for key in ("id", "label", "unit"):
+        if key in dose and (not isinstance(dose[key], str) or not dose[key].strip()):
+            raise TrialError(f"{where}: dose.{key}: expected a non-empty string (got {dose[key]!r})")
+    if "provisional" in dose and not isinstance(dose["provisional"], bool):
+        raise TrialError(f"{where}: dose.provisional: expected true or false (got {dose['provisional']!r})")
+    if "amount" in dose:
+        amount = dose["amount"]
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) \
+                or amount <= 0:
+            raise TrialError(f"{where}: dose.amount: expected a finite positive number (got {amount!r})")
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -433,4 +499,8 @@ def canonical_json(event: Event) -> str:
     >>> canonical_json(parse_event('{"type": "not_evaluable", "patient": "P3", "at": "2025-02-01", "reason": "x"}'))
     '{"at":"2025-02-01T00:00:00Z","patient":"P3","reason":"x","type":"not_evaluable"}'
     """
-    return json.dumps(event_to_dict(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(event_to_dict(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except ValueError:
+        raise TrialError(f"event ({event.TYPE}): holds NaN or Infinity, which JSON does not allow") from None
