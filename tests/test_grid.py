@@ -162,3 +162,72 @@ def test_cli_grid_prints_csv_by_default_and_refuses_unknown_designs(tmp_path, ca
     assert capsys.readouterr().out.startswith("design,scenario,")
     assert main(["grid", "no-such-design", "--scenarios", str(scenarios)]) == 2
     assert "no-such-design" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("jobs", [0, -3])
+def test_jobs_below_one_are_refused(tmp_path, capsys, jobs):
+    """--jobs 0 or negative is refused with one line (API and CLI), never a ValueError traceback."""
+    with pytest.raises(EscalationRulesError, match="--jobs: expected a whole number of 1 or more"):
+        run_grid(DESIGNS, SCENARIOS[:1], jobs=jobs)
+    scenarios = tmp_path / "s.csv"
+    scenarios.write_text("name,p1,p2\na,0.1,0.2\n", encoding="utf-8")
+    assert main(["grid", "3+3-deescalate", "--scenarios", str(scenarios), "--jobs", str(jobs)]) == 2
+    assert "--jobs: expected a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_scenarios_file_that_is_not_utf8_is_refused(tmp_path, capsys):
+    """A scenarios file in another encoding is refused with one line naming the file."""
+    scenarios = tmp_path / "s.csv"
+    scenarios.write_bytes("name,p1,p2\nzoë,0.1,0.2\n".encode("latin-1"))
+    with pytest.raises(EscalationRulesError, match=r"s\.csv: cannot read: not UTF-8"):
+        load_scenarios(scenarios)
+    assert main(["grid", "3+3-deescalate", "--scenarios", str(scenarios), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read: not UTF-8" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--plot", "--csv", "--json"])
+def test_every_output_in_a_missing_folder_is_refused_and_nothing_is_written(tmp_path, capsys, option):
+    """An output whose folder does not exist is refused for --plot, --csv and --json alike; nothing appears."""
+    scenarios = tmp_path / "s.csv"
+    scenarios.write_text("name,p1,p2\na,0.1,0.2\n", encoding="utf-8")
+    missing = tmp_path / "nonexist" / ("g.png" if option == "--plot" else "x.out")
+    others = {"--plot": tmp_path / "g.svg", "--csv": tmp_path / "x.csv", "--json": tmp_path / "x.json"}
+    argv = ["grid", "3+3-deescalate", "--scenarios", str(scenarios), "--jobs", "1", option, str(missing)]
+    for other, path in others.items():
+        if other != option and (other != "--plot" or _has_matplotlib()):
+            argv += [other, str(path)]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+def test_a_failing_grid_writes_nothing(tmp_path, capsys):
+    """When a cell fails (a scenario of the wrong length for a protocol), no output file is written."""
+    scenarios = tmp_path / "s.csv"
+    scenarios.write_text("name,p1,p2\na,0.1,0.2\n", encoding="utf-8")
+    argv = ["grid", "spec/nct07117175", "--scenarios", str(scenarios), "--jobs", "1",
+            "--csv", str(tmp_path / "x.csv"), "--json", str(tmp_path / "x.json")]
+    assert main(argv) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_every_figure_lies_within_its_own_bounds_in_the_csv():
+    """Invariant: in every grid row, figure_min <= figure <= figure_max, to the last digit."""
+    import random
+
+    rnd = random.Random(4)
+    scenarios = [Scenario(f"s{i}", tuple(sorted(round(rnd.random(), 3) for _ in range(4)))) for i in range(12)]
+    grid = run_grid(["3+3-deescalate", "3+3-escalate-only", "spec/nct07117175"], scenarios, jobs=1)
+    for row in csv.DictReader(io.StringIO(grid.to_csv())):
+        for name in ("p_correct_selection", "expected_patients", "p_no_mtd", "p_overdose", "p_stop_toxicity"):
+            assert float(row[f"{name}_min"]) <= float(row[name]) <= float(row[f"{name}_max"]), (row["scenario"], name)

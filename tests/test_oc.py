@@ -353,7 +353,7 @@ def test_policy_files_in_toml_and_json_are_read(nct, tmp_path):
 
 @pytest.mark.parametrize(("mapping", "message"), [
     ({"no-such-rule": "x"}, "not a decision rule"),
-    ({"fill-complete": "x"}, "not a decision rule"),
+    ({"one-of-three": "x"}, "not a decision rule"),
     ({"top-pass": "grow"}, "unknown option 'grow'"),
 ])
 def test_bad_policies_are_refused(nct, mapping, message):
@@ -482,3 +482,28 @@ def test_property_nct07117175_exact_probabilities_sum_to_exactly_one(nct, truth,
     oc = operating_characteristics(nct, truth, policy=policy)
     assert oc.exact and sum(oc.mtd) == 1
     assert oc.bounds["p_overdose"][0] <= oc.p_overdose <= oc.bounds["p_overdose"][1]
+
+
+def test_cli_oc_negative_truth_says_probabilities_are_from_0_to_1(capsys):
+    """--truth -0.1,0.2 is refused with the probability range, not argparse's 'expected one argument'."""
+    assert main(["oc", "3+3-deescalate", "--truth", "-0.1,0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "expected a probability from 0 to 1 (got '-0.1')" in err and "expected one argument" not in err
+
+
+def test_cli_oc_warns_once_when_truth_is_not_monotone(capsys):
+    """A decreasing truth is allowed, with one warning line on stderr."""
+    assert main(["oc", "3+3-deescalate", "--truth", "0.1,0.3,0.2"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--truth is not increasing (dose 3: 0.2 after 0.3)" in err
+    assert main(["oc", "3+3-deescalate", "--truth", "0.1,0.2,0.3"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_paths_text_rounds_probabilities_and_json_keeps_them(capsys):
+    """paths --truth prints probabilities to 6 significant digits; --json keeps full precision."""
+    assert main(["paths", "3+3-deescalate", "--doses", "2", "--truth", "0.1,0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "[p = 0.729]" in out and "0.7290000000000001" not in out
+    assert main(["paths", "3+3-deescalate", "--doses", "2", "--truth", "0.1,0.3", "--json"]) == 0
+    assert "0.7290000000000001" in capsys.readouterr().out

@@ -164,3 +164,37 @@ def test_decision_engine_agrees_with_exact_figures_for_builtin_designs(design):
     protocol = builtin_design(design, len(truth))
     _assert_agrees(operating_characteristics(protocol, truth), simulate(protocol, truth, trials=3000, seed=8,
                                                                          engine="engine"))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_negative_or_non_integer_seed_is_refused(seed: Any) -> None:
+    """A seed numpy cannot take is refused with a one-line EscalationRulesError, not a numpy traceback."""
+    with pytest.raises(EscalationRulesError, match="--seed: expected a whole number of 0 or more"):
+        simulate(builtin_design("3+3-deescalate", 2), [0.1, 0.2], trials=10, seed=seed)
+
+
+def test_cli_refuses_a_negative_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    """simulate --seed -1 exits 2 with one line on stderr."""
+    assert main(["simulate", "3+3-deescalate", "--truth", "0.1,0.2", "--seed", "-1", "--trials", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed: expected a whole number of 0 or more (got -1)" in err and len(err.splitlines()) == 1
+
+
+def test_without_a_seed_the_drawn_seed_is_reported_and_reproduces_the_run() -> None:
+    """With no seed one is drawn from the OS and reported; running again with it gives the same figures."""
+    design = builtin_design("3+3-deescalate", 3)
+    first = simulate(design, [0.1, 0.2, 0.35], trials=500)
+    assert isinstance(first.seed, int) and first.seed >= 0
+    assert f"seed {first.seed}," in first.text()
+    again = simulate(design, [0.1, 0.2, 0.35], trials=500, seed=first.seed)
+    assert again.mtd == first.mtd and again.figures == first.figures
+
+
+def test_trials_above_the_maximum_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """More than MAX_TRIALS trials are refused at once with a clear error instead of running for days."""
+    from escalation_rules.analysis.simulation import MAX_TRIALS
+
+    with pytest.raises(EscalationRulesError, match="--trials: expected at most 1,000,000,000"):
+        simulate(builtin_design("3+3-deescalate", 2), [0.1, 0.2], trials=MAX_TRIALS + 1, seed=1)
+    assert main(["simulate", "3+3-deescalate", "--truth", "0.1,0.2", "--trials", "10000000000000"]) == 2
+    assert "--trials: expected at most" in capsys.readouterr().err

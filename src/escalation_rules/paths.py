@@ -143,7 +143,7 @@ def paths_text(tree: dict[str, Any]) -> str:
         return f"stop, MTD {'none' if mtd is None else 'dose ' + str(mtd)} ({decision['rule']})"
 
     def walk(node: dict[str, Any], step: str, indent: int) -> None:
-        probability = f"  [p = {node['probability']}]" if "probability" in node else ""
+        probability = (f"  [p = {node['probability']:.6g}]" if isinstance(node.get("probability"), float) else f"  [p = {node['probability']}]" if "probability" in node else "")  # noqa: E501
         lines.append(f"{'  ' * indent}{step} -> {say(node['decision'])}{probability}")
         for child in node["children"]:
             walk(child["node"], child["step"], indent + 1)

@@ -97,6 +97,8 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise EscalationRulesError(f"{path}: cannot read: not UTF-8 text (byte {err.start})") from None
     scenarios: list[Scenario] = []
     if path.suffix.lower() == ".json":
         try:
@@ -263,6 +265,8 @@ def run_grid(
     """
     if not designs:
         raise EscalationRulesError("grid: expected at least one design")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise EscalationRulesError(f"--jobs: expected a whole number of 1 or more (got {jobs!r})")
     cells = tuple(s if isinstance(s, Scenario) else Scenario(f"scenario {i + 1}", tuple(s))
                   for i, s in enumerate(scenarios))
     if not cells:

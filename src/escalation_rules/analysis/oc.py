@@ -550,6 +550,9 @@ def operating_characteristics(
         "p_no_mtd": mtd[0],
     }
     ranges = _bounds(model) if bounds else {name: (v, v) for name, v in values.items()}
+    # the policy's own value lies in its range; in floating point the two passes may differ in the
+    # last digit, so the range is widened to include it (exact fractions are unchanged)
+    ranges = {name: (min(lo, values[name]), max(hi, values[name])) for name, (lo, hi) in ranges.items()}
     return OperatingCharacteristics(
         protocol=graph.protocol.id,
         truth=model.truth,

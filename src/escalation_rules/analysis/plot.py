@@ -20,13 +20,14 @@ True
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from ..errors import EscalationRulesError
 from .grid import GridResult
 
-__all__ = ["plot_grid"]
+__all__ = ["plot_format", "plot_grid", "render_grid"]
 
 FORMATS = ("png", "svg")
 
@@ -40,18 +41,58 @@ def _figure_class() -> Any:
     return Figure
 
 
+def plot_format(path: str | Path) -> str:
+    """The image format named by the file's suffix, once the file could be written.
+
+    Raises
+    ------
+    EscalationRulesError
+        For a suffix other than ``.png``/``.svg``, or a folder that does not exist.
+
+    Examples
+    --------
+    >>> plot_format("grid.SVG")
+    'svg'
+    >>> plot_format("/no/such/folder/grid.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: --plot: ...grid.png: the folder /no/such/folder does not exist
+    """
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise EscalationRulesError(f"--plot: {path}: expected a .png or .svg file name (got {target.suffix or 'none'})")
+    if not target.parent.is_dir():
+        raise EscalationRulesError(f"--plot: {path}: the folder {target.parent} does not exist")
+    return fmt
+
+
 def plot_grid(grid: GridResult, path: str | Path) -> str:
     """Draw ``grid`` and write it to ``path`` (``.png`` or ``.svg``); returns the path written.
 
     Raises
     ------
     EscalationRulesError
-        For another suffix, or when matplotlib is not installed.
+        For another suffix, a folder that does not exist, or when matplotlib is not installed.
     """
-    target = Path(path)
-    fmt = target.suffix.lower().lstrip(".")
+    data = render_grid(grid, plot_format(path))
+    try:
+        Path(path).write_bytes(data)
+    except OSError as err:
+        raise EscalationRulesError(f"--plot: {path}: cannot write: {err.strerror}") from None
+    return str(path)
+
+
+def render_grid(grid: GridResult, fmt: str) -> bytes:
+    """Draw ``grid`` as an image in ``fmt`` (``"png"`` or ``"svg"``) and return its bytes.
+
+    Raises
+    ------
+    EscalationRulesError
+        For another format, or when matplotlib is not installed.
+    """
     if fmt not in FORMATS:
-        raise EscalationRulesError(f"--plot: {path}: expected a .png or .svg file name (got {target.suffix or 'none'})")
+        raise EscalationRulesError(f"--plot: expected png or svg (got {fmt!r})")
     figure_class = _figure_class()
     rows = len(grid.scenarios)
     designs = grid.designs
@@ -78,6 +119,6 @@ def plot_grid(grid: GridResult, path: str | Path) -> str:
         right.set_xlabel("dose")
     axes[0][0].legend(fontsize=8, loc="upper right")
     fig.suptitle("Operating characteristics (dotted line: true MTD)", fontsize=11)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format=fmt)
-    return str(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    return buffer.getvalue()

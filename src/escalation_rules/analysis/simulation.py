@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -51,10 +52,12 @@ from .oc import (
 )
 from .policy import Policy, resolve_policy
 
-__all__ = ["SimulationResult", "simulate"]
+__all__ = ["MAX_TRIALS", "SimulationResult", "simulate"]
 
 BATCH = 100_000
 ENGINES = ("graph", "engine")
+#: The most trials one call simulates (10^9 takes hours; the standard error is then about 3e-5 at most).
+MAX_TRIALS = 1_000_000_000
 
 
 @attrs.frozen
@@ -327,9 +330,11 @@ def simulate(
     Parameters
     ----------
     trials : int
-        Number of simulated trials.
+        Number of simulated trials, from 2 to :data:`MAX_TRIALS`.
     seed : int or None
-        Seed of :func:`numpy.random.default_rng`: equal seeds give equal results.
+        Seed of :func:`numpy.random.default_rng` (0 or more): equal seeds give
+        equal results.  ``None`` draws a seed from the operating system; the
+        result's ``seed`` says which, so the run can be repeated.
     policy, target, overdose_patients
         As for :func:`~escalation_rules.analysis.oc.operating_characteristics`.
     engine : str
@@ -347,6 +352,13 @@ def simulate(
         raise EscalationRulesError(f"--engine: expected one of {', '.join(ENGINES)} (got {engine!r})")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 2:
         raise EscalationRulesError(f"--trials: expected an integer of at least 2 (got {trials!r})")
+    if trials > MAX_TRIALS:
+        raise EscalationRulesError(f"--trials: expected at most {MAX_TRIALS:,} trials (got {trials:,}); "
+                                   "the standard errors shrink with the square root of the count")
+    if seed is None:
+        seed = secrets.randbits(63)  # from the OS; reported with the result so the run can be repeated
+    elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise EscalationRulesError(f"--seed: expected a whole number of 0 or more (got {seed!r})")
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
         raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {overdose_patients!r})")
     start = time.perf_counter()
