@@ -279,6 +279,64 @@ def test_malformed_scenarios_are_refused_naming_the_scenario(tmp_path: Path) -> 
         scenarios_of(load_protocol(folder))
 
 
+def test_scenario_errors_name_the_file_and_key_path(tmp_path: Path) -> None:
+    """Every malformed scenario is refused with the scenarios file, its key path and JSON words."""
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text(
+        '[[scenarios]]\nname = "a"\ntruth = [0.1, 0.2, 0.3]\n'
+        '[[scenarios]]\nname = "b"\ntruth = [0.1, 0.2, 1.5, true]\n', encoding="utf-8")
+    with pytest.raises(EscalationRulesError) as err:
+        scenarios_of(load_protocol(folder))
+    lines = str(err.value).splitlines()
+    source = str(folder / "scenarios.toml")
+    assert lines[0].startswith(f"{source}: scenarios[0].truth: scenario 'a': expected truth as a list of 4")
+    assert lines[1] == (f"{source}: scenarios[1].truth[2]: "
+                        'expected a probability from 0 to 1 such as 0.25 or "1/4" (got 1.5)')
+    assert lines[2].endswith("(got true)") and len(lines) == 3
+
+
+def test_docs_command_refuses_invalid_scenarios_before_writing(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """docs with a scenario of the wrong length exits 2 with plain one-line errors and writes no site."""
+    pytest.importorskip("sphinx")
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text('[[scenarios]]\nname = "a"\ntruth = [0.1, 0.2, 0.3]\n', encoding="utf-8")
+    out = tmp_path / "site"
+    assert main(["docs", str(folder), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "audit site written" not in captured.out and not out.exists()
+    assert "scenarios.toml: scenarios[0].truth:" in captured.err and "\x1b[" not in captured.err
+
+
+def test_docs_command_refuses_a_missing_vectors_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs --vectors with a folder that does not exist exits 2 before building anything."""
+    pytest.importorskip("sphinx")
+    out = tmp_path / "site"
+    assert main(["docs", "3+3-deescalate", "--doses", "2", "--out", str(out), "--vectors",
+                 str(tmp_path / "nonexist")]) == 2
+    assert "--vectors" in capsys.readouterr().err and not out.exists()
+
+
+def test_directive_error_does_not_repeat_the_path(tmp_path: Path) -> None:
+    """A directive on a protocol with broken scenarios reports the file once, not 'spec: spec:'."""
+    pytest.importorskip("sphinx")
+    import io
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text('[[scenarios]]\nname = "a"\ntruth = [0.1]\n', encoding="utf-8")
+    src = _project(tmp_path, ".. escalation-oc:: nct\n")
+    warnings = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(tmp_path / "out"), str(tmp_path / "dt"), "html", status=None,
+                     warning=warnings, freshenv=True)
+        app.build()
+    text = warnings.getvalue()
+    assert "scenarios[0].truth" in text and "nct: " not in text.replace(str(folder), "")
+
+
 def test_unknown_section_is_refused() -> None:
     """Asking for a section that does not exist names the known ones."""
     from escalation_rules.auditdoc import audit_rst
@@ -372,7 +430,8 @@ def test_sphinx_single_section_directive_and_bad_spec(tmp_path: Path) -> None:
         app.build()
     html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "escalation-verification" in html and "escalation-decision-table" not in html
-    assert "escalation-tables: no/such/protocol: " in warnings.getvalue()
+    text = warnings.getvalue()
+    assert "escalation-tables: " in text and text.count("no/such/protocol: ") == 1
 
 
 # ------------------------------------------------------------------ the docs command

@@ -38,6 +38,7 @@ import subprocess
 import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from ._machine import State
 from .describe import outcome_text, rule_text
 from .designs import DESIGNS
 from .engine import decide
-from .errors import EscalationRulesError
+from .errors import EscalationRulesError, ProtocolError
 from .graph import CompiledProtocol
 from .history import parse_history_json
 from .protocol import Protocol
@@ -992,13 +993,15 @@ def _traceability(ctx: AuditContext) -> str:
 def scenarios_of(protocol: Protocol) -> list[tuple[str, list[Any]]]:
     """The scenarios a protocol declares: ``[[scenarios]]`` tables with ``name`` and ``truth``, or a table of lists.
 
-    Each truth is one true DLT probability per dose (a number, or a string
-    such as ``"1/10"``).
+    Each truth is one true DLT probability per dose (a number from 0 to 1, or
+    a string such as ``"1/10"``).  Everything is checked: the error has one
+    line per problem, naming the file that declared ``scenarios`` and the key
+    path (``scenarios[2].truth``).
 
     Raises
     ------
-    EscalationRulesError
-        Naming the scenario that is malformed.
+    ProtocolError
+        Naming the file, the scenario's key path and what was expected.
 
     Examples
     --------
@@ -1007,24 +1010,69 @@ def scenarios_of(protocol: Protocol) -> list[tuple[str, list[Any]]]:
     []
     """
     raw = protocol.extra.get("scenarios")
-    if not raw:
+    if raw is None:
         return []
-    items: list[tuple[str, Any]]
+    source = protocol.key_source("scenarios")
+    k = len(protocol.doses)
+    problems: list[str] = []
+    items: list[tuple[str, str, Any]] = []  # key path, name, truth
     if isinstance(raw, Mapping):
-        items = [(str(k), v) for k, v in raw.items()]
+        items = [(f"scenarios.{key}", str(key), value) for key, value in raw.items()]
     elif isinstance(raw, list):
-        items = [(str(x.get("name", f"scenario {i + 1}")), x.get("truth")) if isinstance(x, Mapping)
-                 else (f"scenario {i + 1}", x) for i, x in enumerate(raw)]
+        for i, entry in enumerate(raw):
+            path = f"scenarios[{i}]"
+            if not isinstance(entry, Mapping):
+                items.append((path, f"scenario {i + 1}", entry))
+                continue
+            for key in entry:
+                if key not in ("name", "truth"):
+                    problems.append(f"{source}: {path}.{key}: unknown key (expected name and truth)")
+            name = entry.get("name", f"scenario {i + 1}")
+            if not isinstance(name, str) or not name.strip():
+                problems.append(f"{source}: {path}.name: expected a non-empty string (got {_toml(name)})")
+            items.append((f"{path}.truth", str(name), entry.get("truth")))
     else:
-        raise EscalationRulesError(f"{protocol.source}: scenarios: expected a list of tables with name and truth "
-                                   f"(got {type(raw).__name__})")
+        raise ProtocolError([f"{source}: scenarios: expected a list of tables with name and truth "
+                             f"(got {_toml(raw)})"])
     out = []
-    for name, truth in items:
-        if not isinstance(truth, list) or len(truth) != len(protocol.doses):
-            raise EscalationRulesError(f"{protocol.source}: scenarios: {name!r}: expected truth as a list of "
-                                       f"{len(protocol.doses)} probabilities, one per dose (got {truth!r})")
-        out.append((name, truth))
+    for path, name, truth in items:
+        if not isinstance(truth, list):
+            problems.append(f"{source}: {path}: expected a list of {k} probabilities, one per dose "
+                            f"(got {_toml(truth)})")
+            continue
+        if len(truth) != k:
+            problems.append(f"{source}: {path}: scenario {name!r}: expected truth as a list of {k} probabilities, "
+                            f"one per dose of {protocol.id} (got {len(truth)})")
+            continue
+        bad = [f"{path}[{j}]: expected a probability from 0 to 1 such as 0.25 or \"1/4\" (got {_toml(t)})"
+               for j, t in enumerate(truth) if not _probability(t)]
+        problems.extend(f"{source}: {line}" for line in bad)
+        if not bad:
+            out.append((name, truth))
+    if problems:
+        raise ProtocolError(problems)
     return out
+
+
+def _probability(value: Any) -> bool:
+    """Is ``value`` a probability as a scenario may write it (a number, or a string such as ``"1/10"``)?"""
+    if isinstance(value, str):
+        try:
+            value = Fraction(value.strip())
+        except (ValueError, ZeroDivisionError):
+            return False
+    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
+        return False
+    return 0 <= value <= 1  # False for NaN
+
+
+def _toml(value: Any) -> str:
+    """A value as TOML or JSON writes it (``true``, ``[0.1, 0.2]``), shortened."""
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _oc(ctx: AuditContext) -> str:

@@ -19,16 +19,20 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from .auditdoc import scenarios_of
 from .designs import DESIGNS
 from .errors import EscalationRulesError
 from .spec import resolve_spec
 
 __all__ = ["build_site", "conf_py", "index_rst", "print_pdf", "register"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes Sphinx may put in its messages
 
 
 def index_rst(protocol_id: str, spec: str, doses: int | None = None, vectors: str | None = None,
@@ -100,7 +104,10 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
     except ImportError:
         raise EscalationRulesError("docs: Sphinx is not installed; install the docs extra: "
                                    "pip install 'escalation_rules[docs]'") from None
-    protocol = resolve_spec(spec, doses)  # refuse a bad SPEC before building anything
+    protocol = resolve_spec(spec, doses)  # refuse a bad SPEC, scenarios or vectors before building anything
+    scenarios_of(protocol)
+    if vectors is not None and not Path(vectors).is_dir():
+        raise EscalationRulesError(f"--vectors {vectors}: no such folder (expected a folder of *.json vectors)")
     target = spec if spec in DESIGNS else str(Path(spec).resolve())
     vectors_abs = str(Path(vectors).resolve()) if vectors is not None else None
     out = out.resolve()
@@ -121,7 +128,10 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
                 app.build(force_all=True)
         except SphinxError as err:
             raise EscalationRulesError(f"docs: the build failed: {str(err).splitlines()[0]}") from None
-    lines = [ln for ln in warnings.getvalue().splitlines() if ln.strip()]
+    lines = [_ANSI.sub("", ln) for ln in warnings.getvalue().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR:" in ln or "CRITICAL:" in ln]
+    if errors:
+        raise EscalationRulesError(f"docs: the build failed: {errors[0]}")
     if warnings_as_errors and lines:
         raise EscalationRulesError(f"docs: the build warned: {lines[0]}")
     return out / "index.html", lines

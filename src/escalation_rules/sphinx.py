@@ -266,7 +266,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
                         href = self._publish_svg(ctx.svg, ctx.compiled.protocol.id)
                     text = audit_rst(ctx, sections, href)
                 except EscalationRulesError as err:
-                    raise self.error(f"{name}: {spec}: {str(err).splitlines()[0]}") from None
+                    first = str(err).splitlines()[0]  # most messages already start with the protocol's path
+                    named = Path(spec).name in first.split(": ", 1)[0]
+                    raise self.error(f"{name}: {first}" if named else f"{name}: {spec}: {first}") from None
                 if ctx.svg_error and "diagram" in sections and self.config.escalation_rules_render:
                     logger.warning("%s: %s", spec, ctx.svg_error, location=self.get_location())
                 found, problems = parse_rst(text)
