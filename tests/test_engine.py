@@ -225,12 +225,14 @@ def test_unsigned_decision_in_an_outcome_string_is_accepted() -> None:
 
 
 def test_choice_that_stops_carries_the_mtd() -> None:
-    """Ending NCT after two DLTs at dose 2 declares dose 1 the MTD; reducing fills dose 1."""
-    assert decide(NCT, "1N 2TTN [terminate]").mtd == 1
+    """Ending NCT after two DLTs at dose 2 declares no MTD; reducing fills dose 1, whose end is a joint decision."""
+    assert decide(NCT, "1N 2TTN [terminate]").mtd is None
     d = decide(NCT, "1N 2TTN [reduce]")
     assert (d.action, d.dose, d.cohort_size, d.stage) == ("treat", 1, 14, "fill")
     d = decide(NCT, "1N 2TTN 1" + "N" * 14)
-    assert (d.action, d.mtd, d.rule, d.mtd_label) == ("stop", 1, "fill-complete", "1×10^7 CAR-NK cells/kg")
+    assert (d.action, d.rule, [o.id for o in d.options]) == ("decide", "fill-complete", ["declare", "no-mtd"])
+    d = decide(NCT, "1N 2TTN 1" + "N" * 14 + " [declare]")
+    assert (d.action, d.mtd, d.rule, d.mtd_label) == ("stop", 1, "fill-complete/declare", "1×10^7 CAR-NK cells/kg")
 
 
 # ---------------------------------------------------------------- early termination (NCT07117175)
@@ -264,11 +266,10 @@ def test_early_termination_while_a_cohort_is_under_observation() -> None:
 
 
 def test_terminate_after_a_cohort_decided_early_is_the_decision_points_option() -> None:
-    """Two DLTs in the first two at dose 2 open too-toxic-second, whose 'terminate' declares dose 1 the MTD."""
+    """Two DLTs in the first two at dose 2 open too-toxic-second; '[terminate]' is its own option, not early stop."""
     assert decide(NCT, "1N 2TT").rule == "too-toxic-second"
-    assert decide(NCT, "1N 2TTN [terminate]").mtd == 1
     d = decide(NCT, "1N 2TT [terminate]")
-    assert (d.action, d.mtd, d.rule) == ("stop", 1, "too-toxic-second/terminate")
+    assert (d.action, d.mtd, d.rule) == ("stop", None, "too-toxic-second/terminate")
 
 
 def test_early_termination_at_a_decision_point_is_the_option() -> None:

@@ -439,7 +439,7 @@ class Nct07117175:
                 self._decide("at-too-toxic", terminate=end, amend=end)
             return
         if self.stage == "fill":
-            self._stop(d)
+            self._decide("fill-complete", declare=("stop", d), no_mtd=end)
             return
         passed = (n == 3 and tox == 0) or (n == 6 and tox <= 1)
         if remaining == 0 and passed:
@@ -455,7 +455,7 @@ class Nct07117175:
         elif passed:
             self._treat(d, remaining, "fill")
         elif d == 1:
-            self._decide("too-toxic-second", reduce=("treat", d - 1, remaining, "fill"), terminate=("stop", d - 1))
+            self._decide("too-toxic-second", reduce=("treat", d - 1, remaining, "fill"), terminate=end)
         else:
             self._treat(d - 1, remaining, "fill")
 

@@ -353,7 +353,7 @@ def histories(protocol: Protocol | CompiledProtocol, *, complete: bool = True, m
 
     >>> nct = load_protocol("spec/nct07117175")
     >>> find(histories(nct), lambda h: h.startswith("1N 2"))
-    '1N 2NNN 3NNN 4NNN 4NNNNNNNN'
+    '1N 2NNN 3NNN 4NNN 4NNNNNNNN [declare]'
     >>> find(histories(nct), lambda h: "[" in h)
     '1N [terminate]'
     >>> find(histories(nct, form="json"), lambda h: len(h) > 1)
