@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
-from .events import TrialError, event_to_dict, format_time, parse_time
-from .store import TrialStore
+from .events import TrialError, event_to_dict, format_time, load_json, parse_time
+from .store import TrialStore, machine_now
 
 __all__ = ["register"]
 
@@ -65,6 +64,9 @@ def _read_text(path: str) -> str:
             return handle.read()
     except OSError as err:
         raise TrialError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise TrialError(f"{path}: cannot read: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start})") from None
 
 
 def _flag_event(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def _flag_event(args: argparse.Namespace) -> dict[str, Any]:
         dose = {"id": args.f_dose_id, "label": args.f_dose_label, "amount": args.f_amount, "unit": args.f_unit}
         event["dose"] = {k: v for k, v in dose.items() if v is not None}
     if "at" not in event:
-        event["at"] = format_time(datetime.now(UTC))
+        event["at"] = format_time(machine_now())
     return event
 
 
@@ -92,10 +94,7 @@ def _screening(store: TrialStore, path: str, event: dict[str, Any]) -> dict[str,
     except ImportError:
         raise TrialError("--screen: eligibility screening (escalation_rules.eligibility) is not available; "
                          "record the result with --eligible") from None
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise TrialError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    data = load_json(_read_text(path), path)
     result = screen(load_eligibility(store.protocol), data, path)
     failed = [r.criterion.id for r in result.failed]
     needed = [f"needs {item}" for item in result.needed]
@@ -113,14 +112,12 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.event and args.type:
         raise TrialError("give an EVENT file or --type with flags, not both")
     if args.event:
-        text = _read_text(args.event)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TrialError(f"{args.event}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") \
-                from None
-        batch = data if isinstance(data, list) else [data]
         name = "stdin" if args.event == "-" else args.event
+        data = load_json(_read_text(args.event), name)
+        if not isinstance(data, dict) and not (isinstance(data, list) and data):
+            raise TrialError(f"{name}: expected an event object or a non-empty list of them "
+                             f"(got {json.dumps(data)[:40]})")
+        batch = data if isinstance(data, list) else [data]
         labels = [name if len(batch) == 1 else f"{name}[{i}]" for i in range(len(batch))]
     elif args.type:
         batch, labels = [_flag_event(args)], ["event"]
@@ -140,6 +137,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     with _store(args) as store:
+        report = store.verify(events=False)
+        if not report.ok:
+            print(f"escalation-rules trial: {args.db}: the store fails verification, so no status is given: "
+                  f"{report.problems[0]} (see: escalation-rules trial verify {args.db})", file=sys.stderr)
+            return 1
         status = store.status(parse_time(args.as_of, "--as-of") if args.as_of else None)
     if args.json:
         print(json.dumps(status.to_dict(), ensure_ascii=False, indent=2))

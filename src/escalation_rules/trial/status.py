@@ -310,6 +310,8 @@ class _Trial:
     cohorts: list[_Cohort] = attrs.field(factory=list)
     choices: list[tuple[int, Choice]] = attrs.field(factory=list)
     signatures: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
+    # for each early-termination signature (by role): the decision point open when it was signed, if any
+    terminate_points: dict[str, str | None] = attrs.field(factory=dict)
     gates: set[str] = attrs.field(factory=set)
     terminated: datetime | None = None
     amendments: list[str] = attrs.field(factory=list)
@@ -650,13 +652,25 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
     if ev.role in signatures:
         person, option = signatures[ev.role]
         raise _refuse(f"{ev.role} already signed this decision ({option!r} by {person})")
-    for role, (person, option) in signatures.items():
+    # at an open decision point, an early termination and the point's options are one choice: a role signs
+    # once, and every signature is for the same option
+    open_point = step.point if step.action == "sign" else None
+    others = dict(signatures)
+    if open_point is not None:
+        others.update(_signed_at(trial, open_point))
+    if ev.role in others:
+        person, option = others[ev.role]
+        raise _refuse(f"{ev.role} already signed at this decision point ({option!r} by {person}); "
+                      f"a role signs once")
+    for role, (person, option) in others.items():
         if person == ev.person:
             raise _refuse(f"{ev.person} already signed this decision as {role}; one person cannot sign in two roles")
         if option != ev.option:
-            raise _refuse(f"{role} signed {option!r} at this decision; all signatures must be for the same option "
-                          f"(got {ev.option!r})")
+            raise _refuse(f"{role} signed {option!r} at this decision point; all signatures must be for the same "
+                          f"option (got {ev.option!r})")
     signatures[ev.role] = (ev.person, ev.option)
+    if kind == "terminate":
+        trial.terminate_points[ev.role] = open_point
     if set(required) <= set(signatures):
         if kind == "decide":
             trial.choices.append((len(trial.cohorts), Choice(ev.option, tuple(required))))
@@ -664,6 +678,36 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
             trial.gates.add(point)
         else:
             trial.terminated = ev.at
+
+
+def _signed_at(trial: _Trial, point: str) -> dict[str, tuple[str, str]]:
+    """Every signature given while decision point ``point`` was open: for its options and for early termination."""
+    signed = dict(trial.signatures.get(point, {}))
+    for role, sig in trial.signatures.get("terminate", {}).items():
+        if trial.terminate_points.get(role) == point:
+            signed.setdefault(role, sig)
+    return signed
+
+
+def _check_ladder(doses: Sequence[Dose], changed: int, spec: Mapping[str, Any]) -> None:
+    """An amended dose (0-based ``changed``) keeps the ladder's unit and its increasing order of amounts."""
+    dose = doses[changed]
+    units = {d.unit for i, d in enumerate(doses) if i != changed and d.unit is not None}
+    if "unit" in spec and units and dose.unit not in units:
+        raise _refuse(f"dose.unit: expected the ladder's unit {' or '.join(sorted(units))!r} (got {dose.unit!r})")
+    if dose.amount is None:
+        return
+    same = [(i, d.amount) for i, d in enumerate(doses) if i != changed and d.amount is not None
+            and d.unit == dose.unit]
+    below = [(i, a) for i, a in same if i < changed]
+    above = [(i, a) for i, a in same if i > changed]
+    unit = f" {dose.unit}" if dose.unit else ""
+    if below and dose.amount <= below[-1][1]:
+        raise _refuse(f"dose.amount: the ladder goes lowest first: expected more than {below[-1][1]:g}{unit} "
+                      f"(dose {below[-1][0] + 1}) (got {dose.amount:g})")
+    if above and dose.amount >= above[0][1]:
+        raise _refuse(f"dose.amount: the ladder goes lowest first: expected less than {above[0][1]:g}{unit} "
+                      f"(dose {above[0][0] + 1}) (got {dose.amount:g})")
 
 
 def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
@@ -695,6 +739,7 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
             raise _refuse(f"stage: unknown stage {owner!r} (known: {', '.join(s.id for s in stages)})")
         stages[index] = attrs.evolve(stages[index], doses=(*stages[index].doses, dose.id))
         doses.append(dose)
+        _check_ladder(doses, len(doses) - 1, spec)
     elif ev.change in ("change-dose", "remove-dose"):
         assert ev.level is not None
         if not 1 <= ev.level <= len(doses):
@@ -704,6 +749,7 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
             if "id" in spec and spec["id"] != old.id:
                 raise _refuse(f"dose.id: a dose keeps its id ({old.id!r}); change its label or amount")
             doses[ev.level - 1] = make(old)
+            _check_ladder(doses, ev.level - 1, spec)
         else:
             if ev.level != len(doses):
                 raise _refuse(f"level: only the top dose ({len(doses)}) may be removed (got {ev.level})")

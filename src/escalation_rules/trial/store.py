@@ -54,7 +54,7 @@ from .dlt import dlt_definition
 from .events import EVENT_TYPES, Event, TrialError, canonical_json, event_to_dict, format_time, parse_event
 from .status import TrialStatus, fold, trial_status
 
-__all__ = ["CLOCK_SKEW", "FORMAT", "StoredEvent", "TrialStore", "VerifyReport", "protocol_data"]
+__all__ = ["CLOCK_SKEW", "FORMAT", "StoredEvent", "TrialStore", "VerifyReport", "machine_now", "protocol_data"]
 
 #: The store format written in ``meta``: the first event links to the hash of all metadata.
 FORMAT = "escalation-rules-trial/2"
@@ -90,6 +90,11 @@ def _sha(text: str) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def machine_now() -> datetime:
+    """The machine's clock in UTC: a store's default clock (tests replace ``_utc_now`` behind it)."""
+    return _utc_now()
 
 
 def meta_hash(meta: Mapping[str, str]) -> str:
@@ -201,9 +206,9 @@ class TrialStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.path = str(path)
-        self.clock = clock
+        self.clock: Callable[[], datetime] = clock if clock is not None else machine_now
         if not os.path.isfile(self.path):
             raise TrialError(f"{self.path}: no such trial store (create it with: escalation-rules trial init)")
         try:
@@ -275,7 +280,7 @@ class TrialStore:
             for statement in _statements(_SCHEMA):
                 conn.execute(statement)
             meta = {"format": FORMAT, "protocol": text, "protocol_hash": _sha(text),
-                    "created_at": format_time((clock or _utc_now)())}
+                    "created_at": format_time((clock or machine_now)())}
             meta["head"] = json.dumps({"seq": 0, "hash": meta_hash(meta)})
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
             conn.execute("COMMIT")
@@ -289,7 +294,7 @@ class TrialStore:
             raise
         finally:
             conn.close()
-        return cls(target, clock=clock or _utc_now)
+        return cls(target, clock=clock)
 
     def close(self) -> None:
         """Close the connection."""
@@ -332,8 +337,7 @@ class TrialStore:
         """
         batch = [events] if isinstance(events, Mapping) or not isinstance(events, Sequence) else list(events)
         names = list(labels) if labels is not None else [f"new event {i + 1}" for i in range(len(batch))]
-        parsed = [e if isinstance(e, EVENT_CLASSES) else parse_event(dict(e) if isinstance(e, Mapping) else e,
-                                                                       names[i]) for i, e in enumerate(batch)]
+        parsed: list[Event] = [_event(e, names[i]) for i, e in enumerate(batch)]
         if not parsed:
             return []
         limit = self.clock() + CLOCK_SKEW
@@ -506,6 +510,14 @@ class TrialStore:
 
 #: The event classes (an event given as an object, not as its JSON form).
 EVENT_CLASSES: tuple[type, ...] = tuple(EVENT_TYPES.values())
+
+
+def _event(value: Any, name: str) -> Event:
+    """An event object as given, or one parsed from its JSON form (anything else is refused by the parser)."""
+    if isinstance(value, EVENT_CLASSES):
+        event: Event = value  # type: ignore[assignment]
+        return event
+    return parse_event(dict(value) if isinstance(value, Mapping) else value, name)
 
 
 def _tag(value: Any) -> Any:
