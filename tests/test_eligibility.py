@@ -321,3 +321,15 @@ def test_record_messages_use_json_words() -> None:
     text = str(err.value)
     assert "got null" in text and "got true" in text and "got false" in text
     assert "NoneType" not in text and "True" not in text and "False" not in text
+
+
+def test_docs_list_every_plausible_range() -> None:
+    """docs/eligibility.md shows the range of every entry of PLAUSIBLE, so the page cannot drift from the code."""
+    from escalation_rules.eligibility import PLAUSIBLE
+
+    text = (ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8").split("**Plausible ranges.**")[1]
+    for place, (unit, low, high) in PLAUSIBLE.items():
+        name = place.rpartition(".")[2]
+        shown = f"{low:g} to {high:g} " + {"year": "years"}.get(unit, unit)
+        row = next((line for line in text.splitlines() if line.startswith("| `") and f"`{name}`" in line), "")
+        assert shown in row, (place, shown, row)

@@ -497,3 +497,65 @@ def test_eligibility_criteria_table_cites_clauses() -> None:
     for criterion in eligibility.load_eligibility(protocol).criteria:
         assert f"``{criterion.id}``" in text
         assert criterion.clause in text
+
+
+# ------------------------------------------------------------------ console examples in the docs
+
+
+def _console_blocks(path: Path) -> list[list[tuple[str, list[str]]]]:
+    """Each ```console block of a Markdown page as (command, shown output lines) pairs."""
+    import re
+
+    blocks = []
+    for body in re.findall(r"```console\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+        steps: list[tuple[str, list[str]]] = []
+        for line in body.splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif steps:
+                steps[-1][1].append(line)
+        blocks.append(steps)
+    return blocks
+
+
+def _matches(shown: list[str], actual: list[str]) -> bool:
+    """Do the actual lines fit the shown ones (a line '...' stands for any lines; a trailing ' ...' for any end)?"""
+    if not shown:
+        return not actual
+    head, rest = shown[0], shown[1:]
+    if head == "...":
+        return any(_matches(rest, actual[i:]) for i in range(len(actual) + 1))
+    if not actual:
+        return False
+    line = actual[0]
+    fits = line.startswith(head[:-3]) if head.endswith(" ...") else line == head
+    return fits and _matches(rest, actual[1:])
+
+
+@pytest.mark.parametrize("page", ["tutorial/index.md", "eligibility.md"])
+def test_console_examples_print_what_the_page_shows(page: str, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command in the page's console blocks prints the lines shown (docs builds are left to other tests)."""
+    import shlex
+
+    monkeypatch.chdir(ROOT)
+    ran = 0
+    for block in _console_blocks(ROOT / "docs" / page):
+        status = 0
+        for command, shown in block:
+            if command == "echo $?":
+                assert shown == [str(status)], (page, command)
+                continue
+            argv = shlex.split(command)
+            assert argv[0] == "escalation-rules", command
+            if argv[1] == "docs":
+                continue  # builds a whole site: covered by test_docs_command_builds_the_site
+            status = main(argv[1:])
+            out = capsys.readouterr().out.splitlines()
+            ran += 1
+            if shown:
+                assert _matches(shown, out), f"{page}: {command}: shows\n" + "\n".join(shown) + "\nprints\n" + \
+                    "\n".join(out)
+            if block[-1][0] != "echo $?":
+                assert status == 0, (page, command)
+    assert ran

@@ -16,7 +16,7 @@ Examples
 ('undetermined', True)
 """
 
-from ._record import PatientRecord, RecordError, read_record, read_record_json, record_schema
+from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen
 from ._spec import FORMULAS, Criterion, DataItem, EligibilitySpec, Formula, load_eligibility
 
@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_STATUS",
     "FORMULAS",
     "OUTCOMES",
+    "PLAUSIBLE",
     "Criterion",
     "CriterionResult",
     "DataItem",

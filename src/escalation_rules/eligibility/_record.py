@@ -32,6 +32,7 @@ from ..errors import EscalationRulesError, GuardSyntaxError
 from ..guards import parse_unit, unit_factor
 
 __all__ = [
+    "PLAUSIBLE",
     "SECTION_FIELDS",
     "Anchors",
     "Exposure",
