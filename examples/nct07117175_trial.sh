@@ -185,9 +185,16 @@ refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P21 -
 refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P16 --ae x --term Nausea \
   --category non-hematologic --grade 2 --onset 2025-07-20
 
-step "the end: the MTD"
+step "the end: the remaining subjects observed; the investigator and the sponsor declare the MTD"
 er trial status "$DB" --as-of 2025-08-20
-er trial status "$DB" --as-of 2025-08-20 --json > "$WORK/status.json"
+er trial record "$DB" --type decision_signed --at 2025-08-20T09:00Z --option declare --role investigator \
+  --person "Dr L. Wang"
+refused er trial record "$DB" --type decision_signed --at 2025-08-20T09:30Z --option no-mtd --role sponsor \
+  --person "R. Zhou"
+er trial record "$DB" --type decision_signed --at 2025-08-20T10:00Z --option declare --role sponsor \
+  --person "R. Zhou"
+er trial status "$DB" --as-of 2025-08-21
+er trial status "$DB" --as-of 2025-08-21 --json > "$WORK/status.json"
 python3 - "$WORK/status.json" <<'EOF'
 import json, sys
 status = json.load(open(sys.argv[1], encoding="utf-8"))
@@ -203,6 +210,6 @@ er trial log "$DB" | tail -n 3
 er trial export "$DB" -o "$WORK/events.jsonl"
 er trial init --spec spec/nct07117175 "$WORK/replay.db"
 er trial import "$WORK/replay.db" "$WORK/events.jsonl"
-er trial status "$WORK/replay.db" --as-of 2025-08-20 --json > "$WORK/replay.json"
+er trial status "$WORK/replay.db" --as-of 2025-08-21 --json > "$WORK/replay.json"
 cmp "$WORK/status.json" "$WORK/replay.json"
 echo "replayed status identical"
