@@ -198,3 +198,12 @@ def test_trials_above_the_maximum_are_refused(capsys: pytest.CaptureFixture[str]
         simulate(builtin_design("3+3-deescalate", 2), [0.1, 0.2], trials=MAX_TRIALS + 1, seed=1)
     assert main(["simulate", "3+3-deescalate", "--truth", "0.1,0.2", "--trials", "10000000000000"]) == 2
     assert "--trials: expected at most" in capsys.readouterr().err
+
+
+def test_messages_show_json_words_not_python_reprs() -> None:
+    """A bad trial count is shown as JSON writes it (true, null), never as Python's True or None."""
+    design = builtin_design("3+3-deescalate", 2)
+    with pytest.raises(EscalationRulesError, match=r"\(got true\)"):
+        simulate(design, [0.1, 0.2], trials=True)  # type: ignore[arg-type]
+    with pytest.raises(EscalationRulesError, match=r"\(got null\)"):
+        simulate(design, [0.1, 0.2], trials=None)  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ from ..designs import DESIGNS
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
 from ..spec import resolve_spec
-from .oc import BOUNDED_FIGURES, OperatingCharacteristics, operating_characteristics, parse_probability
+from .oc import BOUNDED_FIGURES, OperatingCharacteristics, operating_characteristics, parse_probability, shown
 
 __all__ = ["GridResult", "Scenario", "load_scenarios", "run_grid"]
 
@@ -117,7 +117,7 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
             else:
                 name, truth = f"scenario {i + 1}", item
             if not isinstance(truth, list):
-                raise EscalationRulesError(f"{where}.truth: expected a list of probabilities (got {truth!r})")
+                raise EscalationRulesError(f"{where}.truth: expected a list of probabilities (got {shown(truth)})")
             scenarios.append(Scenario(str(name), _row_truth(truth, f"{where}.truth")))
     else:
         rows = list(csv.reader(io.StringIO(text)))
@@ -266,7 +266,7 @@ def run_grid(
     if not designs:
         raise EscalationRulesError("grid: expected at least one design")
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-        raise EscalationRulesError(f"--jobs: expected a whole number of 1 or more (got {jobs!r})")
+        raise EscalationRulesError(f"--jobs: expected a whole number of 1 or more (got {shown(jobs)})")
     cells = tuple(s if isinstance(s, Scenario) else Scenario(f"scenario {i + 1}", tuple(s))
                   for i, s in enumerate(scenarios))
     if not cells:

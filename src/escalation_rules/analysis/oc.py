@@ -43,6 +43,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -91,6 +92,25 @@ _FIGURE_TEXT = {
     "p_stop_toxicity": "P(stopped early for toxicity)",
     "p_no_mtd": "P(no MTD selected)",
 }
+
+
+def shown(value: Any) -> str:
+    """A value as JSON writes it (``null``, ``true``, ``[0.1]``), for messages; Python's ``None`` never shows.
+
+    Examples
+    --------
+    >>> shown(None), shown(True), shown(Fraction(1, 4)), shown("x")
+    ('null', 'true', '1/4', "'x'")
+    """
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Fraction):
+        return str(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_probability(text: str, where: str = "--truth") -> Number:
@@ -316,7 +336,7 @@ def _check_truth(graph: ReducedGraph, truth: Sequence[Number]) -> tuple[Number, 
     values = []
     for i, p in enumerate(truth, 1):
         if isinstance(p, bool) or not isinstance(p, int | float | Fraction) or not 0 <= p <= 1:
-            raise EscalationRulesError(f"--truth: entry {i}: expected a probability from 0 to 1 (got {p!r})")
+            raise EscalationRulesError(f"--truth: entry {i}: expected a probability from 0 to 1 (got {shown(p)})")
         values.append(Fraction(p) if exact else float(p))
     return tuple(values)
 
@@ -472,7 +492,7 @@ def operating_characteristics(
     """
     graph = merged_graph(protocol)
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {overdose_patients!r})")
+        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
     model = _Model(graph, truth, target, overdose_patients)
     pol = resolve_policy(graph.protocol, policy)
     chosen = _chosen(graph, pol)

@@ -115,7 +115,8 @@ def _read_file(path: Path) -> Mapping[str, Any]:
         kind = "JSON" if path.suffix == ".json" else "TOML"
         raise EscalationRulesError(f"{path}: not valid {kind}: {err}") from None
     if not isinstance(data, dict):
-        raise EscalationRulesError(f"{path}: expected a table of rule id = option id (got {type(data).__name__})")
+        got = "a list" if isinstance(data, list) else "a single value"
+        raise EscalationRulesError(f"{path}: expected a table of rule id = option id (got {got})")
     return data
 
 

@@ -49,6 +49,7 @@ from .oc import (
     format_number,
     merged_graph,
     operating_characteristics,
+    shown,
 )
 from .policy import Policy, resolve_policy
 
@@ -351,16 +352,16 @@ def simulate(
     if engine not in ENGINES:
         raise EscalationRulesError(f"--engine: expected one of {', '.join(ENGINES)} (got {engine!r})")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 2:
-        raise EscalationRulesError(f"--trials: expected an integer of at least 2 (got {trials!r})")
+        raise EscalationRulesError(f"--trials: expected an integer of at least 2 (got {shown(trials)})")
     if trials > MAX_TRIALS:
         raise EscalationRulesError(f"--trials: expected at most {MAX_TRIALS:,} trials (got {trials:,}); "
                                    "the standard errors shrink with the square root of the count")
     if seed is None:
         seed = secrets.randbits(63)  # from the OS; reported with the result so the run can be repeated
     elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise EscalationRulesError(f"--seed: expected a whole number of 0 or more (got {seed!r})")
+        raise EscalationRulesError(f"--seed: expected a whole number of 0 or more (got {shown(seed)})")
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {overdose_patients!r})")
+        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
     start = time.perf_counter()
     graph = merged_graph(protocol)
     probs = tuple(float(p) for p in _check_truth(graph, truth))
