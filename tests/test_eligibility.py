@@ -333,3 +333,29 @@ def test_docs_list_every_plausible_range() -> None:
         shown = f"{low:g} to {high:g} " + {"year": "years"}.get(unit, unit)
         row = next((line for line in text.splitlines() if line.startswith("| `") and f"`{name}`" in line), "")
         assert shown in row, (place, shown, row)
+
+
+def _leaf_paths(data: Any, path: str = "") -> list[tuple[str, list[Any]]]:
+    """Every leaf of decoded JSON as (JSON path, key path)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
+    if items is None:
+        return [(path, [])]
+    out = []
+    for key, value in items:
+        sub = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+        out.extend((p, [key, *keys]) for p, keys in _leaf_paths(value, sub))
+    return out
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_invariant_nan_in_any_field_of_a_record_is_refused_naming_it(spec: EligibilitySpec, bad: float) -> None:
+    """Invariant: putting NaN or infinity in any field of a valid record makes it refused, naming that field."""
+    for path, keys in _leaf_paths(BASE):
+        record = copy.deepcopy(BASE)
+        target: Any = record
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = bad
+        with pytest.raises(RecordError) as err:
+            screen(spec, record, "p.json")
+        assert f"p.json: {path}: " in str(err.value), path

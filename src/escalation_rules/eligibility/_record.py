@@ -153,6 +153,7 @@ PLAUSIBLE: dict[str, tuple[str, float, float]] = {
     "measurements.cd7_ihc": ("%", 0.0, 100.0),
 }
 _MAX_AGE = 130
+_PLACES = {key.split(".", 1)[1]: key for key in PLAUSIBLE if key.startswith("measurements.")}
 
 _TOP_KEYS = ("format", "id", "as_of", "anchors", "ecog", "weight", "life_expectancy", "measurements",
              "attestations", *SECTION_FIELDS, *LIST_FIELDS)
@@ -442,30 +443,60 @@ _ALLOWED_TOP = frozenset(_TOP_KEYS)
 _ALLOWED_ANCHORS = frozenset(_ANCHORS)
 
 
-def _non_finite(data: Any, path: str, out: list[tuple[str, float]]) -> None:
-    """Append (JSON path, value) for every NaN or infinite number in decoded data (JSON itself has none)."""
-    items = data.items() if type(data) is dict else enumerate(data) if type(data) is list else ()
-    for key, value in items:
-        kind = type(value)
-        if kind is float:
-            if value - value != 0.0:  # nan - nan and inf - inf are nan; finite numbers give 0
-                out.append((f"{path}[{key}]" if type(key) is int else f"{path}.{key}" if path else str(key), value))
-        elif kind is dict or kind is list:
-            _non_finite(value, f"{path}[{key}]" if type(key) is int else f"{path}.{key}" if path else str(key), out)
+def _non_finite(data: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(JSON path, value) of every NaN or infinite number where the record accepts a fractional number.
+
+    Those places are the values of ``weight``, ``life_expectancy`` and each
+    measurement, and a measurement's reference range; every other field
+    takes whole numbers, booleans, dates or codes, whose type checks already
+    refuse a float such as NaN.  (JSON has no NaN, but Python's ``json``
+    writes and reads it.)
+    """
+    out: list[tuple[str, float]] = []
+    for key in ("weight", "life_expectancy"):
+        quantity = data.get(key)
+        if type(quantity) is dict:
+            value = quantity.get("value")
+            if type(value) is float and value - value != 0.0:  # nan - nan and inf - inf are nan
+                out.append((f"{key}.value", value))
+    measurements = data.get("measurements")
+    if type(measurements) is list:
+        for i, m in enumerate(measurements):
+            if type(m) is not dict:
+                continue
+            value = m.get("value")
+            if type(value) is float and value - value != 0.0:
+                out.append((f"measurements[{i}].value", value))
+            rng = m.get("reference_range")
+            if type(rng) is dict:
+                for limit in ("low", "high"):
+                    value = rng.get(limit)
+                    if type(value) is float and value - value != 0.0:
+                        out.append((f"measurements[{i}].reference_range.{limit}", value))
+    return out
 
 
 def _implausible(place: str, value: float, unit: str) -> str | None:
     """Why ``value unit`` is impossible at ``place`` (a key of :data:`PLAUSIBLE`), else ``None``."""
     target, low, high = PLAUSIBLE[place]
-    try:
-        converted = value * unit_factor(unit, target)
-    except GuardSyntaxError:
+    factor = _factor_or_none(unit, target)
+    if factor is None:
         return None  # another dimension: the unit check reports it
+    converted = value * factor
     if low <= converted <= high:
         return None
     what = place.rpartition(".")[2].replace("_", " ")
     shown = f"{value:g} {unit}" + ("" if unit == target else f" = {converted:.4g} {target}")
     return f"expected a plausible {what} of {low:g} to {high:g} {target} (got {shown})"
+
+
+@functools.cache
+def _factor_or_none(unit: str, target: str) -> float | None:
+    """The factor from ``unit`` to ``target``, ``None`` across dimensions (worked out once per pair)."""
+    try:
+        return unit_factor(unit, target)
+    except GuardSyntaxError:
+        return None
 
 
 def _show(raw: Any) -> str:
@@ -676,8 +707,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     r = _Reader(source)
     if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
-    bad: list[tuple[str, float]] = []
-    _non_finite(data, "", bad)
+    bad = _non_finite(data)
     if bad:  # refused here, once, for every numeric field; the checks below may assume finite numbers
         raise RecordError([f"{source}: {path}: expected a finite number (got {_show(value)})" for path, value in bad])
     if len(data.keys() - _ALLOWED_TOP):
@@ -748,8 +778,8 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
                 m = _measurement(r, item, i)
                 if m is None:
                     continue
-                place = "measurements." + m.code
-                if place in PLAUSIBLE and (why := _implausible(place, m.value, m.unit)) is not None:
+                place = _PLACES.get(m.code)
+                if place is not None and (why := _implausible(place, m.value, m.unit)) is not None:
                     r.problem(f"measurements[{i}].value", why)
                 twin = seen.setdefault((m.code, m.date), m)
                 if twin is not m and (twin.value, twin.unit) != (m.value, m.unit):
