@@ -12,6 +12,7 @@ import pytest
 
 from escalation_rules import builtin_design
 from escalation_rules.analysis import (
+    BOUNDED_FIGURES,
     GridResult,
     Scenario,
     load_scenarios,
@@ -229,5 +230,5 @@ def test_every_figure_lies_within_its_own_bounds_in_the_csv():
     scenarios = [Scenario(f"s{i}", tuple(sorted(round(rnd.random(), 3) for _ in range(4)))) for i in range(12)]
     grid = run_grid(["3+3-deescalate", "3+3-escalate-only", "spec/nct07117175"], scenarios, jobs=1)
     for row in csv.DictReader(io.StringIO(grid.to_csv())):
-        for name in ("p_correct_selection", "expected_patients", "p_no_mtd", "p_overdose", "p_stop_toxicity"):
+        for name in BOUNDED_FIGURES:
             assert float(row[f"{name}_min"]) <= float(row[name]) <= float(row[f"{name}_max"]), (row["scenario"], name)
