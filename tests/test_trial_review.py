@@ -82,6 +82,15 @@ def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path, capsys: 
     assert f"{bad}: cannot read: not UTF-8 text" in one_line_error(capsys)
 
 
+def test_a_dlt_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`trial init --dlt FILE` with a file that is not UTF-8 names the file, exit 2."""
+    bad = tmp_path / "dlt.toml"
+    bad.write_bytes(b'[dlt]\nx = "\xff"\n')
+    assert cli("init", "--spec", "3+3-deescalate", "--dlt", bad, tmp_path / "t.db") == 2
+    assert f"{bad}: cannot read: not UTF-8 text" in one_line_error(capsys)
+
+
 @pytest.mark.parametrize(("text", "shown"), [("null", "null"), ("42", "42"), ("[]", "[]"), ('"x"', '"x"')])
 def test_record_refuses_a_file_that_holds_no_event(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
                                                    shown: str) -> None:

@@ -136,6 +136,9 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
             raise TrialError(f"{dlt_file}: cannot read: {err.strerror}") from None
         except tomllib.TOMLDecodeError as err:
             raise TrialError(f"{dlt_file}: not valid TOML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise TrialError(f"{dlt_file}: cannot read: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                             f"offset {err.start})") from None
         if set(extra) != {"dlt"}:
             raise TrialError(f"{dlt_file}: expected only a top-level 'dlt' table (got {', '.join(sorted(extra))})")
         if "dlt" in data:
