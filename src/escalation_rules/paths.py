@@ -62,14 +62,15 @@ def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
     if max_depth is not None and max_depth <= 0:
         return root
     if decision.action == "treat" and decision.dose is not None and not _complete(state, decision):
-        # an incomplete cohort: branch on the rest of it
-        seen = base.split(" ")[-1][len(str(decision.dose)):]
-        prefix = " ".join(base.split(" ")[:-1])
-        for u in range(decision.cohort_size + 1 if decision.cohort_size else 1):
-            rest = "N" * ((decision.cohort_size or 0) - u) + "T" * u
-            step = f"{decision.dose}{seen}{rest}"
-            child_hist = f"{prefix} {step}".strip()
-            node = _expand_history(p, child_hist, budget, max_depth, 1)
+        # an incomplete cohort (the last entry of the normalised history): branch on the rest of it
+        *before, partial = parse_outcomes(base)
+        assert isinstance(partial, Cohort)
+        size = decision.cohort_size or 0
+        for u in range(size + 1):
+            rest = "N" * (size - u) + "T" * u
+            child_entries = [*before, Cohort(partial.dose, partial.outcomes + rest)]
+            child_state, child_decision = replay(p, child_entries)
+            node = _node(p, child_state, child_decision, child_entries, budget, max_depth, 1)
             root["children"].append({"step": f"{decision.dose}{rest}", "node": node})
         return root
     root["children"] = _children(p, state, entries, budget, max_depth, 0)
@@ -78,16 +79,6 @@ def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
 
 def _complete(state: State, decision: Decision) -> bool:
     return state.phase == "treat" and state.dose + 1 == decision.dose and state.cohort == decision.cohort_size
-
-
-def _expand_history(p: Protocol, history: str, budget: list[int], max_depth: int | None, depth: int) -> dict[str, Any]:
-    entries = parse_outcomes(history)
-    state, decision = replay(p, entries)
-    return _node(p, state, decision, list(_entries_of(decision)), budget, max_depth, depth)
-
-
-def _entries_of(decision: Decision) -> tuple[Entry, ...]:
-    return parse_outcomes(decision.history)
 
 
 def _node(p: Protocol, state: State, decision: Decision, entries: list[Entry], budget: list[int],
@@ -119,8 +110,6 @@ def _children(p: Protocol, state: State, entries: tuple[Entry, ...], budget: lis
             children.append({"step": f"[{option.id}]", "node": _node(p, nxt, decision_at(p, nxt, new_entries),
                                                                        new_entries, budget, max_depth, depth + 1)})
     return children
-
-
 
 
 def count_leaves(tree: dict[str, Any]) -> int:
