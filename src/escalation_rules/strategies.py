@@ -355,9 +355,10 @@ def histories(protocol: Protocol | CompiledProtocol, *, complete: bool = True, m
     >>> find(histories(nct), lambda h: h.startswith("1N 2"))
     '1N 2NNN 3NNN 4NNN 4NNNNNNNN [declare]'
     >>> find(histories(nct), lambda h: "[" in h)
-    '1N [terminate]'
-    >>> find(histories(nct, form="json"), lambda h: len(h) > 1)
-    [{'dose': 1, 'outcomes': 'N'}, {'decision': 'terminate', 'signoff': ['investigator', 'sponsor']}]
+    '[terminate]'
+    >>> h = find(histories(nct, form="json"), lambda h: len(h) > 1 and "decision" in h[-1])
+    >>> sorted(h[0]), sorted(h[-1])  # cohorts, and decisions with who signs them
+    (['dose', 'outcomes'], ['decision', 'signoff'])
     """
     _check_form(form)
     walker = _walker(protocol)
