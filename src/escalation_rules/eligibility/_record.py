@@ -301,8 +301,11 @@ class _Reader:
         if raw is None:
             return None
         kind = type(raw)
-        if (kind is int or kind is float) and raw == raw and raw not in (float("inf"), float("-inf")):
-            return float(raw)
+        if kind is int or kind is float:
+            if raw - raw == 0:  # nan - nan and inf - inf are nan
+                return float(raw)
+            self.problem(path, f"expected a finite number (got {_show(raw)})")
+            return None
         self.problem(path, f"expected a number (got {_show(raw)})")
         return None
 
@@ -398,7 +401,8 @@ class _Reader:
     def quantity(self, raw: Any, path: str, dated: bool) -> Quantity | None:
         if type(raw) is dict and raw.keys() <= (_DATED if dated else _UNDATED):  # fast path for the usual case
             value, unit, when = raw.get("value"), raw.get("unit"), raw.get("date")
-            if (type(value) is int or type(value) is float) and type(unit) is str and _unit_ok(unit) is not None:
+            if ((type(value) is int or (type(value) is float and value - value == 0.0))
+                    and type(unit) is str and _unit_ok(unit) is not None):
                 if when is None:
                     return Quantity(float(value), unit, None)
                 if type(when) is str:
@@ -441,39 +445,6 @@ _BOOL_TYPES = frozenset((bool, type(None)))
 _BOOLEAN_ONLY = {name: kinds for name, (kinds, _) in _SECTION_FAST.items() if set(kinds.values()) == {_BOOL}}
 _ALLOWED_TOP = frozenset(_TOP_KEYS)
 _ALLOWED_ANCHORS = frozenset(_ANCHORS)
-
-
-def _non_finite(data: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """(JSON path, value) of every NaN or infinite number where the record accepts a fractional number.
-
-    Those places are the values of ``weight``, ``life_expectancy`` and each
-    measurement, and a measurement's reference range; every other field
-    takes whole numbers, booleans, dates or codes, whose type checks already
-    refuse a float such as NaN.  (JSON has no NaN, but Python's ``json``
-    writes and reads it.)
-    """
-    out: list[tuple[str, float]] = []
-    for key in ("weight", "life_expectancy"):
-        quantity = data.get(key)
-        if type(quantity) is dict:
-            value = quantity.get("value")
-            if type(value) is float and value - value != 0.0:  # nan - nan and inf - inf are nan
-                out.append((f"{key}.value", value))
-    measurements = data.get("measurements")
-    if type(measurements) is list:
-        for i, m in enumerate(measurements):
-            if type(m) is not dict:
-                continue
-            value = m.get("value")
-            if type(value) is float and value - value != 0.0:
-                out.append((f"measurements[{i}].value", value))
-            rng = m.get("reference_range")
-            if type(rng) is dict:
-                for limit in ("low", "high"):
-                    value = rng.get(limit)
-                    if type(value) is float and value - value != 0.0:
-                        out.append((f"measurements[{i}].reference_range.{limit}", value))
-    return out
 
 
 def _implausible(place: str, value: float, unit: str) -> str | None:
@@ -581,11 +552,11 @@ def _measurement_fast(raw: Any, as_of: dt.date | None, index: int) -> Measuremen
             return None
         low, high = rng.get("low"), rng.get("high")
         if low is not None:
-            if type(low) is not int and type(low) is not float:
-                return None
+            if type(low) is not int and (type(low) is not float or low - low != 0.0):
+                return None  # the checking path says what is wrong (NaN and infinities included)
             low = float(low)
         if high is not None:
-            if (type(high) is not int and type(high) is not float) or high <= 0:
+            if (type(high) is not int and (type(high) is not float or high - high != 0.0)) or high <= 0:
                 return None
             high = float(high)
         if low is not None and high is not None and low > high:
@@ -707,9 +678,6 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     r = _Reader(source)
     if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
-    bad = _non_finite(data)
-    if bad:  # refused here, once, for every numeric field; the checks below may assume finite numbers
-        raise RecordError([f"{source}: {path}: expected a finite number (got {_show(value)})" for path, value in bad])
     if len(data.keys() - _ALLOWED_TOP):
         r.unknown(data, "", _ALLOWED_TOP)
     fmt = data.get("format")
