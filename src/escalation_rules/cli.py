@@ -23,7 +23,7 @@ from typing import Any
 from .designs import DESIGNS
 from .engine import decide
 from .errors import EscalationRulesError
-from .graph import compile_protocol
+from .graph import compile_protocol, explore_merged
 from .history import parse_history_json
 from .paths import future_paths, paths_text
 from .protocol import GUARD_NAME_DOCS, Protocol
@@ -83,7 +83,7 @@ def load_history(args: argparse.Namespace) -> Any:
 
 def _cmd_next(args: argparse.Namespace) -> int:
     protocol = load_spec(args)
-    compile_protocol(protocol)  # refuse a protocol that fails its build checks
+    explore_merged(protocol)  # refuse a protocol that fails its build checks
     decision = decide(protocol, load_history(args))
     if args.json:
         print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
@@ -119,7 +119,7 @@ def _cmd_paths(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise EscalationRulesError(f"--depth: expected 0 or more steps (got {args.depth})")
     protocol = load_spec(args)
-    compile_protocol(protocol)
+    explore_merged(protocol)  # refuse a protocol that fails its build checks
     tree = future_paths(protocol, load_history(args), max_depth=args.depth)
     if args.truth:
         from .analysis import parse_truth, path_probabilities

@@ -138,9 +138,8 @@ def _rule_of(protocol: Protocol, label: str | None) -> tuple[Rule | None, Option
 
 def option_level(state: State, option: Option) -> int | None:
     """The 1-based dose an option at a decision state treats at, or None if it stops."""
-    if option.outcome.action != "treat":
-        return None
-    return option.outcome.target(state.dose) + 1
+    target = option.outcome.treats_at(state.dose)
+    return None if target is None else target + 1
 
 
 def _dose_text(protocol: Protocol, dose: int) -> str:
@@ -166,7 +165,11 @@ class _Run:
         try:
             return after_cohort(self.p, state, dlts, evaluated)
         except StepError as err:
-            raise CompileError([f"{self.p.source}: {err} after {format_history(self.entries)!r}"]) from None
+            raise self.refused(err) from None
+
+    def refused(self, err: StepError) -> CompileError:
+        """A rule that cannot be applied after this history: the protocol's fault, named with the history."""
+        return CompileError([f"{self.p.source}: {err} after {format_history(self.entries)!r}"])
 
     def rule_text(self, label: str | None) -> str:
         rule, option = _rule_of(self.p, label)
@@ -221,7 +224,7 @@ class _Run:
         try:
             new = choose(self.p, state, option)
         except StepError as err:
-            raise CompileError([f"{self.p.source}: {err} after {format_history(self.entries)!r}"]) from None
+            raise self.refused(err) from None
         if new.phase == "stop":
             self.stopped_at = index
         return new
@@ -303,14 +306,14 @@ class _Run:
         t = seen.count("T")
         return [self.step(state, t + u) for u in range(state.cohort - len(seen) + 1)]
 
-    def determined(self) -> bool:
+    def determined(self, outcomes: list[tuple[Rule, State]] | None = None) -> bool:
         """Whether every completion of the incomplete cohort leads to the same decision.
 
         More patients at the same dose is never decided early: the cohort in
         progress must be complete before others join it at that dose, or the
         next cohort's outcomes could not be told from the rest of this one.
         """
-        views = {_signature(self.p, nxt) for _, nxt in self.completions()}
+        views = {_signature(self.p, nxt) for _, nxt in (outcomes or self.completions())}
         if len(views) != 1:
             return False
         (view,) = views
@@ -321,7 +324,7 @@ class _Run:
         state, seen = self.state, self.partial
         m, t = len(seen), seen.count("T")
         outcomes = self.completions()
-        if self.determined():
+        if self.determined(outcomes):
             _rule, nxt = outcomes[0]
             self.early_rules = tuple(dict.fromkeys(r.id for r, _ in outcomes))
             self.early_pending = state.cohort - m
@@ -401,7 +404,7 @@ class _Run:
         try:
             nxt = choose(self.p, state, option)
         except StepError as err:
-            raise CompileError([f"{self.p.source}: {err} after {format_history(self.entries)!r}"]) from None
+            raise self.refused(err) from None
         if nxt.phase == "treat":
             return OptionView(option.id, option.label, "treat", nxt.dose + 1, nxt.cohort, None, option.signoff)
         return OptionView(option.id, option.label, "stop", None, None,

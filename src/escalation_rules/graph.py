@@ -31,10 +31,11 @@ import attrs
 import networkx as nx
 
 from ._machine import State, StepError, after_cohort, choose, initial_state
+from ._reduce import Observer, ReducedGraph, reduce_protocol
 from .errors import CompileError
 from .protocol import Protocol
 
-__all__ = ["CompiledProtocol", "compile_protocol", "describe_path"]
+__all__ = ["CompiledProtocol", "compile_protocol", "describe_path", "explore_merged"]
 
 
 @attrs.frozen
@@ -109,19 +110,37 @@ def _successors(protocol: Protocol, state: State) -> Iterator[tuple[State, dict[
         rule = protocol.rule(state.rule)
         doses: dict[int | None, list[str]] = {}
         for option in rule.options:
-            doses.setdefault(_option_target(state, option.outcome), []).append(option.id)
+            doses.setdefault(option.outcome.treats_at(state.dose), []).append(option.id)
         for option in rule.options:
             nxt = choose(protocol, state, option)
-            target = _option_target(state, option.outcome)
+            target = option.outcome.treats_at(state.dose)
             yield nxt, {"kind": "option", "option": option.id, "rule": rule.id, "guard": rule.when.text,
                         "action": option.outcome.action, "signoff": option.signoff,
                         "unique_dose": option.outcome.action == "treat" and len(doses[target]) == 1}
 
 
-def _option_target(state: State, outcome: Any) -> int | None:
-    if outcome.action != "treat":
-        return None
-    return int(outcome.target(state.dose))
+def explore_merged(protocol: Protocol, observer: Observer | None = None) -> ReducedGraph:
+    """Run the build checks on merged states (fast), refusing as :func:`compile_protocol` words it.
+
+    The merged exploration goes depth first; when it finds a problem, the full
+    compiler is run to name the shortest history to it.
+
+    Raises
+    ------
+    CompileError
+        As :func:`compile_protocol` would.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> explore_merged(builtin_design("3+3-deescalate", doses=10)).stats["nodes"]
+    175
+    """
+    try:
+        return reduce_protocol(protocol, observer)
+    except CompileError:
+        compile_protocol(protocol)
+        raise
 
 
 def compile_protocol(protocol: Protocol) -> CompiledProtocol:

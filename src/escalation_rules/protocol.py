@@ -165,6 +165,16 @@ class Outcome:
         """
         return dose + _MOVE_STEP[self.move]
 
+    def treats_at(self, dose: int) -> int | None:
+        """The 0-based dose this outcome treats at from ``dose``, or None when it stops.
+
+        Examples
+        --------
+        >>> Outcome("treat", move="next").treats_at(0), Outcome("stop").treats_at(0)
+        (1, None)
+        """
+        return self.target(dose) if self.action == "treat" else None
+
     def mtd_dose(self, dose: int) -> int | None:
         """The 0-based MTD a ``stop`` outcome declares at ``dose`` (None: no MTD).
 

@@ -66,9 +66,8 @@ import attrs
 import networkx as nx
 
 from ._machine import State
-from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph, reduce_protocol
-from .errors import CompileError
-from .graph import CompiledProtocol, compile_protocol, describe_path
+from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph
+from .graph import CompiledProtocol, describe_path, explore_merged
 from .protocol import Protocol
 
 __all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "verify"]
@@ -321,13 +320,7 @@ def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
 
 
 def _verify_merged(protocol: Protocol) -> VerificationReport:
-    try:
-        graph = reduce_protocol(protocol, _Invariants(protocol))
-    except CompileError:
-        # The merged walk goes depth first; the compiler names the shortest
-        # history to the same problem, so let it word the refusal.
-        compile_protocol(protocol)
-        raise
+    graph = explore_merged(protocol, _Invariants(protocol))
     nodes = graph.nodes
     tally = _Tally()
     for nid, child, key, failure in graph.checks:
@@ -346,12 +339,14 @@ def _verify_merged(protocol: Protocol) -> VerificationReport:
             level.append(max(level[c] for c in node.children))
     # shortest histories to every node: breadth first from the root
     parent: dict[int, tuple[int, int] | None] = {graph.root: None}
+    depth = {graph.root: 0}
     queue = deque([graph.root])
     while queue:
         nid = queue.popleft()
         for i, c in enumerate(nodes[nid].children):
             if c not in parent:
                 parent[c] = (nid, i)
+                depth[c] = depth[nid] + 1
                 queue.append(c)
 
     def steps_to(nid: int) -> list[tuple[int, int]]:
@@ -365,7 +360,7 @@ def _verify_merged(protocol: Protocol) -> VerificationReport:
     def shortest(failures: list[tuple[Any, str]]) -> tuple[str, str]:
         def key(item: tuple[Any, str]) -> int:
             nid, child = item[0]
-            return len(steps_to(nid)) + (child is not None)
+            return depth[nid] + (child is not None)
 
         (nid, child), detail = min(failures, key=key)
         steps = steps_to(nid) + ([(nid, child)] if child is not None else [])
