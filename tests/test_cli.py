@@ -173,7 +173,8 @@ def test_unknown_spec_exits_2(capsys: Capture) -> None:
     """A SPEC that is neither a file nor a design exits 2 listing the designs."""
     status, _, err = run(capsys, "next", "no-such-design")
     assert status == 2
-    assert "no such protocol file or folder, and not a built-in design (known: 3+3-deescalate" in err
+    assert "no such protocol file or folder, and not a shipped protocol or a built-in design (shipped protocols: " \
+           "nct07117175; built-in designs: 3+3-deescalate" in err
 
 
 def test_doses_with_a_protocol_path_exits_2(capsys: Capture, in_repo: Path) -> None:

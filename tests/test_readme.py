@@ -23,7 +23,7 @@ def test_python_api_example_runs(tmp_path):
 def test_fresh_machine_commands_name_the_shipped_protocol_and_the_tests():
     """The README opens with the install-and-run command and the test command."""
     blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
-    assert "pip install -e '.[test]'" in blocks[0] and "spec/nct07117175" in blocks[0]
+    assert "pip install -e '.[test,docs]'" in blocks[0] and "nct07117175" in blocks[0]
     assert "pytest" in blocks[1]
 
 

@@ -285,4 +285,4 @@ def test_import_without_hypothesis_names_the_extra() -> None:
         "    print(err)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install 'escalation_rules[strategies]'" in out
+    assert "pip install -e '.[strategies]'" in out

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .auditdoc import scenarios_of
 from .designs import DESIGNS
-from .errors import EscalationRulesError
-from .spec import resolve_spec
+from .errors import EscalationRulesError, install_hint
+from .spec import resolve_spec, spec_path
 
 __all__ = ["build_site", "conf_py", "index_rst", "print_pdf", "register"]
 
@@ -102,13 +102,13 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
         from sphinx.errors import SphinxError
         from sphinx.util.docutils import docutils_namespace
     except ImportError:
-        raise EscalationRulesError("docs: Sphinx is not installed; install the docs extra: "
-                                   "pip install 'escalation_rules[docs]'") from None
+        raise EscalationRulesError(f"docs: Sphinx is not installed; install the 'docs' extra, "
+                                   f"{install_hint('docs')}") from None
     protocol = resolve_spec(spec, doses)  # refuse a bad SPEC, scenarios or vectors before building anything
     scenarios_of(protocol)
     if vectors is not None and not Path(vectors).is_dir():
         raise EscalationRulesError(f"--vectors {vectors}: no such folder (expected a folder of *.json vectors)")
-    target = spec if spec in DESIGNS else str(Path(spec).resolve())
+    target = spec if spec in DESIGNS else str(spec_path(spec).resolve())
     vectors_abs = str(Path(vectors).resolve()) if vectors is not None else None
     out = out.resolve()
     warnings = io.StringIO()

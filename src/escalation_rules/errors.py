@@ -25,7 +25,32 @@ __all__ = [
     "GuardSyntaxError",
     "HistoryError",
     "ProtocolError",
+    "install_hint",
 ]
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra, for someone with the repository (the package is not on an index).
+
+    Names the extra's packages too (from the installed package's metadata), for
+    an environment built from the wheel.
+
+    Examples
+    --------
+    >>> install_hint("plot")
+    "from the repository's clone: pip install -e '.[plot]' (or install matplotlib>=3.7)"
+    """
+    import importlib.metadata
+    import re
+
+    marker = re.compile(rf"""extra\s*==\s*['"]{re.escape(extra)}['"]""")
+    try:
+        requires = importlib.metadata.requires("escalation_rules") or []
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        requires = []
+    packages = [r.split(";")[0].strip() for r in requires if marker.search(r)]
+    also = f" (or install {', '.join(packages)})" if packages else ""
+    return f"from the repository's clone: pip install -e '.[{extra}]'{also}"
 
 
 class EscalationRulesError(ValueError):

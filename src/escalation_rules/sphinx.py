@@ -62,7 +62,7 @@ from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir
 from .designs import DESIGNS
 from .errors import EscalationRulesError
 from .graph import compile_protocol
-from .spec import resolve_spec
+from .spec import resolve_spec, spec_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from docutils import nodes  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -77,13 +77,22 @@ DIRECTIVES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _spec_path(spec: str, root: Path) -> Path | None:
+    """A protocol argument as a path: relative to ``root``, else a shipped protocol's name (``None``: neither)."""
+    local = root / spec
+    try:
+        return spec_path(str(local)) if local.exists() or local.with_suffix("").is_dir() else spec_path(spec)
+    except EscalationRulesError:
+        return None
+
+
 def spec_files(spec: str, root: Path) -> list[Path]:
     """The files a protocol argument reads (none for a built-in design)."""
     if spec in DESIGNS:
         return []
-    path = root / spec
-    if not path.exists() and path.suffix == ".toml":
-        path = path.with_suffix("")
+    path = _spec_path(spec, root)
+    if path is None:
+        return []
     if path.is_dir():
         return sorted(path.glob("*.toml"))
     return [path] if path.exists() else []
@@ -123,7 +132,7 @@ def build_context(spec: str, root: Path, doses: int | None = None, vectors: str 
         protocol = resolve_spec(spec, doses)
         spec_path = None
     else:
-        spec_path = root / spec
+        spec_path = _spec_path(spec, root) or root / spec
         protocol = resolve_spec(str(spec_path), doses)
     compiled = compile_protocol(protocol)
     if vectors is not None:
@@ -249,7 +258,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
                 if "sections" in self.options:
                     sections = tuple(s.strip() for s in self.options["sections"].split(",") if s.strip())
                 files = spec_files(spec, root)
-                vector_dir = (root / vectors) if vectors else (find_vectors_dir(root / spec) if files else None)
+                where = _spec_path(spec, root) or root / spec
+                vector_dir = (root / vectors) if vectors else (find_vectors_dir(where) if files else None)
                 vector_files = sorted(vector_dir.glob("*.json")) if vector_dir and vector_dir.is_dir() else []
                 for f in [*files, *vector_files]:
                     self.env.note_dependency(str(f))

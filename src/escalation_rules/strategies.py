@@ -10,7 +10,7 @@ The strategies walk the compiled state graph of the protocol: DLT outcomes
 are drawn patient by patient for each cohort, and an option is drawn at each
 decision point, so a drawn history can reach every state the rules can reach.
 
-Hypothesis is an optional dependency: ``pip install 'escalation_rules[strategies]'``.
+Hypothesis is an optional dependency: ``pip install -e '.[strategies]'`` from the repository's clone.
 
 Examples
 --------
@@ -28,12 +28,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .errors import install_hint
+
 try:
     from hypothesis import strategies as st
 except ImportError as _err:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "escalation_rules.strategies needs Hypothesis, an optional extra: "
-        "pip install 'escalation_rules[strategies]'"
+        f"escalation_rules.strategies needs Hypothesis, the 'strategies' extra: {install_hint('strategies')}"
     ) from _err
 
 import networkx as nx

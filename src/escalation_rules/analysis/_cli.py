@@ -21,6 +21,7 @@ from typing import Any
 from ..designs import DESIGNS
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
+from ..spec import spec_path
 from .oc import operating_characteristics, parse_probability, parse_truth
 
 __all__ = ["register"]
@@ -150,9 +151,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
             raise EscalationRulesError(f"--doses {args.doses}: scenario {bad[0]!r} gives another number of doses; "
                                        f"for built-in designs the number of doses is each scenario's length")
     for spec in designs:
-        if spec not in DESIGNS and not Path(spec).exists() and not Path(spec).with_suffix("").is_dir():
-            raise EscalationRulesError(f"{spec}: no such protocol file or folder, and not a built-in design "
-                                       f"(known: {', '.join(sorted(DESIGNS))})")
+        if spec not in DESIGNS:
+            spec_path(spec)  # refused now, naming the known protocols, rather than in a worker
     grid = run_grid(designs, scenarios, policy=args.policy, target=parse_probability(args.target, "--target"),
                     overdose_patients=args.overdose_patients, bounds=not args.no_bounds, jobs=args.jobs)
     outputs: list[tuple[str | None, str | bytes]] = []  # everything is rendered before anything is written

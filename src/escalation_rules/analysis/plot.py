@@ -6,7 +6,7 @@ patients treated at each dose, with one bar per design.  The true MTD is
 marked.  The figure is drawn with matplotlib's Agg canvas (no display
 needed) and written as PNG or SVG, by the file's suffix.
 
-matplotlib is an optional dependency: ``pip install 'escalation_rules[plot]'``.
+matplotlib is an optional dependency: ``pip install -e '.[plot]'`` from the repository's clone.
 
 Examples
 --------
@@ -24,7 +24,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..errors import EscalationRulesError
+from ..errors import EscalationRulesError, install_hint
 from .grid import GridResult
 
 __all__ = ["plot_format", "plot_grid", "render_grid"]
@@ -37,7 +37,7 @@ def _figure_class() -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (the Agg canvas)
         from matplotlib.figure import Figure
     except ImportError:
-        raise EscalationRulesError("plotting needs matplotlib: pip install 'escalation_rules[plot]'") from None
+        raise EscalationRulesError(f"plotting needs matplotlib, the 'plot' extra: {install_hint('plot')}") from None
     return Figure
 
 

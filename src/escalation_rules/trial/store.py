@@ -41,7 +41,6 @@ import sqlite3
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import IO, Any
 
 import attrs
@@ -123,10 +122,9 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
     else:
         if doses is not None:
             raise TrialError(f"{spec}: --doses applies to built-in designs only")
-        path = Path(spec)
-        if not path.exists() and path.suffix == ".toml" and path.with_suffix("").is_dir():
-            path = path.with_suffix("")
-        data, source, owners = read_protocol_data(path)
+        from ..spec import spec_path
+
+        data, source, owners = read_protocol_data(spec_path(spec))
     data = dict(data)
     if dlt_file is not None:
         try:
