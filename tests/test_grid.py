@@ -7,6 +7,7 @@ import io
 import json
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ SCENARIOS = (
     Scenario("exact", (Fraction(1, 20), Fraction(1, 10), Fraction(1, 5), Fraction(1, 3))),
 )
 DESIGNS = ("3+3-escalate-only", "3+3-deescalate")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _serial() -> GridResult:
@@ -112,11 +114,34 @@ def test_scenarios_load_from_csv_and_json(tmp_path):
     assert from_csv[2].truth == (Fraction(1, 10), Fraction(1, 5), Fraction(1, 3))
 
 
+def test_scenarios_load_from_the_protocol_toml_and_a_toml_table(tmp_path):
+    """The protocol's own scenarios.toml ([[scenarios]] tables) and a [scenarios] table of lists load as scenarios."""
+    shipped = load_scenarios(ROOT / "spec" / "nct07117175" / "scenarios.toml")
+    assert shipped[0] == Scenario("all planned doses tolerable",
+                                  (Fraction(1, 20), Fraction(1, 10), Fraction(3, 20), Fraction(1, 4)))
+    table = tmp_path / "s.toml"
+    table.write_text('[scenarios]\nlow = [0.05, 0.1]\nexact = ["1/10", "1/5"]\n', encoding="utf-8")
+    assert load_scenarios(table) == (Scenario("low", (0.05, 0.1)), Scenario("exact", (Fraction(1, 10), Fraction(1, 5))))
+
+
+def test_cli_grid_reads_the_protocol_scenarios_toml(tmp_path, capsys, monkeypatch):
+    """grid nct07117175 --scenarios spec/nct07117175/scenarios.toml gives a row per declared scenario."""
+    monkeypatch.chdir(tmp_path)
+    scenarios = str(ROOT / "spec" / "nct07117175" / "scenarios.toml")
+    assert main(["grid", "nct07117175", "--scenarios", scenarios, "--jobs", "1", "--no-bounds"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["scenario"] for r in rows] == [s.name for s in load_scenarios(scenarios)] and err == ""
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("a.csv", "name,p1\nx,2\n", "row 2: entry 1"),
     ("b.csv", "name,p1\n", "header row and at least one"),
     ("c.json", "{", "not valid JSON"),
     ("d.json", '[{"name": "x", "truth": 0.3}]', "expected a list of probabilities"),
+    ("e.toml", "[[scenarios]\n", "e.toml: not valid TOML"),
+    ("f.toml", "scenarios = 3\n", r"f.toml: expected a list of scenarios \(or \[\[scenarios\]\] tables"),
+    ("g.toml", '[[scenarios]]\nname = "x"\ntruth = ["1/2", 3]\n', r"g.toml: scenarios\[0\].truth: entry 2"),
 ])
 def test_bad_scenario_files_are_refused(tmp_path, name, text, message):
     """Scenario files with a bad entry or shape are refused, naming the file and the place."""

@@ -168,7 +168,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         outputs.append((None, grid.to_csv()))
     for path, data in outputs:
         _write(data, path)
-        if path == args.plot:
+        if path is not None and path == args.plot:
             print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
@@ -200,7 +200,8 @@ def register(subparsers: Any) -> None:
     _allow_negative_values(p)
     p.add_argument("--also", action="append", metavar="SPEC", help="another design to compare (repeatable)")
     p.add_argument("--scenarios", required=True, metavar="FILE",
-                   help="CSV (name,p1,p2,...) or JSON ([{\"name\":..., \"truth\": [...]}]) of truth vectors")
+                   help="truth vectors: CSV (name,p1,p2,...), JSON ([{\"name\":..., \"truth\": [...]}]) or TOML "
+                        "([[scenarios]] with name and truth, as in spec/nct07117175/scenarios.toml), by suffix")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-' for stdout; the default output)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="FILE", help="draw selection probabilities and patients per dose (.png or .svg)")

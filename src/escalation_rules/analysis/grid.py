@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from fractions import Fraction
@@ -70,12 +71,15 @@ def _row_truth(values: Sequence[Any], where: str) -> tuple[Number, ...]:
 
 
 def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
-    """Read scenarios from a CSV or JSON file.
+    """Read scenarios from a CSV, JSON or TOML file (by the file's suffix; anything else is read as CSV).
 
     CSV: a header row; a column named ``name`` (or ``scenario``) holds the
     names, every other column one dose's probability (blank cells end a
     shorter ladder).  JSON: a list (or ``{"scenarios": [...]}``) of objects
-    ``{"name": "...", "truth": [0.05, "1/10", ...]}`` or of bare lists.
+    ``{"name": "...", "truth": [0.05, "1/10", ...]}`` or of bare lists, or an
+    object of name to list.  TOML: as a protocol declares its scenarios
+    (``spec/nct07117175/scenarios.toml``): ``[[scenarios]]`` tables with
+    ``name`` and ``truth``, or a ``[scenarios]`` table of name = list.
     Entries written as fractions (``1/10``) make that scenario exact.
 
     Raises
@@ -100,15 +104,19 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
     except UnicodeDecodeError as err:
         raise EscalationRulesError(f"{path}: cannot read: not UTF-8 text (byte {err.start})") from None
     scenarios: list[Scenario] = []
-    if path.suffix.lower() == ".json":
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".toml"):
         try:
-            data = json.loads(text)
-        except ValueError as err:
-            raise EscalationRulesError(f"{path}: not valid JSON: {err}") from None
+            data: Any = json.loads(text) if suffix == ".json" else tomllib.loads(text)
+        except ValueError as err:  # tomllib.TOMLDecodeError is a ValueError too
+            raise EscalationRulesError(f"{path}: not valid {suffix[1:].upper()}: {err}") from None
         if isinstance(data, dict):
             data = data.get("scenarios")
+        if isinstance(data, dict):  # a table of name = list
+            data = [{"name": name, "truth": truth} for name, truth in data.items()]
         if not isinstance(data, list):
-            raise EscalationRulesError(f"{path}: expected a list of scenarios (or {{\"scenarios\": [...]}})")
+            expected = "{\"scenarios\": [...]}" if suffix == ".json" else "[[scenarios]] tables with name and truth"
+            raise EscalationRulesError(f"{path}: expected a list of scenarios (or {expected})")
         for i, item in enumerate(data):
             where = f"{path}: scenarios[{i}]"
             if isinstance(item, dict):

@@ -57,6 +57,8 @@ __all__ = ["MAX_TRIALS", "SimulationResult", "simulate"]
 
 BATCH = 100_000
 ENGINES = ("graph", "engine")
+#: How each engine is named in the text header.
+_ENGINE_TEXT = {"graph": "walk of the merged state graph", "engine": "every trial through the decision engine"}
 #: The most trials one call simulates (10^9 takes hours; the standard error is then about 3e-5 at most).
 MAX_TRIALS = 1_000_000_000
 
@@ -137,7 +139,7 @@ class SimulationResult:
         f = format_number
         se = self.se
         lines = [f"simulated operating characteristics of {self.protocol} ({self.trials} trials, seed {self.seed}, "
-                 f"engine {self.engine}, policy {self.policy}, target {f(self.target)}, "
+                 f"{_ENGINE_TEXT[self.engine]}, policy {self.policy}, target {f(self.target)}, "
                  f"true MTD {'none' if self.true_mtd is None else 'dose ' + str(self.true_mtd)})",
                  f"{'dose':>6} {'true P(DLT)':>12} {'P(MTD)':>18} {'patients':>18} {'DLTs':>18}"]
         lines.append(f"{'none':>6} {'':>12} {f(self.mtd[0]) + ' ± ' + f(se['mtd'][0]):>18}")
