@@ -375,3 +375,42 @@ def test_paths_depth_zero_and_negative(capsys) -> None:
     assert capsys.readouterr().out.strip() == "(start) -> treat 3 at dose 1"
     assert main(["paths", "3+3-deescalate", "--depth", "-1"]) == 2
     assert "--depth: expected 0 or more" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ start-up: lazy imports
+
+
+@pytest.mark.parametrize("argv", [
+    ["next", "nct07117175", "1N 2NNN"],
+    ["next", "3+3-deescalate", "--doses", "3", "1NNN 2TT", "--json"],
+    ["screen", "nct07117175", "--batch", "examples/records.jsonl"],
+    ["trial", "status", "{db}"],
+])
+def test_fast_commands_import_neither_networkx_nor_numpy_nor_pint(argv: list[str], tmp_path: Path) -> None:
+    """next, screen and trial status run without importing networkx, numpy, pint or the analyses.
+
+    Whole-process start-up is measured in benchmarks/bench_core.py; this
+    checks, in a fresh interpreter, the imports that would cost it.
+    """
+    db = tmp_path / "trial.db"
+    assert main(["trial", "init", "--spec", "nct07117175", str(db)]) == 0
+    code = (
+        "import sys, contextlib, io\n"
+        "from escalation_rules.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main({[a.format(db=db) for a in argv]!r})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('networkx', 'numpy', 'pint', 'matplotlib',"
+        " 'sphinx') or m.startswith(('escalation_rules.analysis', 'escalation_rules.verify')))\n"
+        "print(status, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split(" ", 1) in (["0", "[]\n"], ["3", "[]\n"], ["4", "[]\n"]), done.stdout + done.stderr
+
+
+def test_top_level_help_still_lists_every_command(capsys: Capture) -> None:
+    """Commands registered lazily still appear in the top-level help."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("next", "verify", "oc", "simulate", "grid", "screen", "data-items", "trial", "docs"):
+        assert command in out

@@ -242,3 +242,14 @@ def test_deeply_nested_guards_are_refused_not_overflowed() -> None:
     """Hundreds of nested parentheses are refused with a clear message instead of a RecursionError."""
     with pytest.raises(GuardSyntaxError, match="too deeply nested"):
         parse_guard("(" * 300 + "n == 1" + ")" * 300, NAMES)
+
+
+def test_every_recorded_unit_answer_is_what_pint_answers() -> None:
+    """The unit table (escalation_rules._units, written by scripts/units_table.py) agrees with pint entry by entry."""
+    from escalation_rules import _units, guards
+
+    assert _units.UNITS and _units.FACTORS
+    for text, answer in _units.UNITS.items():
+        assert guards._pint_parse_unit(text) == answer, text
+    for (source, target, molar_mass), factor in _units.FACTORS.items():
+        assert guards._pint_unit_factor(source, target, molar_mass) == factor, (source, target, molar_mass)

@@ -21,39 +21,76 @@ Examples
 True
 """
 
+import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-from .analysis import (
-    OperatingCharacteristics,
-    load_scenarios,
-    operating_characteristics,
-    path_probabilities,
-    run_grid,
-)
-from .designs import DESIGNS, builtin_design
-from .eligibility import ScreeningResult, load_eligibility, screen
-from .engine import Decision, OptionView, decide
 from .errors import CompileError, EscalationRulesError, GuardSyntaxError, HistoryError, ProtocolError
-from .graph import CompiledProtocol, compile_protocol
-from .history import Choice, Cohort, parse_history_json, parse_outcomes
-from .paths import future_paths
-from .protocol import Protocol, load_protocol
-from .spec import resolve_spec
-from .trial import TrialStatus, TrialStore, trial_status
-from .verify import InvariantResult, VerificationReport, verify
 
 if TYPE_CHECKING:
+    from .analysis import (
+        OperatingCharacteristics,
+        load_scenarios,
+        operating_characteristics,
+        path_probabilities,
+        run_grid,
+    )
     from .analysis.simulation import SimulationResult, simulate
+    from .designs import DESIGNS, builtin_design
+    from .eligibility import ScreeningResult, load_eligibility, screen
+    from .engine import Decision, OptionView, decide
+    from .graph import CompiledProtocol, compile_protocol
+    from .history import Choice, Cohort, parse_history_json, parse_outcomes
+    from .paths import future_paths
+    from .protocol import Protocol, load_protocol
+    from .spec import resolve_spec
+    from .trial import TrialStatus, TrialStore, trial_status
+    from .verify import InvariantResult, VerificationReport, verify
+
+#: Where each public name lives.  Names are imported on first use, so that
+#: ``import escalation_rules`` (and the command line's ``next``, ``screen`` and
+#: ``trial status``) does not pay for networkx, numpy and the analyses.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("OperatingCharacteristics", "load_scenarios", "operating_characteristics",
+                     "path_probabilities", "run_grid"), ".analysis"),
+    **dict.fromkeys(("SimulationResult", "simulate"), ".analysis.simulation"),
+    **dict.fromkeys(("DESIGNS", "builtin_design"), ".designs"),
+    **dict.fromkeys(("ScreeningResult", "load_eligibility", "screen"), ".eligibility"),
+    **dict.fromkeys(("Decision", "OptionView", "decide"), ".engine"),
+    **dict.fromkeys(("CompiledProtocol", "compile_protocol"), ".graph"),
+    **dict.fromkeys(("Choice", "Cohort", "parse_history_json", "parse_outcomes"), ".history"),
+    "future_paths": ".paths",
+    **dict.fromkeys(("Protocol", "load_protocol"), ".protocol"),
+    "resolve_spec": ".spec",
+    **dict.fromkeys(("TrialStatus", "TrialStore", "trial_status"), ".trial"),
+    **dict.fromkeys(("InvariantResult", "VerificationReport", "verify"), ".verify"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # simulation needs numpy: load it on first use, not on every import
-    if name in ("simulate", "SimulationResult"):
-        from .analysis import simulation
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        globals().update(simulate=simulation.simulate, SimulationResult=simulation.SimulationResult)
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodule ``verify`` leaves the name ``verify`` the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if _LAZY.get(name) == f".{name}" and isinstance(value, types.ModuleType):
+            value = getattr(value, name)  # the import system binds a submodule on its package
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

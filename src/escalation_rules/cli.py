@@ -18,23 +18,26 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .designs import DESIGNS
-from .engine import decide
 from .errors import EscalationRulesError
-from .graph import compile_protocol, explore_merged
-from .history import parse_history_json
-from .paths import future_paths, paths_text
-from .protocol import GUARD_NAME_DOCS, Protocol
-from .spec import resolve_spec
-from .verify import verify
+
+if TYPE_CHECKING:
+    from .protocol import Protocol
 
 __all__ = ["main"]
 
-#: Modules that add subcommands; each defines ``register(subparsers)``.
-_COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli",
-                                     "escalation_rules.trial._cli", "escalation_rules.eligibility._cli")
+#: Subcommands that other modules add (each module defines ``register(subparsers)``), by command name.
+#: Only the module of the command being run is imported (all of them for the top-level ``--help``), and
+#: each command imports what it needs when it runs: ``next``, ``screen`` and ``trial status`` start without
+#: networkx, numpy or the analyses (see benchmarks/bench_core.py).
+_COMMAND_MODULES: dict[str, str] = {
+    "docs": "escalation_rules.auditsite",
+    **dict.fromkeys(("oc", "simulate", "grid"), "escalation_rules.analysis._cli"),
+    "trial": "escalation_rules.trial._cli",
+    **dict.fromkeys(("screen", "data-items"), "escalation_rules.eligibility._cli"),
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -62,6 +65,8 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_spec(args: argparse.Namespace) -> Protocol:
     """Resolve the SPEC and ``--doses`` arguments."""
+    from .spec import resolve_spec
+
     return resolve_spec(args.spec, args.doses)
 
 
@@ -77,11 +82,16 @@ def load_history(args: argparse.Namespace) -> Any:
             raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
         except UnicodeDecodeError as err:
             raise EscalationRulesError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        from .history import parse_history_json
+
         return parse_history_json(text, str(path))
     return args.outcomes or ""
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
+    from .engine import decide
+    from .graph import explore_merged
+
     protocol = load_spec(args)
     explore_merged(protocol)  # refuse a protocol that fails its build checks
     decision = decide(protocol, load_history(args))
@@ -106,6 +116,9 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from .graph import compile_protocol
+    from .verify import verify
+
     protocol = load_spec(args)
     report = verify(compile_protocol(protocol) if args.full else protocol)
     if args.json:
@@ -118,6 +131,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_paths(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise EscalationRulesError(f"--depth: expected 0 or more steps (got {args.depth})")
+    from .graph import explore_merged
+    from .paths import future_paths, paths_text
+
     protocol = load_spec(args)
     explore_merged(protocol)  # refuse a protocol that fails its build checks
     tree = future_paths(protocol, load_history(args), max_depth=args.depth)
@@ -133,6 +149,8 @@ def _cmd_paths(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from .graph import compile_protocol
+
     protocol = load_spec(args)
     compiled = compile_protocol(protocol)
     if args.json:
@@ -147,13 +165,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_names(args: argparse.Namespace) -> int:
+    from .protocol import GUARD_NAME_DOCS
+
     for name, doc in GUARD_NAME_DOCS.items():
         print(f"{name:18} {doc}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with every subcommand registered (or only what ``command`` needs)."""
     parser = _Parser(prog="escalation-rules", description="Rules engine for dose-escalation protocols.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -186,14 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("names", help="the names a rule's guard may read")
     p.set_defaults(handler=_cmd_names)
 
-    for module_name in _COMMAND_MODULES:
+    if command in sub.choices:
+        return parser  # a command of this module: no other module is imported
+    modules = [_COMMAND_MODULES[command]] if command in _COMMAND_MODULES else _COMMAND_MODULES.values()
+    for module_name in dict.fromkeys(modules):
         importlib.import_module(module_name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used by the console script)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     args, extra = parser.parse_known_args(argv)
     # argparse fills an optional positional before it sees later options
     # ("next SPEC --doses 3 '1NNN'"); take such a trailing history here.

@@ -25,15 +25,17 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import networkx as nx
 
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from ._reduce import Observer, ReducedGraph, reduce_protocol
 from .errors import CompileError
 from .protocol import Protocol
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported where a graph is built or walked: a decision never needs it
 
 __all__ = ["CompiledProtocol", "compile_protocol", "describe_path", "explore_merged"]
 
@@ -63,6 +65,8 @@ class CompiledProtocol:
 
     def path_to(self, state: State) -> list[tuple[State, State, dict[str, Any]]]:
         """A shortest path of edges from the initial state to ``state``."""
+        import networkx as nx
+
         nodes = nx.shortest_path(self.graph, self.initial, state)
         return [(a, b, self.graph.edges[a, b]) for a, b in itertools.pairwise(nodes)]
 
@@ -158,6 +162,8 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
     >>> compiled.stats["states"] > 100
     True
     """
+    import networkx as nx
+
     graph: nx.DiGraph = nx.DiGraph()
     start = initial_state(protocol)
     graph.add_node(start)
@@ -220,6 +226,8 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
 
 
 def _count_paths(graph: nx.DiGraph, start: State) -> int:
+    import networkx as nx
+
     counts: dict[State, int] = {}
     for node in reversed(list(nx.topological_sort(graph))):
         succ = list(graph.successors(node))
@@ -228,5 +236,7 @@ def _count_paths(graph: nx.DiGraph, start: State) -> int:
 
 
 def _history_to(graph: nx.DiGraph, start: State, state: State) -> str:
+    import networkx as nx
+
     nodes = nx.shortest_path(graph, start, state)
     return describe_path([(a, b, graph.edges[a, b]) for a, b in itertools.pairwise(nodes)])

@@ -70,6 +70,7 @@ from typing import Any
 
 import attrs
 
+from . import _units
 from .errors import GuardSyntaxError
 
 __all__ = [
@@ -572,6 +573,14 @@ def parse_unit(text: str) -> tuple[str, str]:
     ...
     escalation_rules.errors.GuardSyntaxError: unknown unit 'mg/dLL'
     """
+    known = _units.UNITS.get(text)
+    if known is not None:  # recorded from pint for the shipped units: no pint import at start-up
+        return known
+    return _pint_parse_unit(text)
+
+
+def _pint_parse_unit(text: str) -> tuple[str, str]:
+    """:func:`parse_unit` as pint answers it."""
     ureg = _registry()
     try:
         unit = ureg.Unit(text) if text.strip() else ureg.dimensionless
@@ -608,6 +617,14 @@ def unit_factor(source: str, target: str, molar_mass: str | None = None) -> floa
     ...
     escalation_rules.errors.GuardSyntaxError: cannot convert kg ([mass]) to mL/min ([length] ** 3 / [time])
     """
+    known = _units.FACTORS.get((source, target, molar_mass))
+    if known is not None:  # recorded from pint for the shipped units
+        return known
+    return _pint_unit_factor(source, target, molar_mass)
+
+
+def _pint_unit_factor(source: str, target: str, molar_mass: str | None = None) -> float:
+    """:func:`unit_factor` as pint answers it."""
     _, sdim = parse_unit(source)
     _, tdim = parse_unit(target)
     ureg = _registry()

@@ -48,7 +48,7 @@ import attrs
 
 from ..engine import Decision, decide
 from ..errors import EscalationRulesError, HistoryError
-from ..graph import compile_protocol
+from ..graph import explore_merged
 from ..history import Choice, Cohort, Entry, format_history
 from ..protocol import Dose, Protocol
 from .dlt import (
@@ -765,7 +765,7 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
         cap = ev.cap
     amended = attrs.evolve(p, doses=tuple(doses), stages=tuple(stages), cap=cap)
     try:
-        compile_protocol(amended)
+        explore_merged(amended)  # the build checks, on merged states (no full graph, no networkx)
     except EscalationRulesError as err:
         raise _refuse(f"the amended protocol fails its checks: {str(err).splitlines()[0]}") from None
     trial.protocol = amended

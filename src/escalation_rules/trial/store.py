@@ -47,7 +47,7 @@ import attrs
 
 from ..designs import DESIGNS, design_mapping
 from ..errors import EscalationRulesError
-from ..graph import compile_protocol
+from ..graph import explore_merged
 from ..protocol import Protocol, protocol_from_mapping, read_protocol_data
 from .dlt import dlt_definition
 from .events import EVENT_TYPES, Event, TrialError, canonical_json, event_to_dict, format_time, parse_event
@@ -150,7 +150,7 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
 
 def _build(raw: Mapping[str, Any]) -> Protocol:
     protocol = protocol_from_mapping(raw["data"], raw["source"], raw.get("owners") or {})
-    compile_protocol(protocol)
+    explore_merged(protocol)  # the build checks, on merged states (no full graph, no networkx)
     dlt_definition(protocol)
     return protocol
 

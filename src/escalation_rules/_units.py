@@ -1,0 +1,45 @@
+"""pint's answers for the units the shipped protocols and records use (generated: scripts/units_table.py).
+
+:func:`escalation_rules.guards.parse_unit` and :func:`~escalation_rules.guards.unit_factor` look here
+first, so screening with these units needs no pint (about half a second to import and set up); any
+other unit is asked of pint.  tests/test_guards.py checks every entry against pint.
+"""
+
+PINT_VERSION = '0.25.3'
+
+UNITS: dict[str, tuple[str, str]] = {
+    '%': ('percent', 'dimensionless'),
+    '1': ('dimensionless', 'dimensionless'),
+    'U/L': ('enzyme_unit / liter', '[substance] / [time] / [length] ** 3'),
+    'dimensionless': ('dimensionless', 'dimensionless'),
+    'g/mol': ('gram / mole', '[mass] / [substance]'),
+    'kg': ('kilogram', '[mass]'),
+    'mL/min': ('milliliter / minute', '[length] ** 3 / [time]'),
+    'mg/dL': ('milligram / deciliter', '[mass] / [length] ** 3'),
+    'month': ('month', '[time]'),
+    'months': ('month', '[time]'),
+    'umol/L': ('micromole / liter', '[substance] / [length] ** 3'),
+    'week': ('week', '[time]'),
+    'weeks': ('week', '[time]'),
+    'year': ('year', '[time]'),
+    'years': ('year', '[time]'),
+}
+
+FACTORS: dict[tuple[str, str, str | None], float] = {
+    ('%', '%', None): 1.0,
+    ('%', 'dimensionless', None): 0.01,
+    ('1', '%', None): 100.0,
+    ('1', 'dimensionless', None): 1.0,
+    ('U/L', 'U/L', None): 1.0,
+    ('g/mol', 'g/mol', None): 1.0,
+    ('kg', 'kg', None): 1.0,
+    ('mL/min', 'mL/min', None): 1.0,
+    ('mg/dL', 'mg/dL', '113.12 g/mol'): 1.0,
+    ('mg/dL', 'mg/dL', '584.66 g/mol'): 1.0,
+    ('months', 'week', None): 4.348214285714286,
+    ('months', 'year', None): 0.08333333333333333,
+    ('umol/L', 'mg/dL', '113.12 g/mol'): 0.011312,
+    ('umol/L', 'mg/dL', '584.66 g/mol'): 0.05846599999999999,
+    ('weeks', 'week', None): 1.0,
+    ('weeks', 'year', None): 0.019164955509924708,
+}
