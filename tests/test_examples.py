@@ -49,3 +49,11 @@ def test_the_example_scenarios_drive_a_grid_of_builtin_designs(capsys):
     assert main(["grid", "3+3-deescalate", "--also", "3+3-escalate-only", "--scenarios",
                  str(EXAMPLES / "scenarios.csv"), "--jobs", "1", "--no-bounds"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + 2 * 4
+
+
+def test_the_example_history_json_is_the_outcome_string_of_the_docs(capsys):
+    """next --history-json examples/history.json decides as the outcome string '1N [escalate] 2NNN'."""
+    assert main(["next", "nct07117175", "--history-json", str(EXAMPLES / "history.json"), "--json"]) == 0
+    from_json = json.loads(capsys.readouterr().out)
+    assert main(["next", "nct07117175", "1N [escalate] 2NNN", "--json"]) == 0
+    assert from_json == json.loads(capsys.readouterr().out)
