@@ -1,7 +1,8 @@
 """The command line: ``escalation-rules COMMAND SPEC ...``, thin over the Python API.
 
 SPEC is a protocol file or folder (``spec/nct07117175`` or
-``spec/nct07117175.toml``) or a built-in design name with ``--doses N``.
+``spec/nct07117175.toml``), a shipped protocol's name (``nct07117175``, from
+any folder) or a built-in design name with ``--doses N``.
 
 Exit status: 0 success; 1 a check failed (``verify`` found a violation,
 ``trial verify`` a broken chain); 2 the input was refused (bad protocol,
@@ -50,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the SPEC positional and ``--doses`` (shared by every subcommand)."""
     parser.add_argument("spec", metavar="SPEC",
-                        help=f"protocol file or folder, or a built-in design: {', '.join(sorted(DESIGNS))}")
+                        help="protocol file or folder, a shipped protocol (nct07117175), or a built-in design: "
+                             f"{', '.join(sorted(DESIGNS))}")
     parser.add_argument("--doses", type=int, default=None, metavar="N",
                         help="number of doses for a built-in design (default 5)")
 
