@@ -89,6 +89,16 @@ def test_vectors_cover_every_criterion(spec: EligibilitySpec) -> None:
             assert seen.get(criterion.id) == {True, False, None}, criterion.id
 
 
+def test_vectors_cover_every_definition_branch(spec: EligibilitySpec) -> None:
+    """Every definition (the parts of Inclusion 4) has a true and a false vector; reading them is what 4 rests on."""
+    seen: dict[str, set[Any]] = {}
+    for case in VECTORS["cases"]:
+        seen.setdefault(case["criterion"], set()).add(case["result"])
+    for criterion in spec.criteria:
+        if criterion.kind == "definition":
+            assert {True, False} <= seen.get(criterion.id, set()), criterion.id
+
+
 @pytest.mark.parametrize(("name", "outcome"), [("eligible", "eligible"), ("not-eligible", "not eligible"),
                                                ("undetermined", "undetermined")])
 def test_example_records(spec: EligibilitySpec, name: str, outcome: str) -> None:
