@@ -369,3 +369,26 @@ def test_invariant_nan_in_any_field_of_a_record_is_refused_naming_it(spec: Eligi
         with pytest.raises(RecordError) as err:
             screen(spec, record, "p.json")
         assert f"p.json: {path}: " in str(err.value), path
+
+
+def test_relapse_evidence_says_whether_data_or_attestation_was_used(spec: EligibilitySpec) -> None:
+    """The relapse evidence names its source: dated results when recorded, else the site's attested code."""
+    attested = screen(spec, BASE).result("rel_shown").values["relapse_shown_by"]
+    assert attested["used"] == "attestation" and "no dated disease assessments" in attested["why"]
+    marrow = {"specimen": "bone_marrow", "date": "2025-07-01", "blasts_percent": 18}
+    data = screen(spec, edit(BASE, {"disease_assessments": [marrow]})).result("rel_shown")
+    assert data.values["relapse_shown_by"]["used"] == "dated results"
+    assert "bone marrow 18% blasts on 2025-07-01" in data.reason
+
+
+def test_disease_assessments_are_checked() -> None:
+    """A blast share outside 0-100, a lesion on a marrow sample or a missing date is refused, naming the entry."""
+    bad = [{"specimen": "bone_marrow", "date": "2025-07-01", "blasts_percent": 140},
+           {"specimen": "bone_marrow", "date": "2025-07-01", "lesion_present": True},
+           {"specimen": "peripheral_blood", "blasts_percent": 3}]
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"disease_assessments": bad}))
+    text = str(err.value)
+    assert "disease_assessments[0].blasts_percent: expected 0 to 100 (got 140)" in text
+    assert "disease_assessments[1].lesion_present" in text
+    assert "disease_assessments[2].date: missing" in text

@@ -32,9 +32,11 @@ from ..errors import EscalationRulesError, GuardSyntaxError
 from ..guards import parse_unit, unit_factor
 
 __all__ = [
+    "ASSESSMENT_FIELDS",
     "PLAUSIBLE",
     "SECTION_FIELDS",
     "Anchors",
+    "Assessment",
     "Exposure",
     "HistoryEvent",
     "Measurement",
@@ -157,8 +159,16 @@ PLAUSIBLE: dict[str, tuple[str, float, float]] = {
 _MAX_AGE = 130
 _PLACES = {key.split(".", 1)[1]: key for key in PLAUSIBLE if key.startswith("measurements.")}
 
+#: Dated disease assessments (relapse evidence, Inclusion 4 (1)): field to kind; specimen and date required.
+ASSESSMENT_FIELDS: dict[str, Any] = {
+    "specimen": ("bone_marrow", "peripheral_blood", "extramedullary"),
+    "date": "date",
+    "blasts_percent": ("number", 0.0, 100.0),
+    "lesion_present": "bool",
+}
+
 _TOP_KEYS = ("format", "id", "as_of", "anchors", "ecog", "weight", "life_expectancy", "measurements",
-             "attestations", *SECTION_FIELDS, *LIST_FIELDS)
+             "attestations", "disease_assessments", *SECTION_FIELDS, *LIST_FIELDS)
 _ANCHORS = ("screening", "cell_collection", "enrolment", "planned_infusion")
 #: Pairs of anchors in their natural order: (earlier, later).
 _ANCHOR_ORDER = (("screening", "cell_collection"), ("screening", "enrolment"),
@@ -212,6 +222,16 @@ class HistoryEvent:
 
 
 @attrs.frozen
+class Assessment:
+    """A dated disease assessment: marrow or blood blasts (%), or an extramedullary lesion found or not."""
+
+    specimen: str
+    date: dt.date
+    blasts_percent: float | None = None
+    lesion_present: bool | None = None
+
+
+@attrs.frozen
 class Anchors:
     """The dates criteria are anchored to; only ``screening`` is required."""
 
@@ -240,7 +260,8 @@ class PatientRecord:
         Section name (``"cardiac"``, ``"serology"``…) to its field values.
     lists : dict
         ``medications``, ``therapies``, ``events``, ``malignancies``,
-        ``infections``: a tuple of entries, or ``None`` when not known.
+        ``infections``: a tuple of entries, or ``None`` when not known;
+        ``disease_assessments``: a tuple of :class:`Assessment`.
     attestations : dict
         Investigator attestations: key to ``True``/``False``.
     """
@@ -338,6 +359,12 @@ class _Reader:
                 self.problem(path, f"expected a string (got {_show(raw)})")
                 return None
             return raw
+        if isinstance(kind, tuple) and kind and kind[0] == "number":
+            number = self.number(raw, path)
+            if number is not None and not kind[1] <= number <= kind[2]:
+                self.problem(path, f"expected {kind[1]:g} to {kind[2]:g} (got {number:g})")
+                return None
+            return number
         if isinstance(kind, tuple) and kind and kind[0] == "int":
             _, low, high = kind
             if type(raw) is not int:
@@ -661,6 +688,36 @@ def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+def _assessments(r: _Reader, raw: Any) -> tuple[Assessment, ...] | None:
+    """Read ``disease_assessments``: blasts need a marrow or blood specimen, a lesion an extramedullary one."""
+    if raw is None:
+        return None
+    if type(raw) is not list:
+        r.problem("disease_assessments", f"expected a list (got {_show(raw)})")
+        return None
+    out = []
+    allowed = frozenset(ASSESSMENT_FIELDS)
+    for i, item in enumerate(raw):
+        path = f"disease_assessments[{i}]"
+        if type(item) is not dict:
+            r.problem(path, f"expected an object (got {_show(item)})")
+            continue
+        before = len(r.problems)
+        r.unknown(item, path, allowed)
+        values = {key: r.field(item.get(key), f"{path}.{key}", kind) for key, kind in ASSESSMENT_FIELDS.items()}
+        for key in ("specimen", "date"):
+            if item.get(key) is None:
+                r.problem(f"{path}.{key}", "missing (required in every entry)")
+        specimen, blasts, lesion = values["specimen"], values["blasts_percent"], values["lesion_present"]
+        if specimen == "extramedullary" and blasts is not None:
+            r.problem(f"{path}.blasts_percent", "an extramedullary assessment records lesion_present, not blasts")
+        if specimen in ("bone_marrow", "peripheral_blood") and lesion is not None:
+            r.problem(f"{path}.lesion_present", f"a {specimen} assessment records blasts_percent, not a lesion")
+        if len(r.problems) == before:
+            out.append(Assessment(specimen, values["date"], blasts, lesion))
+    return tuple(out)
+
+
 def read_record(data: Any, source: str = "record") -> PatientRecord:
     """Check a decoded JSON record and build a :class:`PatientRecord`.
 
@@ -776,6 +833,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
             r.problem("demographics.birth_date", f"{birth} is after the screening date {screening}")
 
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
+    lists["disease_assessments"] = _assessments(r, data.get("disease_assessments"))
 
     attestations: dict[str, bool] = {}
     raw_a = data.get("attestations")
@@ -843,6 +901,8 @@ def record_schema() -> dict[str, Any]:
             return {"type": ["string", "null"]}
         if isinstance(kind, tuple) and kind[0] == "int":
             return {"type": ["integer", "null"], "minimum": kind[1], "maximum": kind[2]}
+        if isinstance(kind, tuple) and kind[0] == "number":
+            return {"type": ["number", "null"], "minimum": kind[1], "maximum": kind[2]}
         return {"enum": [*kind, None]}
 
     def obj(props: Mapping[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
@@ -875,6 +935,8 @@ def record_schema() -> dict[str, Any]:
         "attestations": {"type": ["object", "null"], "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
                          "additionalProperties": {"type": ["boolean", "null"]}},
     }
+    assessment = obj({key: kind_schema(kind) for key, kind in ASSESSMENT_FIELDS.items()}, ("specimen", "date"))
+    props["disease_assessments"] = {"type": ["array", "null"], "items": assessment}
     for name, kinds in SECTION_FIELDS.items():
         section = obj({key: kind_schema(kind) for key, kind in kinds.items()})
         section["type"] = ["object", "null"]

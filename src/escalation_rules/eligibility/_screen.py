@@ -82,7 +82,11 @@ class CriterionResult:
         """One line: the status, the expression and the values it used, or what is missing."""
         c = self.criterion
         if self.value is None:
-            return f"{self.status}: {c.when.text}; missing {', '.join(self.missing)}"
+            env = self._context.env
+            notes = [f"{name}: {env[key]}" for name in (*_direct_reads(c), *self.missing)
+                     if (key := f"{name}#why") in env]
+            return (f"{self.status}: {c.when.text}; missing {', '.join(self.missing)}"
+                    + "".join(f" ({note})" for note in dict.fromkeys(notes)))
         shown = "; ".join(f"{name} = {_show(self._context, name)[1]}" for name in _direct_reads(c))
         return f"{self.status}: {c.when.text}" + (f" with {shown}" if shown else "")
 
@@ -280,6 +284,15 @@ def _show(context: _Context, name: str) -> tuple[Any, str]:
         m = record.measurements[source.split(".", 1)[1]]  # type: ignore[index]
         bound = m.high if limit == "uln" else m.low
         return {"value": bound, "unit": m.range_unit}, f"{bound:g} {m.range_unit}"
+    if item.formula == "relapse_evidence":
+        why = env.get(f"{name}#why", "")
+        used = "attestation" if why.startswith("attested") else "dated results"
+        return {"value": value, "formula": item.formula, "used": used, "why": why}, f"{value} ({why})"
+    if isinstance(value, tuple) and value and not isinstance(value[0], tuple):  # disease assessments
+        entries = [attrs.asdict(a) for a in value]
+        for entry in entries:
+            entry["date"] = _date(entry["date"])
+        return entries, f"{len(value)} assessment(s)"
     if item.formula is not None:
         inputs = {role: _show(context, inner)[1] for role, inner in item.inputs.items()}
         if item.formula == "cockcroft_gault":

@@ -62,13 +62,19 @@ class Formula:
     roles : dict
         Input role to a description of what it needs (checked at load).
     unit : str or None
-        Unit of the result (``None``: a whole number without unit).
+        Unit of the result (``None``: a whole number without unit, unless ``result`` says otherwise).
+    parameters : dict
+        Parameter name to (default value, what it means); an item may set them (``parameters = {...}``).
+    result : object or None
+        The result's type in the guard language when it is not a number (a ``CodeType``).
     """
 
     name: str
     text: str
     roles: Mapping[str, str]
     unit: str | None
+    parameters: Mapping[str, tuple[float, str]] = attrs.field(factory=dict)
+    result: Any = None
 
 
 FORMULAS: dict[str, Formula] = {
@@ -81,7 +87,25 @@ FORMULAS: dict[str, Formula] = {
         {"age": "a whole number of years", "sex": "a code with 'female'", "weight": "a mass",
          "creatinine": "a creatinine concentration (mass, or substance with a molar mass)"},
         "mL/min"),
+    "relapse_evidence": Formula(
+        "relapse_evidence",
+        "from dated results after the first remission: bone-marrow blasts at or above marrow_blasts_percent outside "
+        "recovery_days after a chemotherapy course; else blasts in two blood samples at least blood_interval_days "
+        "apart; else a new extramedullary lesion; 'none' when the results show none of these; the attested code "
+        "when no dated results are recorded",
+        {"assessments": "the dated disease assessments", "remission": "a date (the first remission)",
+         "chemotherapy": "an event list (chemotherapy courses)", "chemotherapy_drugs": "an event list",
+         "attested": "a code with 'marrow_blasts_5_percent' (the site's attested evidence, the fallback)"},
+        None,
+        {"marrow_blasts_percent": (5.0, "lowest marrow blast share that shows a relapse, in %"),
+         "recovery_days": (28.0, "days after the end of a chemotherapy course counted as haematopoietic recovery "
+                                 "(our assumption: the registry text gives no length)"),
+         "blood_interval_days": (7.0, "least number of days between the two blood samples")},
+        CodeType(frozenset(("marrow_blasts_5_percent", "peripheral_blood_blasts_twice", "extramedullary", "none")))),
 }
+
+#: The type of the ``disease_assessments`` list (only formulas read it).
+ASSESSMENTS = "assessments"
 
 
 @attrs.frozen
@@ -119,6 +143,7 @@ class DataItem:
     formula: str | None = None
     inputs: Mapping[str, str] = attrs.field(factory=dict)
     attested: bool = False
+    parameters: Mapping[str, float] = attrs.field(factory=dict)
 
     @property
     def type_name(self) -> str:
@@ -254,7 +279,7 @@ class _Loader:
         return value
 
 
-_ITEM_KEYS = ("source", "formula", "inputs", "unit", "molar_mass", "description", "where", "where_not")
+_ITEM_KEYS = ("source", "formula", "inputs", "parameters", "unit", "molar_mass", "description", "where", "where_not")
 
 
 def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) -> tuple[Any, dict[str, Any]]:
@@ -266,6 +291,8 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
         return DATE, extra
     if source == "ecog":
         return INT, extra
+    if source == "disease_assessments":
+        return ASSESSMENTS, extra
     if source in ("weight", "life_expectancy") or (head == "measurements" and rest):
         default = {"weight": "kg", "life_expectancy": "week"}.get(source)
         unit = unit or default
@@ -392,11 +419,29 @@ def _formula_item(load: _Loader, path: str, name: str, raw: Mapping[str, Any], i
         elif not _fits(formula.name, role, items[item_name]):
             load.problem(where, f"{item_name!r} is {items[item_name].type} but the role needs {formula.roles[role]}")
             ok = False
+    parameters = {key: default for key, (default, _) in formula.parameters.items()}
+    raw_parameters = raw.get("parameters", {})
+    if not isinstance(raw_parameters, dict):
+        load.problem(f"{path}.parameters", f"expected a table of name = number (got {_show(raw_parameters)})")
+        ok = False
+        raw_parameters = {}
+    for key, value in raw_parameters.items():
+        if key not in formula.parameters:
+            known = ", ".join(formula.parameters) or "none"
+            load.problem(f"{path}.parameters.{key}", f"unknown parameter (this formula takes: {known})")
+            ok = False
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+            load.problem(f"{path}.parameters.{key}", f"expected a number of 0 or more (got {_show(value)})")
+            ok = False
+        else:
+            parameters[key] = float(value)
     if not ok:
         return None
     unit = raw.get("unit", formula.unit)
-    if formula.unit is None:
-        kind: Any = INT
+    if formula.result is not None:
+        kind: Any = formula.result
+    elif formula.unit is None:
+        kind = INT
     else:
         try:
             kind = quantity_type(unit)
@@ -405,13 +450,18 @@ def _formula_item(load: _Loader, path: str, name: str, raw: Mapping[str, Any], i
             load.problem(f"{path}.unit", err.message)
             return None
     return DataItem(name, f"formula:{formula.name}", kind, description, unit=unit if formula.unit else None,
-                    formula=formula.name, inputs=dict(inputs))
+                    formula=formula.name, inputs=dict(inputs), parameters=parameters)
 
 
 def _fits(formula: str, role: str, item: DataItem) -> bool:
     kind = item.type
     if formula == "age_years":
         return kind == DATE
+    if formula == "relapse_evidence":
+        wanted = {"assessments": ASSESSMENTS, "remission": DATE, "chemotherapy": EVENTS, "chemotherapy_drugs": EVENTS}
+        if role in wanted:
+            return kind == wanted[role]
+        return isinstance(kind, CodeType) and "marrow_blasts_5_percent" in kind.values
     if role == "age":
         return kind == INT
     if role == "sex":
@@ -602,6 +652,8 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
         return _formula_filler(item, items)
     if source == "ecog":
         return lambda rec, env: env.__setitem__(name, rec.ecog)
+    if item.type == ASSESSMENTS:
+        return lambda rec, env: env.__setitem__(name, rec.lists.get(source))
     if isinstance(item.type, QuantityType):
         unit, molar = item.type.unit, item.molar_mass
         if head == "measurements":
@@ -706,6 +758,8 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             b, d = env[birth], env[on]
             env[name] = None if b is None or d is None else _completed_years(b, d)
         return age
+    if item.formula == "relapse_evidence":
+        return _relapse_filler(item)
     age_name, sex, weight, creat = inputs["age"], inputs["sex"], inputs["weight"], inputs["creatinine"]
     weight_item, creat_item = items[weight], items[creat]
     assert isinstance(weight_item.type, QuantityType) and isinstance(creat_item.type, QuantityType)
@@ -720,6 +774,85 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             return
         env[name] = (140 - a) * w * to_kg * (0.85 if s == "female" else 1.0) / (72 * c * to_mgdl) * out
     return cockcroft_gault
+
+
+def _relapse_filler(item: DataItem) -> Filler:
+    """Relapse evidence from the dated results (Inclusion 4 (1)), the attested code as fallback.
+
+    The value is the evidence code (or ``'none'``); ``env[NAME + '#why']``
+    says in words which results showed it, or that the attestation was used.
+    """
+    name, inputs, params = item.name, item.inputs, item.parameters
+    remission_name, attested_name = inputs["remission"], inputs["attested"]
+    chemo_names = (inputs["chemotherapy"], inputs["chemotherapy_drugs"])
+    threshold, recovery = params["marrow_blasts_percent"], dt.timedelta(days=params["recovery_days"])
+    interval = params["blood_interval_days"]
+
+    def relapse(rec: PatientRecord, env: dict[str, Any]) -> None:
+        why = f"{name}#why"
+        data = rec.lists.get("disease_assessments")
+        remission = env[remission_name]
+        found, note = _evidence(data, remission, [env[c] for c in chemo_names], threshold, recovery, interval)
+        if found is None:
+            attested = env[attested_name]
+            env[name] = attested
+            if attested is not None:
+                reason = ("no dated disease assessments" if data is None else
+                          "no first remission date" if remission is None else note)
+                env[why] = f"attested as diagnosis.relapse_evidence ({reason})"
+            elif note:
+                env[why] = note
+            return
+        env[name] = found
+        env[why] = f"from dated results: {note}"
+    return relapse
+
+
+def _evidence(data: tuple[Any, ...] | None, remission: dt.date | None, chemo: list[Any], threshold: float,
+              recovery: dt.timedelta, interval: float) -> tuple[str | None, str]:
+    """The evidence code the results show, and its description; ``(None, why)`` when they cannot tell."""
+    if data is None or remission is None:
+        return None, ""
+    after = sorted((a for a in data if a.date > remission), key=lambda a: a.date)
+    spans: list[tuple[dt.date, dt.date | None]] | None = []
+    for courses in chemo:
+        if courses is None:
+            spans = None
+            break
+        assert spans is not None
+        spans.extend(courses)
+    unsure, skipped = [], []
+    for a in after:
+        if a.specimen != "bone_marrow" or a.blasts_percent is None or a.blasts_percent < threshold:
+            continue
+        if spans is None:
+            unsure.append(a)
+            continue
+        recovering = [(s, e) for s, e in spans if s <= a.date and (e is None or a.date <= e + recovery)]
+        if recovering:
+            start, end = recovering[-1]
+            skipped.append(f"; the marrow's {a.blasts_percent:g}% on {a.date} falls in the recovery after the "
+                           f"chemotherapy course {start} to {end or 'ongoing'}")
+        else:
+            return "marrow_blasts_5_percent", (f"bone marrow {a.blasts_percent:g}% blasts on {a.date}, after the "
+                                               f"remission of {remission}, outside post-chemotherapy recovery")
+    blood = [a for a in after if a.specimen == "peripheral_blood" and a.blasts_percent]
+    for i, first in enumerate(blood):
+        for second in blood[i + 1:]:
+            if (second.date - first.date).days >= interval:
+                return "peripheral_blood_blasts_twice", (
+                    f"blood blasts on {first.date} ({first.blasts_percent:g}%) and {second.date} "
+                    f"({second.blasts_percent:g}%), {(second.date - first.date).days} days apart, after the "
+                    f"remission of {remission}")
+    for a in after:
+        if a.specimen == "extramedullary" and a.lesion_present:
+            return "extramedullary", f"extramedullary lesion found on {a.date}, after the remission of {remission}"
+    if unsure:
+        return None, (f"bone marrow {unsure[0].blasts_percent:g}% blasts on {unsure[0].date}, but the chemotherapy "
+                      "courses are not recorded, so the recovery period cannot be ruled out")
+    return "none", (f"no marrow sample with {threshold:g}% blasts or more outside post-chemotherapy recovery, no two "
+                    f"blood samples with blasts {interval:g} days apart and no new extramedullary lesion after "
+                    f"the remission of {remission}" + "".join(skipped))
 
 
 def _completed_years(birth: dt.date, day: dt.date) -> int:
