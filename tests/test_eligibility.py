@@ -392,3 +392,19 @@ def test_disease_assessments_are_checked() -> None:
     assert "disease_assessments[0].blasts_percent: expected 0 to 100 (got 140)" in text
     assert "disease_assessments[1].lesion_present" in text
     assert "disease_assessments[2].date: missing" in text
+
+
+def test_pregnancy_true_for_a_man_or_a_test_without_date_is_refused() -> None:
+    """A man recorded pregnant, or a pregnancy test result without its date, is refused naming the field."""
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"demographics.sex": "male", "pregnancy.lactating": True,
+                                "pregnancy.test_result": "negative"}))
+    assert "pregnancy.lactating: true for a man" in str(err.value)
+    assert "pregnancy.test_date: missing" in str(err.value)
+
+
+def test_male_pregnancy_reason_says_not_applicable(spec: EligibilitySpec) -> None:
+    """For a man the pregnancy exclusion does not apply, and the reason says why."""
+    result = screen(spec, edit(BASE, {"demographics.sex": "male", "pregnancy": {"planning_pregnancy": False}}))
+    assert result.result("exc_pregnant").reason == ("does not apply: pregnant with pregnant = false "
+                                                    "(not applicable to a man)")

@@ -106,7 +106,8 @@ SECTION_FIELDS: dict[str, dict[str, Any]] = {
     },
     "pulmonary": {"inadequate_function": "bool"},
     "cns": {"active_uncontrolled_involvement": "bool", "history_requiring_treatment": "bool"},
-    "pregnancy": {"pregnant": "bool", "lactating": "bool", "planning_pregnancy": "bool"},
+    "pregnancy": {"not_applicable": "bool", "pregnant": "bool", "lactating": "bool", "planning_pregnancy": "bool",
+                  "test_result": _POSNEG, "test_date": "date"},
     "allergies": {"product_components": "bool", "cyclophosphamide": "bool", "fludarabine": "bool"},
     "plans": {"long_term_systemic_corticosteroids": "bool", "immunosuppression_over_two_years": "bool"},
     "consent": {"signed": "bool", "date": "date"},
@@ -832,6 +833,13 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         elif birth > screening:
             r.problem("demographics.birth_date", f"{birth} is after the screening date {screening}")
 
+    pregnancy = sections.get("pregnancy", {})
+    if sections.get("demographics", {}).get("sex") == "male":
+        for key in ("pregnant", "lactating"):
+            if pregnancy.get(key):
+                r.problem(f"pregnancy.{key}", "true for a man (leave it out, or record pregnancy.not_applicable)")
+    if pregnancy.get("test_result") is not None and pregnancy.get("test_date") is None:
+        r.problem("pregnancy.test_date", "missing (a pregnancy test result needs its date)")
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
     lists["disease_assessments"] = _assessments(r, data.get("disease_assessments"))
 

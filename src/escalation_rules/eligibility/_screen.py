@@ -288,6 +288,9 @@ def _show(context: _Context, name: str) -> tuple[Any, str]:
         why = env.get(f"{name}#why", "")
         used = "attestation" if why.startswith("attested") else "dated results"
         return {"value": value, "formula": item.formula, "used": used, "why": why}, f"{value} ({why})"
+    if item.formula is not None and f"{name}#why" in env:  # a formula that explains itself
+        return ({"value": value, "formula": item.formula, "why": env[f"{name}#why"]},
+                f"{'true' if value is True else 'false' if value is False else value} ({env[f'{name}#why']})")
     if isinstance(value, tuple) and value and not isinstance(value[0], tuple):  # disease assessments
         entries = [attrs.asdict(a) for a in value]
         for entry in entries:

@@ -102,6 +102,22 @@ FORMULAS: dict[str, Formula] = {
                                  "(our assumption: the registry text gives no length)"),
          "blood_interval_days": (7.0, "least number of days between the two blood samples")},
         CodeType(frozenset(("marrow_blasts_5_percent", "peripheral_blood_blasts_twice", "extramedullary", "none")))),
+    "pregnancy_status": Formula(
+        "pregnancy_status",
+        "false for a man or when recorded not applicable; else true if recorded pregnant or a positive pregnancy "
+        "test within test_window_days before the anchor 'on', false if recorded not pregnant or a negative test in "
+        "that window, otherwise unknown",
+        {"stated": "a boolean (recorded pregnant)", "test": "a code with 'positive'", "test_date": "a date",
+         "on": "a date", "sex": "a code with 'female'", "not_applicable": "a boolean"},
+        None,
+        {"test_window_days": (14.0, "greatest age of a pregnancy test, in days before the anchor "
+                                    "(our assumption: the registry text does not say)")},
+        BOOL),
+    "female_only": Formula(
+        "female_only",
+        "false for a man or when recorded not applicable; else the recorded value",
+        {"stated": "a boolean", "sex": "a code with 'female'", "not_applicable": "a boolean"},
+        None, {}, BOOL),
 }
 
 #: The type of the ``disease_assessments`` list (only formulas read it).
@@ -457,6 +473,14 @@ def _fits(formula: str, role: str, item: DataItem) -> bool:
     kind = item.type
     if formula == "age_years":
         return kind == DATE
+    if formula in ("pregnancy_status", "female_only"):
+        if role == "sex":
+            return isinstance(kind, CodeType) and "female" in kind.values
+        if role in ("stated", "not_applicable"):
+            return kind == BOOL
+        if role == "test":
+            return isinstance(kind, CodeType) and "positive" in kind.values
+        return kind == DATE
     if formula == "relapse_evidence":
         wanted = {"assessments": ASSESSMENTS, "remission": DATE, "chemotherapy": EVENTS, "chemotherapy_drugs": EVENTS}
         if role in wanted:
@@ -760,6 +784,8 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
         return age
     if item.formula == "relapse_evidence":
         return _relapse_filler(item)
+    if item.formula in ("pregnancy_status", "female_only"):
+        return _pregnancy_filler(item)
     age_name, sex, weight, creat = inputs["age"], inputs["sex"], inputs["weight"], inputs["creatinine"]
     weight_item, creat_item = items[weight], items[creat]
     assert isinstance(weight_item.type, QuantityType) and isinstance(creat_item.type, QuantityType)
@@ -774,6 +800,41 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             return
         env[name] = (140 - a) * w * to_kg * (0.85 if s == "female" else 1.0) / (72 * c * to_mgdl) * out
     return cockcroft_gault
+
+
+def _pregnancy_filler(item: DataItem) -> Filler:
+    """Pregnancy or lactation: not applicable to a man or when so recorded; else the recorded status or a test.
+
+    For ``pregnancy_status`` a pregnancy test within the window also counts (a
+    positive test wins over a recorded "not pregnant").
+    """
+    name, inputs, why = item.name, item.inputs, f"{item.name}#why"
+    stated_name, sex_name, na_name = inputs["stated"], inputs["sex"], inputs["not_applicable"]
+    tested = item.formula == "pregnancy_status"
+    window = dt.timedelta(days=item.parameters.get("test_window_days", 0.0))
+
+    def pregnancy(rec: PatientRecord, env: dict[str, Any]) -> None:
+        stated, sex, not_applicable = env[stated_name], env[sex_name], env[na_name]
+        test = day = on = recent = None
+        if tested:
+            test, day, on = env[inputs["test"]], env[inputs["test_date"]], env[inputs["on"]]
+            if test is not None and day is not None and on is not None:
+                recent = on - window <= day <= on
+                if not recent:
+                    env[why] = f"the {test} pregnancy test of {day} is not within {window.days} days before {on}"
+        if sex == "male":
+            env[name], env[why] = False, "not applicable to a man"
+        elif recent and test == "positive":
+            env[name], env[why] = True, f"positive pregnancy test on {day}"
+        elif stated is not None:
+            env[name], env[why] = stated, f"recorded as {'true' if stated else 'false'}"
+        elif not_applicable:
+            env[name], env[why] = False, "recorded as not applicable (pregnancy.not_applicable)"
+        elif recent:
+            env[name], env[why] = False, f"negative pregnancy test on {day}, within {window.days} days before {on}"
+        else:
+            env[name] = None
+    return pregnancy
 
 
 def _relapse_filler(item: DataItem) -> Filler:
