@@ -34,7 +34,10 @@ def register(subparsers: Any) -> None:
                    help="the patient record ('-' for stdin); with --batch, a file of one record per line")
     p.add_argument("--batch", action="store_true",
                    help="read one record per line (JSON Lines): screen SPEC --batch FILE.jsonl")
-    p.add_argument("--json", action="store_true", help="print the result as JSON (one object per line with --batch)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON (with --batch: one compact line per record: outcome, failed, needed)")
+    p.add_argument("--explain", action="store_true",
+                   help="with --batch: add the full per-criterion explanation to every record")
     p.set_defaults(handler=_cmd_screen)
 
     p = subparsers.add_parser("data-items", help="the data items the eligibility criteria read")
@@ -59,7 +62,7 @@ def _read(name: str) -> str:
 def _cmd_screen(args: argparse.Namespace) -> int:
     spec = _spec(args)
     if args.batch:
-        return _batch(spec, args.patient, args.json)
+        return _batch(spec, args.patient, args.json, args.explain)
     record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
     result = screen(spec, record)
     if args.json:
@@ -69,7 +72,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
-def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
+def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False) -> int:
     text = _read(name)
     source = "<stdin>" if name == "-" else name
     tally: Counter[str] = Counter()
@@ -89,8 +92,10 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
             continue
         tally[result.outcome] += 1
         if as_json:
-            data: dict[str, Any] = {"line": number, **result.to_dict()}
-            print(json.dumps(data, ensure_ascii=False))
+            data: dict[str, Any] = {"line": number, **(result.to_dict() if explain else result.summary())}
+            print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        elif explain:
+            print(f"{where}: {result.text()}")
         else:
             detail = (f" (fails: {', '.join(r.criterion.id for r in result.failed)})" if result.failed else
                       f" (needs: {', '.join(result.needed)})" if result.needed else "")

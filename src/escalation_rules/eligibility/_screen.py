@@ -146,6 +146,21 @@ class ScreeningResult:
         return tuple(r for r in self.criteria if (r.criterion.kind, r.value) in (("inclusion", False),
                                                                                   ("exclusion", True)))
 
+    def summary(self) -> dict[str, Any]:
+        """The compact JSON form of ``screen --batch --json``: outcome, failed criteria and needed items only.
+
+        Examples
+        --------
+        >>> from escalation_rules import load_protocol
+        >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+        >>> screen(spec, {"id": "P7", "anchors": {"screening": "2026-03-02"}, "ecog": 3}).summary()
+        {'record': 'P7', 'outcome': 'not eligible', 'failed': ['inc_ecog'], 'needed': []}
+        """
+        return {"record": self.record_id, "outcome": self.outcome,
+                "failed": [c.id for c, v in zip(self._context.spec.criteria, self._values, strict=True)
+                           if v is (c.kind == "exclusion") and c.kind != "definition"],
+                "needed": list(self.needed)}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the contract of ``screen --json``)."""
         return {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
