@@ -408,3 +408,24 @@ def test_male_pregnancy_reason_says_not_applicable(spec: EligibilitySpec) -> Non
     result = screen(spec, edit(BASE, {"demographics.sex": "male", "pregnancy": {"planning_pregnancy": False}}))
     assert result.result("exc_pregnant").reason == ("does not apply: pregnant with pregnant = false "
                                                     "(not applicable to a man)")
+
+
+@pytest.mark.parametrize(("code", "unit", "value", "high"), [
+    ("alt", "IU/L", 35, 40), ("alt", "[IU]/L", 35, 40), ("bilirubin", "mg/dl", 0.8, 1.2),
+    ("creatinine", "umol/L", 68, 84), ("creatinine", "mmol/L", 0.068, 0.084),
+])
+def test_laboratory_unit_spellings_give_the_same_result(spec: EligibilitySpec, code: str, unit: str, value: float,
+                                                        high: float) -> None:
+    """IU/L is U/L for enzymes; lower-case dl and UCUM spellings convert like their usual forms."""
+    changed = edit(BASE, {f"measurements[code={code}]": {"code": code, "value": value, "unit": unit,
+                                                           "date": "2026-03-01", "reference_range": {"high": high}}})
+    got, want = screen(spec, changed), screen(spec, BASE)
+    assert [r.value for r in got.criteria] == [r.value for r in want.criteria]
+    assert (f"35 {unit}" in got.result("inc_alt").reason) is (code == "alt")  # shown as the record wrote it
+
+
+def test_unknown_unit_lists_close_matches() -> None:
+    """A unit neither pint nor UCUM knows is refused with the closest known spellings."""
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"measurements[code=alt].unit": "UI/L"}))
+    assert "measurements[5].unit: unknown unit 'UI/L' (close matches: U/L" in str(err.value)

@@ -29,7 +29,8 @@ from typing import Any
 import attrs
 
 from ..errors import EscalationRulesError, GuardSyntaxError
-from ..guards import parse_unit, unit_factor
+from ..guards import parse_unit
+from ._units import lab_factor, lab_unit
 
 __all__ = [
     "ASSESSMENT_FIELDS",
@@ -338,7 +339,7 @@ class _Reader:
             self.problem(path, f"expected a unit string such as 'mg/dL' (got {_show(raw)})")
             return None
         try:
-            parse_unit(raw)
+            lab_unit(raw)
         except GuardSyntaxError as err:
             self.problem(path, err.message)
             return None
@@ -495,7 +496,7 @@ def _implausible(place: str, value: float, unit: str) -> str | None:
 def _factor_or_none(unit: str, target: str) -> float | None:
     """The factor from ``unit`` to ``target``, ``None`` across dimensions (worked out once per pair)."""
     try:
-        return unit_factor(unit, target)
+        return lab_factor(unit, target)
     except GuardSyntaxError:
         return None
 
@@ -511,16 +512,16 @@ def _show(raw: Any) -> str:
 @functools.cache
 def _percent_scale(unit: str) -> float | None:
     """For a dimensionless unit, the value of 1 unit as a fraction (``%`` → 0.01); else ``None``."""
-    if parse_unit(unit)[1] != "dimensionless":
+    if parse_unit(lab_unit(unit))[1] != "dimensionless":
         return None
-    return unit_factor(unit, "dimensionless") if unit.strip() else 1.0
+    return lab_factor(unit, "dimensionless") if unit.strip() else 1.0
 
 
 @functools.cache
 def _unit_ok(unit: str) -> tuple[float | None] | None:
     """``(percent scale,)`` for a known unit, ``None`` for one pint does not know (the slow path explains)."""
     try:
-        parse_unit(unit)
+        lab_unit(unit)
     except GuardSyntaxError:
         return None
     return (_percent_scale(unit),)
@@ -780,7 +781,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     if weight is not None:
         if weight.value <= 0:
             r.problem("weight.value", f"expected more than 0 (got {weight.value:g})")
-        elif parse_unit(weight.unit)[1] != "[mass]":
+        elif parse_unit(lab_unit(weight.unit))[1] != "[mass]":
             r.problem("weight.unit", f"expected a unit of mass such as 'kg' or 'lb' (got {weight.unit!r})")
         elif (why := _implausible("weight", weight.value, weight.unit)) is not None:
             r.problem("weight.value", why)
@@ -789,7 +790,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     if life is not None:
         if life.value < 0:
             r.problem("life_expectancy.value", f"expected 0 or more (got {life.value:g})")
-        elif parse_unit(life.unit)[1] != "[time]":
+        elif parse_unit(lab_unit(life.unit))[1] != "[time]":
             r.problem("life_expectancy.unit", f"expected a unit of time such as 'weeks' (got {life.unit!r})")
         elif (why := _implausible("life_expectancy", life.value, life.unit)) is not None:
             r.problem("life_expectancy.value", why)

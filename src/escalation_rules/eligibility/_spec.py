@@ -43,6 +43,7 @@ from ..guards import (
 )
 from ..protocol import Protocol
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, _show
+from ._units import lab_factor
 
 __all__ = ["FORMULAS", "Criterion", "DataItem", "EligibilitySpec", "Formula", "load_eligibility"]
 
@@ -768,7 +769,7 @@ def _getter(source: str, key: str) -> Callable[[Any], Any]:
 
 def _factor(source: str, target: str, molar: str | None, path: str) -> float:
     try:
-        return unit_factor(source, target, molar)
+        return lab_factor(source, target, molar)
     except GuardSyntaxError:
         raise RecordError([f"{path}: expected a unit convertible to {target} (got {_show(source)})"]) from None
 
