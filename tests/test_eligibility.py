@@ -429,3 +429,13 @@ def test_unknown_unit_lists_close_matches() -> None:
     with pytest.raises(RecordError) as err:
         read_record(edit(BASE, {"measurements[code=alt].unit": "UI/L"}))
     assert "measurements[5].unit: unknown unit 'UI/L' (close matches: U/L" in str(err.value)
+
+
+def test_too_old_measurement_names_the_window(spec: EligibilitySpec) -> None:
+    """A value older than its declared window is unknown, and the reason names the window and the dates."""
+    result = screen(spec, edit(BASE, {"measurements[code=alt].date": "2024-03-01"}))
+    assert result.outcome == "undetermined" and "alt" in result.needed
+    assert result.result("inc_alt").reason == (
+        "unknown: ratio_to_uln(alt) <= 3; missing alt (alt: measured 2024-03-01, more than 14 days before "
+        "screening 2026-03-02 (the protocol's window))")
+    assert spec.items["lvef"].max_age == (28, "day") and spec.items["alt"].max_age == (14, "day")

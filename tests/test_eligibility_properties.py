@@ -91,9 +91,11 @@ def test_same_patient_in_other_units_gets_the_same_result(creat: float, uln: flo
     common = {"demographics.sex": sex, "demographics.birth_date": f"{born}-05-05"}
     metric = edit(BASE, {**common, "weight": {"value": kg, "unit": "kg"},
                          "measurements[code=creatinine]": {"code": "creatinine", "value": creat, "unit": "mg/dL",
+                                                           "date": "2026-03-01",
                                                            "reference_range": {"high": uln, "unit": "mg/dL"}}})
     other = edit(BASE, {**common, "weight": {"value": kg / 0.45359237, "unit": "lb"},
                         "measurements[code=creatinine]": {"code": "creatinine", "value": creat * per_mgdl,
+                                                          "date": "2026-03-01",
                                                           "unit": "µmol/L",
                                                           "reference_range": {"high": uln * per_mgdl}}})
     a, b = screen(SPEC, metric), screen(SPEC, other)

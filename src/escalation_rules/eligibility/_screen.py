@@ -266,6 +266,9 @@ def _visit(spec: EligibilitySpec, env: Mapping[str, Any], name: str, out: list[s
     """Add to ``out`` the raw items that leave ``name`` unknown (a plain recursive function: no reference cycle)."""
     if env.get(name) is not None:
         return
+    base, dot, _ = name.partition(".")
+    if dot and f"{base}#why" in env:  # a stale or undated value: its range is not what is missing
+        name = base
     definition = spec.definition(name)
     if definition is not None:
         for inner in _direct_reads(definition):
@@ -375,6 +378,8 @@ def data_dictionary(spec: EligibilitySpec) -> list[dict[str, Any]]:
             "formula": item.formula,
             "inputs": dict(item.inputs) or None,
             "molar_mass": item.molar_mass,
+            "max_age": None if item.max_age is None or limit else
+            f"{item.max_age[0]} {item.max_age[1]}{'s' if item.max_age[0] != 1 else ''} before {item.age_anchor}",
             "where": {k: list(v) for k, v in item.where.items()} or None,
             "where_not": {k: list(v) for k, v in item.where_not.items()} or None,
             "description": item.description if not limit else

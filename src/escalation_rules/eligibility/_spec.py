@@ -36,6 +36,7 @@ from ..guards import (
     CodeType,
     Guard,
     QuantityType,
+    _shift,
     parse_criterion,
     quantity_type,
     snap,
@@ -145,6 +146,9 @@ class DataItem:
     formula : str or None
     inputs : dict
         Formula role to the item that fills it.
+    max_age, age_anchor : tuple or None, str or None
+        For a measurement: the greatest age of a value, ``(amount, "day"|"week"|"month"|"year")``, before
+        the anchor (``"screening"``); an older or undated value is unknown.
     attested : bool
         True for items an investigator attests (judgements).
     """
@@ -161,6 +165,8 @@ class DataItem:
     inputs: Mapping[str, str] = attrs.field(factory=dict)
     attested: bool = False
     parameters: Mapping[str, float] = attrs.field(factory=dict)
+    max_age: tuple[int, str] | None = None
+    age_anchor: str | None = None
 
     @property
     def type_name(self) -> str:
@@ -280,6 +286,17 @@ class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
+        self.max_age: tuple[int, str] | None = None  # the declared default for measurements
+        self.age_anchor = "screening"
+
+    def window(self, raw: Any, path: str) -> tuple[int, str] | None:
+        """Read a window such as ``"14 days"`` (whole days, weeks, months or years)."""
+        amount, _, unit = str(raw).strip().partition(" ")
+        unit = unit.strip().rstrip("s")
+        if not isinstance(raw, str) or not amount.isdigit() or unit not in ("day", "week", "month", "year"):
+            self.problem(path, f"expected a window such as '14 days' or '1 month' (got {_show(raw)})")
+            return None
+        return int(amount), unit
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {path}: {message}")
@@ -296,7 +313,8 @@ class _Loader:
         return value
 
 
-_ITEM_KEYS = ("source", "formula", "inputs", "parameters", "unit", "molar_mass", "description", "where", "where_not")
+_ITEM_KEYS = ("source", "formula", "inputs", "parameters", "max_age", "unit", "molar_mass", "description", "where",
+              "where_not")
 
 
 def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) -> tuple[Any, dict[str, Any]]:
@@ -333,6 +351,10 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
                 load.problem(f"{path}.molar_mass", f"expected a molar mass such as '113.12 g/mol' (got {_show(molar)})")
                 molar = None
         extra.update(unit=unit, molar_mass=molar)
+        if head == "measurements":
+            extra["max_age"] = (load.window(raw["max_age"], f"{path}.max_age") if "max_age" in raw
+                                else load.max_age)
+            extra["age_anchor"] = load.age_anchor if extra["max_age"] is not None else None
         if head == "measurements" and not _ID.match(rest):
             load.problem(f"{path}.source", f"expected measurements.CODE with a lower-case code (got {_show(source)})")
         return qtype, extra
@@ -400,6 +422,8 @@ def _read_items(load: _Loader, raw_items: Any) -> dict[str, DataItem]:
         if source is None:
             continue
         kind, extra = _source_type(load, path, raw, source)
+        if "max_age" in raw and not source.startswith("measurements."):
+            load.problem(f"{path}.max_age", "only measurements (measurements.CODE) have a maximum age")
         if kind is None:
             continue
         if kind != EVENTS and ("where" in raw or "where_not" in raw):
@@ -580,8 +604,23 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
         raise ProtocolError([f"{source}: eligibility: this protocol declares no eligibility criteria"])
     load = _Loader(protocol.key_source("eligibility"))
     for key in raw:
-        if key not in ("items", "criteria", "description"):
-            load.problem(f"eligibility.{key}", "unknown key (expected one of: criteria, description, items)")
+        if key not in ("items", "criteria", "description", "measurement_age"):
+            load.problem(f"eligibility.{key}", "unknown key (expected one of: criteria, description, items, "
+                         "measurement_age)")
+    ages = raw.get("measurement_age", {})
+    if not isinstance(ages, dict):
+        load.problem("eligibility.measurement_age", f"expected a table (got {_show(ages)})")
+        ages = {}
+    for key in ages:
+        if key not in ("default", "anchor"):
+            load.problem(f"eligibility.measurement_age.{key}", "unknown key (expected one of: anchor, default)")
+    if "default" in ages:
+        load.max_age = load.window(ages["default"], "eligibility.measurement_age.default")
+    if ages.get("anchor", "screening") not in ("screening", "cell_collection", "enrolment", "planned_infusion"):
+        load.problem("eligibility.measurement_age.anchor", "expected one of screening, cell_collection, enrolment, "
+                     f"planned_infusion (got {_show(ages['anchor'])})")
+    else:
+        load.age_anchor = ages.get("anchor", "screening")
     items = _read_items(load, raw.get("items"))
     before = len(load.problems)
     criteria = _read_criteria(load, raw.get("criteria"), items)
@@ -685,11 +724,20 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             uln, lln = f"{name}.uln", f"{name}.lln"
             factors: dict[str, float] = {}  # record unit -> factor into this item's unit, worked out once
 
+            max_age, anchor = item.max_age, item.age_anchor
+            why = f"{name}#why"
+
             def measurement(rec: PatientRecord, env: dict[str, Any]) -> None:
                 m = None if rec.measurements is None else rec.measurements.get(rest)
                 if m is None:
                     env[name] = env[uln] = env[lln] = None
                     return
+                if max_age is not None:
+                    stale = _too_old(m.date, getattr(rec.anchors, str(anchor)), max_age, str(anchor))
+                    if stale is not None:
+                        env[name] = env[uln] = env[lln] = None
+                        env[why] = stale
+                        return
                 f = factors.get(m.unit)
                 if f is None:
                     f = factors[m.unit] = _factor(m.unit, unit, molar, f"measurements[{m.index}].unit")
@@ -744,6 +792,19 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
                 spans.append((entry.start, entry.end))
         env[name] = tuple(spans)
     return events
+
+
+def _too_old(day: dt.date | None, anchor: dt.date | None, window: tuple[int, str], anchor_name: str) -> str | None:
+    """Why a measurement of ``day`` is too old (or undated) for the window before the anchor, else ``None``."""
+    amount, unit = window
+    span = f"{amount} {unit}{'s' if amount != 1 else ''}"
+    if day is None:
+        return f"undated, so it cannot be shown to be within {span} before {anchor_name}"
+    if anchor is None:
+        return f"no {anchor_name} date to check its age against (at most {span})"
+    if day < _shift(anchor, -amount, unit):
+        return f"measured {day}, more than {span} before {anchor_name} {anchor} (the protocol's window)"
+    return None
 
 
 def _matches(entry: Any, conditions: tuple[tuple[Callable[[Any], Any], frozenset[Any]], ...]) -> bool | None:
