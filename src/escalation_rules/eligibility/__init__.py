@@ -18,6 +18,7 @@ Examples
 
 from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen
+from ._site import SiteError, SiteRange, SiteRanges, load_site
 from ._spec import FORMULAS, Criterion, DataItem, EligibilitySpec, Formula, load_eligibility
 
 __all__ = [
@@ -33,8 +34,12 @@ __all__ = [
     "PatientRecord",
     "RecordError",
     "ScreeningResult",
+    "SiteError",
+    "SiteRange",
+    "SiteRanges",
     "data_dictionary",
     "load_eligibility",
+    "load_site",
     "read_record",
     "read_record_json",
     "record_schema",

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import EscalationRulesError
 from ._record import RecordError, read_record_json
 from ._screen import OUTCOMES, data_dictionary, screen
+from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
 
 __all__ = ["register"]
@@ -38,6 +39,8 @@ def register(subparsers: Any) -> None:
                    help="print the result as JSON (with --batch: one compact line per record: outcome, failed, needed)")
     p.add_argument("--explain", action="store_true",
                    help="with --batch: add the full per-criterion explanation to every record")
+    p.add_argument("--site", metavar="FILE",
+                   help="the site laboratory's reference ranges (TOML); a record's own range wins")
     p.set_defaults(handler=_cmd_screen)
 
     p = subparsers.add_parser("data-items", help="the data items the eligibility criteria read")
@@ -61,10 +64,11 @@ def _read(name: str) -> str:
 
 def _cmd_screen(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    site = None if args.site is None else load_site(args.site)
     if args.batch:
-        return _batch(spec, args.patient, args.json, args.explain)
+        return _batch(spec, args.patient, args.json, args.explain, site)
     record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
-    result = screen(spec, record)
+    result = screen(spec, record, site=site)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -72,7 +76,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
-def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False) -> int:
+def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False,
+           site: SiteRanges | None = None) -> int:
     text = _read(name)
     source = "<stdin>" if name == "-" else name
     tally: Counter[str] = Counter()
@@ -82,7 +87,7 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
             continue
         where = f"{source}:{number}"
         try:
-            result = screen(spec, read_record_json(line, where))
+            result = screen(spec, read_record_json(line, where), site=site)
         except RecordError as err:
             refused += 1
             for problem in err.problems:

@@ -27,6 +27,7 @@ import attrs
 
 from ..guards import QuantityType
 from ._record import PatientRecord, read_record
+from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
 from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
 
 __all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen"]
@@ -197,8 +198,12 @@ class ScreeningResult:
 _INCLUSION, _EXCLUSION, _DEFINITION = 0, 1, 2
 
 
-def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record") -> ScreeningResult:
+def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record",
+           site: SiteRanges | None = None) -> ScreeningResult:
     """Screen one record (a :class:`PatientRecord` or decoded JSON) against ``spec``.
+
+    ``site`` (:func:`load_site`) supplies the laboratory's reference ranges
+    for measurements whose record carries none; a record's own range wins.
 
     Raises
     ------
@@ -217,7 +222,7 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     """
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
-    env = spec.environment(record)
+    env = spec.environment(record, site)
     values: list[bool | None] = []
     append = values.append
     failing = unknown = gaps = 0
@@ -299,6 +304,11 @@ def _show(context: _Context, name: str) -> tuple[Any, str]:
     item = spec.items[base]
     source = item.source
     if limit:
+        rng = env.get(f"{base}#range")
+        if rng is not None:
+            bound = rng.high if limit == "uln" else rng.low
+            return ({"value": bound, "unit": rng.unit, "from": f"site file {rng.code}: {rng.describe()}"},
+                    f"{bound:g} {rng.unit} (site file: {rng.describe()})")
         m = record.measurements[source.split(".", 1)[1]]  # type: ignore[index]
         bound = m.high if limit == "uln" else m.low
         return {"value": bound, "unit": m.range_unit}, f"{bound:g} {m.range_unit}"

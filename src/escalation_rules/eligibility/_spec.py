@@ -254,8 +254,11 @@ class EligibilitySpec:
         """The criterion called ``name`` if there is one (criteria may read earlier definitions)."""
         return self._by_id.get(name)
 
-    def environment(self, record: PatientRecord) -> dict[str, Any]:
+    def environment(self, record: PatientRecord, site: Any = None) -> dict[str, Any]:
         """Values of every data item for ``record`` (``None`` where unknown), units converted once.
+
+        ``site`` (a :class:`~escalation_rules.eligibility.SiteRanges`) gives the
+        reference ranges of measurements whose record carries none.
 
         Raises
         ------
@@ -271,7 +274,7 @@ class EligibilitySpec:
         for key in record.attestations.keys() - self._attestations:
             problems.append(f"attestations.{key}: unknown data item "
                             f"(this protocol reads: {', '.join(sorted(self._attestations))})")
-        env: dict[str, Any] = {}
+        env: dict[str, Any] = {} if site is None else {"#site": site}
         try:
             for fill in self._fillers:
                 fill(record, env)
@@ -743,7 +746,19 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
                     f = factors[m.unit] = _factor(m.unit, unit, molar, f"measurements[{m.index}].unit")
                 env[name] = m.value if f == 1.0 else snap(m.value * f)
                 if m.low is None and m.high is None:
-                    env[uln] = env[lln] = None
+                    site = env.get("#site")
+                    rng = None if site is None else site.range(rest, *_sex_age(rec))
+                    if rng is None:
+                        env[uln] = env[lln] = None
+                        env[f"{uln}#why"] = env[f"{lln}#why"] = (
+                            "no reference range in the record and no site file (screen --site)" if site is None else
+                            f"no reference range in the record, and none in the site file {site.name} fits "
+                            "this patient's sex and age")
+                        return
+                    f = factors.get(rng.unit) or _factor(rng.unit, unit, molar, f"site range {rng.unit}")
+                    env[uln] = None if rng.high is None else snap(rng.high * f)
+                    env[lln] = None if rng.low is None else snap(rng.low * f)
+                    env[f"{name}#range"] = rng
                     return
                 if m.range_unit != m.unit:
                     f = factors.get(m.range_unit) or _factor(m.range_unit, unit, molar,
@@ -792,6 +807,13 @@ def _filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
                 spans.append((entry.start, entry.end))
         env[name] = tuple(spans)
     return events
+
+
+def _sex_age(rec: PatientRecord) -> tuple[str | None, int | None]:
+    """The record's sex and completed years at screening (``None`` where not known), for site ranges."""
+    demographics = rec.sections.get("demographics", {})
+    birth = demographics.get("birth_date")
+    return demographics.get("sex"), None if birth is None else _completed_years(birth, rec.anchors.screening)
 
 
 def _too_old(day: dt.date | None, anchor: dt.date | None, window: tuple[int, str], anchor_name: str) -> str | None:
