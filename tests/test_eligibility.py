@@ -439,3 +439,15 @@ def test_too_old_measurement_names_the_window(spec: EligibilitySpec) -> None:
         "unknown: ratio_to_uln(alt) <= 3; missing alt (alt: measured 2024-03-01, more than 14 days before "
         "screening 2026-03-02 (the protocol's window))")
     assert spec.items["lvef"].max_age == (28, "day") and spec.items["alt"].max_age == (14, "day")
+
+
+def test_viral_load_and_transplant_list_contradictions_are_refused() -> None:
+    """'Not detected' at or above the LLOQ, or a transplant flag the list contradicts, is refused."""
+    record = edit(BASE, {"measurements[+]": {"code": "hbv_dna", "value": 40, "unit": "IU/mL", "lloq": 20,
+                                             "detected": False, "date": "2026-02-25"},
+                         "transplants": [{"type": "allogeneic", "start": "2025-01-10"}]})
+    with pytest.raises(RecordError) as err:
+        read_record(record)
+    text = str(err.value)
+    assert "measurements[9].detected: false, but the value 40 is at or above the LLOQ 20" in text
+    assert "transplant.allogeneic: false, but the transplants list has an allogeneic transplant" in text

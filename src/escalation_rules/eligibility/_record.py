@@ -86,6 +86,7 @@ SECTION_FIELDS: dict[str, dict[str, Any]] = {
         "relapse_after_transplant": "bool",
         "acute_gvhd_active": "bool",
         "acute_gvhd_grade": ("int", 0, 4),
+        "acute_gvhd_grade_date": "date",
         "chronic_gvhd_active": "bool",
     },
     "serology": {
@@ -121,6 +122,8 @@ LIST_FIELDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         "category": ("corticosteroid", "immunosuppressant", "pd1_antibody", "pdl1_antibody", "targeted",
                      "chemotherapy", "other"),
         "route": ("oral", "intravenous", "subcutaneous", "intramuscular", "inhaled", "topical", "other"),
+        "indication": ("treatment", "physiological_replacement", "unspecified"),
+        "prednisone_equivalent_mg_per_day": ("number", 0.0, 10000.0),
         "start": "date", "end": "date",
     }, ("category", "start")),
     "therapies": ({
@@ -140,6 +143,10 @@ LIST_FIELDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                      "ductal_carcinoma_in_situ", "thyroid", "other"),
         "curatively_treated": "bool", "start": "date", "end": "date",
     }, ("category", "curatively_treated", "start")),
+    "transplants": ({
+        "type": ("allogeneic", "autologous"),
+        "start": "date",
+    }, ("type", "start")),
     "infections": ({
         "type": ("bacterial", "viral", "fungal", "other"),
         "site": ("simple_urinary_tract", "upper_respiratory", "other"),
@@ -200,6 +207,8 @@ class Measurement:
     high: float | None
     range_unit: str
     index: int | None = attrs.field(default=None, eq=False, repr=False)  # position in the record's list
+    lloq: float | None = None  # the assay's lower limit of quantification, in ``unit``
+    detected: bool | None = None  # whether the assay detected the target (viral loads)
 
 
 @attrs.frozen
@@ -211,6 +220,8 @@ class Exposure:
     end: dt.date | None
     route: str | None = None
     name: str | None = None
+    indication: str = "unspecified"  # treatment, physiological_replacement or unspecified (the default)
+    dose: float | None = None  # prednisone-equivalent mg per day, for corticosteroids
 
 
 @attrs.frozen
@@ -461,13 +472,15 @@ class _Reader:
 _BOOL, _DATE = "bool", "date"  # the fast path compares kinds by identity (these literals are interned)
 _DATED = frozenset(("value", "unit", "date"))
 _UNDATED = frozenset(("value", "unit"))
-_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range"))
+_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range", "lloq", "detected"))
+_FAST_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range"))
 _RANGE_KEYS = frozenset(("low", "high", "unit"))
 
 
 def _fast(kinds: Mapping[str, Any]) -> dict[str, Any]:
     """Kinds as the fast path reads them: code tuples become frozensets."""
-    return {k: frozenset(v) if isinstance(v, tuple) and v and v[0] != "int" else v for k, v in kinds.items()}
+    return {k: frozenset(v) if isinstance(v, tuple) and v and v[0] not in ("int", "number") else v
+            for k, v in kinds.items()}
 
 
 _SECTION_FAST = {name: (_fast(kinds), frozenset(kinds)) for name, kinds in SECTION_FIELDS.items()}
@@ -547,7 +560,7 @@ _INF = float("inf")
 
 def _measurement_fast(raw: Any, as_of: dt.date | None, index: int) -> Measurement | None:
     """The usual, valid measurement at the cost of a few type tests; ``None`` sends it to the checking path."""
-    if type(raw) is not dict or not raw.keys() <= _MEASUREMENT_KEYS:
+    if type(raw) is not dict or not raw.keys() <= _FAST_MEASUREMENT_KEYS:
         return None
     code, unit = raw.get("code"), raw.get("unit")
     value: Any = raw.get("value")
@@ -641,9 +654,15 @@ def _measurement(r: _Reader, raw: Any, index: int) -> Measurement | None:
             scale = _percent_scale(unit)
             if scale is not None and value * scale > 1:
                 r.problem(f"{path}.value", f"expected at most 100% (got {value:g} {unit})")
+    lloq = r.number(raw.get("lloq"), f"{path}.lloq")
+    if lloq is not None and lloq < 0:
+        r.problem(f"{path}.lloq", f"expected 0 or more (got {lloq:g})")
+    detected = r.field(raw.get("detected"), f"{path}.detected", "bool")
+    if detected is False and value is not None and lloq is not None and value >= lloq:
+        r.problem(f"{path}.detected", f"false, but the value {value:g} is at or above the LLOQ {lloq:g}")
     if code is None or value is None or unit is None or range_unit is None:
         return None
-    return Measurement(code, value, unit, when, low, high, range_unit, index)
+    return Measurement(code, value, unit, when, low, high, range_unit, index, lloq, detected)
 
 
 def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
@@ -676,14 +695,16 @@ def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
             before = len(r.problems)
             continue
         start, end = values.pop("start"), values.pop("end", None)
-        if name == "events" and end is None:  # an event without an end is a single day
+        if name in ("events", "transplants") and end is None:  # a single day
             end = start
         if end is not None and end < start:
             r.problem(f"{path}.end", f"{end} is before the start {start}")
             before = len(r.problems)
             continue
         if name in ("medications", "therapies"):
-            out.append(Exposure(values["category"], start, end, values.get("route"), values.get("name")))
+            out.append(Exposure(values["category"], start, end, values.get("route"), values.get("name"),
+                                values.get("indication") or "unspecified",
+                                values.get("prednisone_equivalent_mg_per_day")))
         else:
             kind = values.pop("category" if name == "malignancies" else "type")
             out.append(HistoryEvent(kind, start, end, values))
@@ -842,6 +863,14 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     if pregnancy.get("test_result") is not None and pregnancy.get("test_date") is None:
         r.problem("pregnancy.test_date", "missing (a pregnancy test result needs its date)")
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
+    transplants = lists["transplants"]
+    if transplants is not None:  # the list, when given, says whether there was an allogeneic transplant
+        allogeneic = any(t.kind == "allogeneic" for t in transplants)
+        stated = sections.get("transplant", {}).get("allogeneic")
+        if stated is not None and stated != allogeneic:
+            r.problem("transplant.allogeneic", f"{str(stated).lower()}, but the transplants list has "
+                      f"{'an' if allogeneic else 'no'} allogeneic transplant")
+        sections["transplant"] = {**sections.get("transplant", {}), "allogeneic": allogeneic}
     lists["disease_assessments"] = _assessments(r, data.get("disease_assessments"))
 
     attestations: dict[str, bool] = {}
@@ -928,6 +957,8 @@ def record_schema() -> dict[str, Any]:
         "value": {"type": "number", "minimum": 0},
         "unit": {"type": "string"},
         "date": date,
+        "lloq": {"type": ["number", "null"], "minimum": 0},
+        "detected": {"type": ["boolean", "null"]},
         "reference_range": {"oneOf": [{"type": "null"}, obj({
             "low": {"type": ["number", "null"]}, "high": {"type": ["number", "null"], "exclusiveMinimum": 0},
             "unit": {"type": "string"}})]},

@@ -44,7 +44,7 @@ from ..guards import (
 )
 from ..protocol import Protocol
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, _show
-from ._units import lab_factor
+from ._units import _with_ucum_definitions, lab_factor
 
 __all__ = ["FORMULAS", "Criterion", "DataItem", "EligibilitySpec", "Formula", "load_eligibility"]
 
@@ -115,6 +115,14 @@ FORMULAS: dict[str, Formula] = {
         {"test_window_days": (14.0, "greatest age of a pregnancy test, in days before the anchor "
                                     "(our assumption: the registry text does not say)")},
         BOOL),
+    "viral_load": Formula(
+        "viral_load",
+        "from a numeric viral load: not detected (detected = false) is below the detection limit; a value at or "
+        "above the assay's LLOQ, or detected = true, is detectable; a value below the LLOQ without 'detected' is "
+        "unknown (the LLOQ is not the detection limit); without a numeric result, the recorded code",
+        {"load": "a measurement (the numeric viral load)",
+         "stated": "a code with 'negative' or 'below_detection_limit' (the recorded result, the fallback)"},
+        None),
     "female_only": Formula(
         "female_only",
         "false for a man or when recorded not applicable; else the recorded value",
@@ -387,7 +395,8 @@ def _source_type(load: _Loader, path: str, raw: Mapping[str, Any], source: str) 
                     load.problem(f"{path}.{key}.{field}", f"not a field {source} entries can be matched on "
                                  f"(known: {known})")
                     continue
-                allowed = (True, False) if kind == "bool" else kind
+                allowed = (True, False) if kind == "bool" else (
+                    tuple(range(kind[1], kind[2] + 1)) if kind[0] == "int" else kind)
                 bad = [v for v in values if v not in allowed or isinstance(v, bool) != (kind == "bool")]
                 if bad:
                     load.problem(f"{path}.{key}.{field}", f"unknown value(s) {_show(bad)} "
@@ -482,8 +491,10 @@ def _formula_item(load: _Loader, path: str, name: str, raw: Mapping[str, Any], i
     if not ok:
         return None
     unit = raw.get("unit", formula.unit)
-    if formula.result is not None:
-        kind: Any = formula.result
+    if formula.name == "viral_load":
+        kind: Any = items[inputs["stated"]].type
+    elif formula.result is not None:
+        kind = formula.result
     elif formula.unit is None:
         kind = INT
     else:
@@ -509,6 +520,10 @@ def _fits(formula: str, role: str, item: DataItem) -> bool:
         if role == "test":
             return isinstance(kind, CodeType) and "positive" in kind.values
         return kind == DATE
+    if formula == "viral_load":
+        if role == "load":
+            return isinstance(kind, QuantityType) and item.source.startswith("measurements.")
+        return isinstance(kind, CodeType) and bool({"negative", "below_detection_limit"} & kind.values)
     if formula == "relapse_evidence":
         wanted = {"assessments": ASSESSMENTS, "remission": DATE, "chemotherapy": EVENTS, "chemotherapy_drugs": EVENTS}
         if role in wanted:
@@ -602,6 +617,7 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no ...
     """
     source = protocol.source
+    _with_ucum_definitions()  # item units may use UCUM atoms such as IU
     raw = protocol.extra.get("eligibility")
     if not isinstance(raw, dict):
         raise ProtocolError([f"{source}: eligibility: this protocol declares no eligibility criteria"])
@@ -868,6 +884,8 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
         return age
     if item.formula == "relapse_evidence":
         return _relapse_filler(item)
+    if item.formula == "viral_load":
+        return _viral_filler(item, items)
     if item.formula in ("pregnancy_status", "female_only"):
         return _pregnancy_filler(item)
     age_name, sex, weight, creat = inputs["age"], inputs["sex"], inputs["weight"], inputs["creatinine"]
@@ -884,6 +902,40 @@ def _formula_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
             return
         env[name] = (140 - a) * w * to_kg * (0.85 if s == "female" else 1.0) / (72 * c * to_mgdl) * out
     return cockcroft_gault
+
+
+def _viral_filler(item: DataItem, items: Mapping[str, DataItem]) -> Filler:
+    """A viral load against its assay's limits, the recorded code as fallback."""
+    name, why = item.name, f"{item.name}#why"
+    load_name, stated_name = item.inputs["load"], item.inputs["stated"]
+    code = items[load_name].source.split(".", 1)[1]
+    codes = items[stated_name].type.values
+    negative, positive = (("below_detection_limit", "detectable") if "below_detection_limit" in codes
+                          else ("negative", "positive"))
+
+    def viral(rec: PatientRecord, env: dict[str, Any]) -> None:
+        m = None if rec.measurements is None else rec.measurements.get(code)
+        if m is None or env[load_name] is None:  # no numeric result, or one too old
+            stated = env[stated_name]
+            env[name] = stated
+            if stated is not None:
+                env[why] = f"recorded as {stated}" + ("" if m is None else f" ({env.get(load_name + '#why')})")
+            return
+        shown = f"{m.value:g} {m.unit} on {m.date}" if m.date else f"{m.value:g} {m.unit}"
+        if m.detected is False:
+            env[name], env[why] = negative, f"{shown}: target not detected"
+        elif m.lloq is not None and m.value >= m.lloq:
+            env[name], env[why] = positive, f"{shown}, at or above the LLOQ {m.lloq:g} {m.unit}"
+        elif m.detected:
+            env[name], env[why] = positive, f"{shown}: detected" + (
+                "" if m.lloq is None else f" below the LLOQ {m.lloq:g} {m.unit}")
+        else:
+            unsure = (f"{shown} is below the LLOQ {m.lloq:g} {m.unit}, but whether the target was detected is "
+                      "not recorded (measurements[].detected)" if m.lloq is not None else
+                      f"{shown} without the assay's LLOQ or whether the target was detected")
+            env[name] = env[stated_name]  # the recorded result, if any, settles it
+            env[why] = unsure if env[name] is None else f"recorded as {env[name]} ({unsure})"
+    return viral
 
 
 def _pregnancy_filler(item: DataItem) -> Filler:
