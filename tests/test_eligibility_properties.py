@@ -104,3 +104,17 @@ def test_same_patient_in_other_units_gets_the_same_result(creat: float, uln: flo
     crcl_a = a.result("inc_renal").values["crcl"]["value"]
     crcl_b = b.result("inc_renal").values["crcl"]["value"]
     assert crcl_a == pytest.approx(crcl_b, rel=1e-9)
+
+
+@given(changed(), st.sets(st.sampled_from(DELETABLE), max_size=8))
+@SETTINGS
+def test_invariant_batch_fast_path_equals_record_by_record_evaluator(edits: dict[str, Any], gone: set[str]) -> None:
+    """Invariant: the compact batch path gives every criterion the same three-valued value (true, false or
+    unknown) and the same outcome, failed criteria and needed items as screening the record on its own."""
+    from escalation_rules.eligibility import screen_summary
+
+    record = edit(edit(BASE, edits), {path: None for path in sorted(gone, key=len, reverse=True)})
+    full = screen(SPEC, record)
+    summary, values = screen_summary(SPEC, record)
+    assert values == tuple(r.value for r in full.criteria)
+    assert summary == full.summary()

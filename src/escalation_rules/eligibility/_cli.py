@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import EscalationRulesError
 from ._record import RecordError, read_record_json
-from ._screen import OUTCOMES, data_dictionary, screen
+from ._screen import OUTCOMES, data_dictionary, screen, screen_summary
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
 
@@ -87,6 +87,11 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
             continue
         where = f"{source}:{number}"
         try:
+            if as_json and not explain:  # the compact batch path: no explanation is built
+                summary, _ = screen_summary(spec, read_record_json(line, where), site=site)
+                tally[summary["outcome"]] += 1
+                print(json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")))
+                continue
             result = screen(spec, read_record_json(line, where), site=site)
         except RecordError as err:
             refused += 1
@@ -97,7 +102,7 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
             continue
         tally[result.outcome] += 1
         if as_json:
-            data: dict[str, Any] = {"line": number, **(result.to_dict() if explain else result.summary())}
+            data: dict[str, Any] = {"line": number, **result.to_dict()}
             print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
         elif explain:
             print(f"{where}: {result.text()}")

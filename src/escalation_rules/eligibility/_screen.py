@@ -30,7 +30,8 @@ from ._record import PatientRecord, read_record
 from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
 from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
 
-__all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen"]
+__all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen",
+           "screen_summary"]
 
 OUTCOMES = ("eligible", "not eligible", "undetermined")
 #: Exit status of ``escalation-rules screen`` per outcome (2 means the input was refused).
@@ -223,6 +224,24 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
     env = spec.environment(record, site)
+    values, failing, unknown, gaps = _evaluate(spec, env)
+    missing: dict[str, tuple[str, ...]] = {}
+    if gaps:
+        for (cid, _, _), value in zip(spec.plan, values, strict=True):
+            if value is None:
+                missing[cid] = _missing(spec, env, spec.criterion(cid))
+    outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
+    needed: tuple[str, ...] = ()
+    if outcome == "undetermined":
+        kinds = {c.id: c.kind for c in spec.criteria}
+        wanted = {m for cid, names in missing.items() if kinds[cid] != "definition" for m in names}
+        needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
+    return ScreeningResult(record.id, spec.protocol_id, outcome, needed, values, missing,
+                           _Context(spec, record, env))
+
+
+def _evaluate(spec: EligibilitySpec, env: dict[str, Any]) -> tuple[tuple[bool | None, ...], int, int, int]:
+    """Run every criterion once, in protocol order: the values, and counts of failing, unknown and gaps."""
     values: list[bool | None] = []
     append = values.append
     failing = unknown = gaps = 0
@@ -236,19 +255,41 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
                 unknown += 1
         elif value is (kind == _EXCLUSION) and kind != _DEFINITION:
             failing += 1
-    missing: dict[str, tuple[str, ...]] = {}
-    if gaps:
-        for (cid, _, _), value in zip(spec.plan, values, strict=True):
-            if value is None:
-                missing[cid] = _missing(spec, env, spec.criterion(cid))
+    return tuple(values), failing, unknown, gaps
+
+
+def screen_summary(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record",
+                   site: SiteRanges | None = None) -> tuple[dict[str, Any], tuple[bool | None, ...]]:
+    """The compact result of :meth:`ScreeningResult.summary` and every criterion's value, by the batch path.
+
+    It evaluates each criterion once and works out missing items only for an
+    undetermined record, building no explanation; ``screen(...).summary()``
+    gives the same (a property test holds them equal).
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> screen_summary(spec, {"id": "P7", "anchors": {"screening": "2026-03-02"}, "ecog": 3})[0]
+    {'record': 'P7', 'outcome': 'not eligible', 'failed': ['inc_ecog'], 'needed': []}
+    """
+    if not isinstance(record, PatientRecord):
+        record = read_record(record, source)
+    env = spec.environment(record, site)
+    values, failing, unknown, _ = _evaluate(spec, env)
+    failed: list[str] = []
+    needed: list[str] = []
+    if failing:
+        failed = [cid for (cid, kind, _), value in zip(spec.plan, values, strict=True)
+                  if kind != _DEFINITION and value is (kind == _EXCLUSION)]
+    elif unknown:
+        wanted: set[str] = set()
+        for (cid, kind, _), value in zip(spec.plan, values, strict=True):
+            if value is None and kind != _DEFINITION:
+                wanted.update(_missing(spec, env, spec.criterion(cid)))
+        needed = [name for name in _dictionary_order(spec) if name in wanted]
     outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
-    needed: tuple[str, ...] = ()
-    if outcome == "undetermined":
-        kinds = {c.id: c.kind for c in spec.criteria}
-        wanted = {m for cid, names in missing.items() if kinds[cid] != "definition" for m in names}
-        needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
-    return ScreeningResult(record.id, spec.protocol_id, outcome, needed, tuple(values), missing,
-                           _Context(spec, record, env))
+    return {"record": record.id, "outcome": outcome, "failed": failed, "needed": needed}, values
 
 
 def _dictionary_order(spec: EligibilitySpec) -> tuple[str, ...]:
