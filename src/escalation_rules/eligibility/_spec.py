@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -832,6 +833,12 @@ def _sex_age(rec: PatientRecord) -> tuple[str | None, int | None]:
     return demographics.get("sex"), None if birth is None else _completed_years(birth, rec.anchors.screening)
 
 
+@functools.lru_cache(maxsize=4096)  # anchors repeat across a batch
+def _earliest(anchor: dt.date, amount: int, unit: str) -> dt.date:
+    """The earliest date within ``amount unit`` before ``anchor``."""
+    return _shift(anchor, -amount, unit)
+
+
 def _too_old(day: dt.date | None, anchor: dt.date | None, window: tuple[int, str], anchor_name: str) -> str | None:
     """Why a measurement of ``day`` is too old (or undated) for the window before the anchor, else ``None``."""
     amount, unit = window
@@ -840,7 +847,7 @@ def _too_old(day: dt.date | None, anchor: dt.date | None, window: tuple[int, str
         return f"undated, so it cannot be shown to be within {span} before {anchor_name}"
     if anchor is None:
         return f"no {anchor_name} date to check its age against (at most {span})"
-    if day < _shift(anchor, -amount, unit):
+    if day < _earliest(anchor, amount, unit):
         return f"measured {day}, more than {span} before {anchor_name} {anchor} (the protocol's window)"
     return None
 
