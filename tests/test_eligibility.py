@@ -89,6 +89,16 @@ def test_vectors_cover_every_criterion(spec: EligibilitySpec) -> None:
             assert seen.get(criterion.id) == {True, False, None}, criterion.id
 
 
+def test_vectors_cover_every_definition_branch(spec: EligibilitySpec) -> None:
+    """Every definition (the parts of Inclusion 4) has a true and a false vector; reading them is what 4 rests on."""
+    seen: dict[str, set[Any]] = {}
+    for case in VECTORS["cases"]:
+        seen.setdefault(case["criterion"], set()).add(case["result"])
+    for criterion in spec.criteria:
+        if criterion.kind == "definition":
+            assert {True, False} <= seen.get(criterion.id, set()), criterion.id
+
+
 @pytest.mark.parametrize(("name", "outcome"), [("eligible", "eligible"), ("not-eligible", "not eligible"),
                                                ("undetermined", "undetermined")])
 def test_example_records(spec: EligibilitySpec, name: str, outcome: str) -> None:
@@ -359,3 +369,85 @@ def test_invariant_nan_in_any_field_of_a_record_is_refused_naming_it(spec: Eligi
         with pytest.raises(RecordError) as err:
             screen(spec, record, "p.json")
         assert f"p.json: {path}: " in str(err.value), path
+
+
+def test_relapse_evidence_says_whether_data_or_attestation_was_used(spec: EligibilitySpec) -> None:
+    """The relapse evidence names its source: dated results when recorded, else the site's attested code."""
+    attested = screen(spec, BASE).result("rel_shown").values["relapse_shown_by"]
+    assert attested["used"] == "attestation" and "no dated disease assessments" in attested["why"]
+    marrow = {"specimen": "bone_marrow", "date": "2025-07-01", "blasts_percent": 18}
+    data = screen(spec, edit(BASE, {"disease_assessments": [marrow]})).result("rel_shown")
+    assert data.values["relapse_shown_by"]["used"] == "dated results"
+    assert "bone marrow 18% blasts on 2025-07-01" in data.reason
+
+
+def test_disease_assessments_are_checked() -> None:
+    """A blast share outside 0-100, a lesion on a marrow sample or a missing date is refused, naming the entry."""
+    bad = [{"specimen": "bone_marrow", "date": "2025-07-01", "blasts_percent": 140},
+           {"specimen": "bone_marrow", "date": "2025-07-01", "lesion_present": True},
+           {"specimen": "peripheral_blood", "blasts_percent": 3}]
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"disease_assessments": bad}))
+    text = str(err.value)
+    assert "disease_assessments[0].blasts_percent: expected 0 to 100 (got 140)" in text
+    assert "disease_assessments[1].lesion_present" in text
+    assert "disease_assessments[2].date: missing" in text
+
+
+def test_pregnancy_true_for_a_man_or_a_test_without_date_is_refused() -> None:
+    """A man recorded pregnant, or a pregnancy test result without its date, is refused naming the field."""
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"demographics.sex": "male", "pregnancy.lactating": True,
+                                "pregnancy.test_result": "negative"}))
+    assert "pregnancy.lactating: true for a man" in str(err.value)
+    assert "pregnancy.test_date: missing" in str(err.value)
+
+
+def test_male_pregnancy_reason_says_not_applicable(spec: EligibilitySpec) -> None:
+    """For a man the pregnancy exclusion does not apply, and the reason says why."""
+    result = screen(spec, edit(BASE, {"demographics.sex": "male", "pregnancy": {"planning_pregnancy": False}}))
+    assert result.result("exc_pregnant").reason == ("does not apply: pregnant with pregnant = false "
+                                                    "(not applicable to a man)")
+
+
+@pytest.mark.parametrize(("code", "unit", "value", "high"), [
+    ("alt", "IU/L", 35, 40), ("alt", "[IU]/L", 35, 40), ("bilirubin", "mg/dl", 0.8, 1.2),
+    ("creatinine", "umol/L", 68, 84), ("creatinine", "mmol/L", 0.068, 0.084),
+])
+def test_laboratory_unit_spellings_give_the_same_result(spec: EligibilitySpec, code: str, unit: str, value: float,
+                                                        high: float) -> None:
+    """IU/L is U/L for enzymes; lower-case dl and UCUM spellings convert like their usual forms."""
+    changed = edit(BASE, {f"measurements[code={code}]": {"code": code, "value": value, "unit": unit,
+                                                           "date": "2026-03-01", "reference_range": {"high": high}}})
+    got, want = screen(spec, changed), screen(spec, BASE)
+    assert [r.value for r in got.criteria] == [r.value for r in want.criteria]
+    assert (f"35 {unit}" in got.result("inc_alt").reason) is (code == "alt")  # shown as the record wrote it
+
+
+def test_unknown_unit_lists_close_matches() -> None:
+    """A unit neither pint nor UCUM knows is refused with the closest known spellings."""
+    with pytest.raises(RecordError) as err:
+        read_record(edit(BASE, {"measurements[code=alt].unit": "UI/L"}))
+    assert "measurements[5].unit: unknown unit 'UI/L' (close matches: U/L" in str(err.value)
+
+
+def test_too_old_measurement_names_the_window(spec: EligibilitySpec) -> None:
+    """A value older than its declared window is unknown, and the reason names the window and the dates."""
+    result = screen(spec, edit(BASE, {"measurements[code=alt].date": "2024-03-01"}))
+    assert result.outcome == "undetermined" and "alt" in result.needed
+    assert result.result("inc_alt").reason == (
+        "unknown: ratio_to_uln(alt) <= 3; missing alt (alt: measured 2024-03-01, more than 14 days before "
+        "screening 2026-03-02 (the protocol's window))")
+    assert spec.items["lvef"].max_age == (28, "day") and spec.items["alt"].max_age == (14, "day")
+
+
+def test_viral_load_and_transplant_list_contradictions_are_refused() -> None:
+    """'Not detected' at or above the LLOQ, or a transplant flag the list contradicts, is refused."""
+    record = edit(BASE, {"measurements[+]": {"code": "hbv_dna", "value": 40, "unit": "IU/mL", "lloq": 20,
+                                             "detected": False, "date": "2026-02-25"},
+                         "transplants": [{"type": "allogeneic", "start": "2025-01-10"}]})
+    with pytest.raises(RecordError) as err:
+        read_record(record)
+    text = str(err.value)
+    assert "measurements[9].detected: false, but the value 40 is at or above the LLOQ 20" in text
+    assert "transplant.allogeneic: false, but the transplants list has an allogeneic transplant" in text

@@ -69,6 +69,32 @@ def test_batch_screens_every_line_and_reports_refusals(tmp_path: Path, capsys: p
     assert f"{path}:3: not valid JSON" in captured.err
 
 
+def test_batch_json_is_compact_and_explain_adds_the_explanation(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--batch --json gives one compact line per record; --explain adds every criterion, at many times the size."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(json.dumps(edit(BASE, {"id": f"P{i}", "ecog": i % 5})) for i in range(20)),
+                    encoding="utf-8")
+    assert main(["screen", SPEC, "--batch", str(path), "--json"]) == 0
+    compact = capsys.readouterr().out
+    assert main(["screen", SPEC, "--batch", str(path), "--json", "--explain"]) == 0
+    explained = capsys.readouterr().out
+    first = json.loads(compact.splitlines()[3])
+    assert first == {"line": 4, "record": "P3", "outcome": "not eligible", "failed": ["inc_ecog"], "needed": []}
+    full = json.loads(explained.splitlines()[3])
+    assert {k: full[k] for k in first} == first and len(full["criteria"]) > 50
+    assert len(explained) > 40 * len(compact)
+
+
+def test_batch_text_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--batch --explain without --json prints each record's criterion-by-criterion text."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(BASE), encoding="utf-8")
+    assert main(["screen", SPEC, "--batch", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}:1: NCT07117175: record EX-ELIGIBLE: ELIGIBLE" in out and "inc_renal" in out
+
+
 def test_batch_text_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without --json, --batch prints one line per record and a tally; all screened gives status 0."""
     path = tmp_path / "many.jsonl"

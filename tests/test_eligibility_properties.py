@@ -91,9 +91,11 @@ def test_same_patient_in_other_units_gets_the_same_result(creat: float, uln: flo
     common = {"demographics.sex": sex, "demographics.birth_date": f"{born}-05-05"}
     metric = edit(BASE, {**common, "weight": {"value": kg, "unit": "kg"},
                          "measurements[code=creatinine]": {"code": "creatinine", "value": creat, "unit": "mg/dL",
+                                                           "date": "2026-03-01",
                                                            "reference_range": {"high": uln, "unit": "mg/dL"}}})
     other = edit(BASE, {**common, "weight": {"value": kg / 0.45359237, "unit": "lb"},
                         "measurements[code=creatinine]": {"code": "creatinine", "value": creat * per_mgdl,
+                                                          "date": "2026-03-01",
                                                           "unit": "µmol/L",
                                                           "reference_range": {"high": uln * per_mgdl}}})
     a, b = screen(SPEC, metric), screen(SPEC, other)
@@ -102,3 +104,17 @@ def test_same_patient_in_other_units_gets_the_same_result(creat: float, uln: flo
     crcl_a = a.result("inc_renal").values["crcl"]["value"]
     crcl_b = b.result("inc_renal").values["crcl"]["value"]
     assert crcl_a == pytest.approx(crcl_b, rel=1e-9)
+
+
+@given(changed(), st.sets(st.sampled_from(DELETABLE), max_size=8))
+@SETTINGS
+def test_invariant_batch_fast_path_equals_record_by_record_evaluator(edits: dict[str, Any], gone: set[str]) -> None:
+    """Invariant: the compact batch path gives every criterion the same three-valued value (true, false or
+    unknown) and the same outcome, failed criteria and needed items as screening the record on its own."""
+    from escalation_rules.eligibility import screen_summary
+
+    record = edit(edit(BASE, edits), {path: None for path in sorted(gone, key=len, reverse=True)})
+    full = screen(SPEC, record)
+    summary, values = screen_summary(SPEC, record)
+    assert values == tuple(r.value for r in full.criteria)
+    assert summary == full.summary()

@@ -109,3 +109,16 @@ def test_mistakes_are_refused_with_key_paths(tmp_path: Path, body: str, expected
     """Each mistake in the eligibility section is refused with the key path and what was expected."""
     found = problems(tmp_path, body)
     assert any(line.startswith(expected) for line in found), found
+
+
+def test_bad_measurement_age_windows_are_refused(tmp_path: Path) -> None:
+    """A window that is not 'N days/weeks/months/years', or max_age on a non-measurement, names its key path."""
+    body = ('[eligibility.measurement_age]\ndefault = "two weeks"\nanchor = "birthday"\n' + GOOD_ITEMS
+            + 'max_age = 14\n[eligibility.items.ecog2]\nsource = "ecog"\nmax_age = "3 days"\n'
+            + criterion("ecog <= 2 and ecog2 <= 2 and crcl_in > 1 'mg/dL'"))
+    found = problems(tmp_path, body)
+    assert "eligibility.measurement_age.default: expected a window such as '14 days' or '1 month' (got 'two weeks')" \
+        in found
+    assert any(p.startswith("eligibility.measurement_age.anchor: expected one of screening") for p in found)
+    assert "eligibility.items.crcl_in.max_age: expected a window such as '14 days' or '1 month' (got 14)" in found
+    assert "eligibility.items.ecog2.max_age: only measurements (measurements.CODE) have a maximum age" in found

@@ -16,8 +16,10 @@ Examples
 ('undetermined', True)
 """
 
+from ._batch import screen_jsonl, screen_lines
 from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
-from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen
+from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen, screen_summary
+from ._site import SiteError, SiteRange, SiteRanges, load_site
 from ._spec import FORMULAS, Criterion, DataItem, EligibilitySpec, Formula, load_eligibility
 
 __all__ = [
@@ -33,10 +35,17 @@ __all__ = [
     "PatientRecord",
     "RecordError",
     "ScreeningResult",
+    "SiteError",
+    "SiteRange",
+    "SiteRanges",
     "data_dictionary",
     "load_eligibility",
+    "load_site",
     "read_record",
     "read_record_json",
     "record_schema",
     "screen",
+    "screen_jsonl",
+    "screen_lines",
+    "screen_summary",
 ]

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import EscalationRulesError
 from ._record import RecordError, read_record_json
-from ._screen import OUTCOMES, data_dictionary, screen
+from ._screen import OUTCOMES, data_dictionary, screen, screen_summary
+from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
 
 __all__ = ["register"]
@@ -34,7 +35,12 @@ def register(subparsers: Any) -> None:
                    help="the patient record ('-' for stdin); with --batch, a file of one record per line")
     p.add_argument("--batch", action="store_true",
                    help="read one record per line (JSON Lines): screen SPEC --batch FILE.jsonl")
-    p.add_argument("--json", action="store_true", help="print the result as JSON (one object per line with --batch)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON (with --batch: one compact line per record: outcome, failed, needed)")
+    p.add_argument("--explain", action="store_true",
+                   help="with --batch: add the full per-criterion explanation to every record")
+    p.add_argument("--site", metavar="FILE",
+                   help="the site laboratory's reference ranges (TOML); a record's own range wins")
     p.set_defaults(handler=_cmd_screen)
 
     p = subparsers.add_parser("data-items", help="the data items the eligibility criteria read")
@@ -58,10 +64,11 @@ def _read(name: str) -> str:
 
 def _cmd_screen(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    site = None if args.site is None else load_site(args.site)
     if args.batch:
-        return _batch(spec, args.patient, args.json)
+        return _batch(spec, args.patient, args.json, args.explain, site)
     record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
-    result = screen(spec, record)
+    result = screen(spec, record, site=site)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -69,7 +76,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
-def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
+def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False,
+           site: SiteRanges | None = None) -> int:
     text = _read(name)
     source = "<stdin>" if name == "-" else name
     tally: Counter[str] = Counter()
@@ -79,7 +87,12 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
             continue
         where = f"{source}:{number}"
         try:
-            result = screen(spec, read_record_json(line, where))
+            if as_json and not explain:  # the compact batch path: no explanation is built
+                summary, _ = screen_summary(spec, read_record_json(line, where), site=site)
+                tally[summary["outcome"]] += 1
+                print(json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")))
+                continue
+            result = screen(spec, read_record_json(line, where), site=site)
         except RecordError as err:
             refused += 1
             for problem in err.problems:
@@ -90,7 +103,9 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool) -> int:
         tally[result.outcome] += 1
         if as_json:
             data: dict[str, Any] = {"line": number, **result.to_dict()}
-            print(json.dumps(data, ensure_ascii=False))
+            print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        elif explain:
+            print(f"{where}: {result.text()}")
         else:
             detail = (f" (fails: {', '.join(r.criterion.id for r in result.failed)})" if result.failed else
                       f" (needs: {', '.join(result.needed)})" if result.needed else "")

@@ -29,12 +29,15 @@ from typing import Any
 import attrs
 
 from ..errors import EscalationRulesError, GuardSyntaxError
-from ..guards import parse_unit, unit_factor
+from ..guards import parse_unit
+from ._units import lab_factor, lab_unit
 
 __all__ = [
+    "ASSESSMENT_FIELDS",
     "PLAUSIBLE",
     "SECTION_FIELDS",
     "Anchors",
+    "Assessment",
     "Exposure",
     "HistoryEvent",
     "Measurement",
@@ -70,7 +73,9 @@ SECTION_FIELDS: dict[str, dict[str, Any]] = {
         "relapse_evidence": ("marrow_blasts_5_percent", "peripheral_blood_blasts_twice", "extramedullary"),
         "salvage_courses_without_remission": ("int", 0, 99),
         "targeted_courses_without_remission": ("int", 0, 99),
+        "induction_completed": "bool",
         "induction_complete_remission": "bool",
+        "second_line_given": "bool",
         "second_line_complete_remission": "bool",
         "mrd_persistent_positive": "bool",
         "extramedullary_disease": "bool",
@@ -81,6 +86,7 @@ SECTION_FIELDS: dict[str, dict[str, Any]] = {
         "relapse_after_transplant": "bool",
         "acute_gvhd_active": "bool",
         "acute_gvhd_grade": ("int", 0, 4),
+        "acute_gvhd_grade_date": "date",
         "chronic_gvhd_active": "bool",
     },
     "serology": {
@@ -102,7 +108,8 @@ SECTION_FIELDS: dict[str, dict[str, Any]] = {
     },
     "pulmonary": {"inadequate_function": "bool"},
     "cns": {"active_uncontrolled_involvement": "bool", "history_requiring_treatment": "bool"},
-    "pregnancy": {"pregnant": "bool", "lactating": "bool", "planning_pregnancy": "bool"},
+    "pregnancy": {"not_applicable": "bool", "pregnant": "bool", "lactating": "bool", "planning_pregnancy": "bool",
+                  "test_result": _POSNEG, "test_date": "date"},
     "allergies": {"product_components": "bool", "cyclophosphamide": "bool", "fludarabine": "bool"},
     "plans": {"long_term_systemic_corticosteroids": "bool", "immunosuppression_over_two_years": "bool"},
     "consent": {"signed": "bool", "date": "date"},
@@ -115,6 +122,8 @@ LIST_FIELDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         "category": ("corticosteroid", "immunosuppressant", "pd1_antibody", "pdl1_antibody", "targeted",
                      "chemotherapy", "other"),
         "route": ("oral", "intravenous", "subcutaneous", "intramuscular", "inhaled", "topical", "other"),
+        "indication": ("treatment", "physiological_replacement", "unspecified"),
+        "prednisone_equivalent_mg_per_day": ("number", 0.0, 10000.0),
         "start": "date", "end": "date",
     }, ("category", "start")),
     "therapies": ({
@@ -134,6 +143,10 @@ LIST_FIELDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                      "ductal_carcinoma_in_situ", "thyroid", "other"),
         "curatively_treated": "bool", "start": "date", "end": "date",
     }, ("category", "curatively_treated", "start")),
+    "transplants": ({
+        "type": ("allogeneic", "autologous"),
+        "start": "date",
+    }, ("type", "start")),
     "infections": ({
         "type": ("bacterial", "viral", "fungal", "other"),
         "site": ("simple_urinary_tract", "upper_respiratory", "other"),
@@ -155,8 +168,16 @@ PLAUSIBLE: dict[str, tuple[str, float, float]] = {
 _MAX_AGE = 130
 _PLACES = {key.split(".", 1)[1]: key for key in PLAUSIBLE if key.startswith("measurements.")}
 
+#: Dated disease assessments (relapse evidence, Inclusion 4 (1)): field to kind; specimen and date required.
+ASSESSMENT_FIELDS: dict[str, Any] = {
+    "specimen": ("bone_marrow", "peripheral_blood", "extramedullary"),
+    "date": "date",
+    "blasts_percent": ("number", 0.0, 100.0),
+    "lesion_present": "bool",
+}
+
 _TOP_KEYS = ("format", "id", "as_of", "anchors", "ecog", "weight", "life_expectancy", "measurements",
-             "attestations", *SECTION_FIELDS, *LIST_FIELDS)
+             "attestations", "disease_assessments", *SECTION_FIELDS, *LIST_FIELDS)
 _ANCHORS = ("screening", "cell_collection", "enrolment", "planned_infusion")
 #: Pairs of anchors in their natural order: (earlier, later).
 _ANCHOR_ORDER = (("screening", "cell_collection"), ("screening", "enrolment"),
@@ -186,6 +207,8 @@ class Measurement:
     high: float | None
     range_unit: str
     index: int | None = attrs.field(default=None, eq=False, repr=False)  # position in the record's list
+    lloq: float | None = None  # the assay's lower limit of quantification, in ``unit``
+    detected: bool | None = None  # whether the assay detected the target (viral loads)
 
 
 @attrs.frozen
@@ -197,6 +220,8 @@ class Exposure:
     end: dt.date | None
     route: str | None = None
     name: str | None = None
+    indication: str = "unspecified"  # treatment, physiological_replacement or unspecified (the default)
+    dose: float | None = None  # prednisone-equivalent mg per day, for corticosteroids
 
 
 @attrs.frozen
@@ -207,6 +232,16 @@ class HistoryEvent:
     start: dt.date
     end: dt.date | None
     details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Assessment:
+    """A dated disease assessment: marrow or blood blasts (%), or an extramedullary lesion found or not."""
+
+    specimen: str
+    date: dt.date
+    blasts_percent: float | None = None
+    lesion_present: bool | None = None
 
 
 @attrs.frozen
@@ -238,7 +273,8 @@ class PatientRecord:
         Section name (``"cardiac"``, ``"serology"``…) to its field values.
     lists : dict
         ``medications``, ``therapies``, ``events``, ``malignancies``,
-        ``infections``: a tuple of entries, or ``None`` when not known.
+        ``infections``: a tuple of entries, or ``None`` when not known;
+        ``disease_assessments``: a tuple of :class:`Assessment`.
     attestations : dict
         Investigator attestations: key to ``True``/``False``.
     """
@@ -314,7 +350,7 @@ class _Reader:
             self.problem(path, f"expected a unit string such as 'mg/dL' (got {_show(raw)})")
             return None
         try:
-            parse_unit(raw)
+            lab_unit(raw)
         except GuardSyntaxError as err:
             self.problem(path, err.message)
             return None
@@ -336,6 +372,12 @@ class _Reader:
                 self.problem(path, f"expected a string (got {_show(raw)})")
                 return None
             return raw
+        if isinstance(kind, tuple) and kind and kind[0] == "number":
+            number = self.number(raw, path)
+            if number is not None and not kind[1] <= number <= kind[2]:
+                self.problem(path, f"expected {kind[1]:g} to {kind[2]:g} (got {number:g})")
+                return None
+            return number
         if isinstance(kind, tuple) and kind and kind[0] == "int":
             _, low, high = kind
             if type(raw) is not int:
@@ -430,13 +472,15 @@ class _Reader:
 _BOOL, _DATE = "bool", "date"  # the fast path compares kinds by identity (these literals are interned)
 _DATED = frozenset(("value", "unit", "date"))
 _UNDATED = frozenset(("value", "unit"))
-_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range"))
+_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range", "lloq", "detected"))
+_FAST_MEASUREMENT_KEYS = frozenset(("code", "value", "unit", "date", "reference_range"))
 _RANGE_KEYS = frozenset(("low", "high", "unit"))
 
 
 def _fast(kinds: Mapping[str, Any]) -> dict[str, Any]:
     """Kinds as the fast path reads them: code tuples become frozensets."""
-    return {k: frozenset(v) if isinstance(v, tuple) and v and v[0] != "int" else v for k, v in kinds.items()}
+    return {k: frozenset(v) if isinstance(v, tuple) and v and v[0] not in ("int", "number") else v
+            for k, v in kinds.items()}
 
 
 _SECTION_FAST = {name: (_fast(kinds), frozenset(kinds)) for name, kinds in SECTION_FIELDS.items()}
@@ -465,7 +509,7 @@ def _implausible(place: str, value: float, unit: str) -> str | None:
 def _factor_or_none(unit: str, target: str) -> float | None:
     """The factor from ``unit`` to ``target``, ``None`` across dimensions (worked out once per pair)."""
     try:
-        return unit_factor(unit, target)
+        return lab_factor(unit, target)
     except GuardSyntaxError:
         return None
 
@@ -481,16 +525,16 @@ def _show(raw: Any) -> str:
 @functools.cache
 def _percent_scale(unit: str) -> float | None:
     """For a dimensionless unit, the value of 1 unit as a fraction (``%`` → 0.01); else ``None``."""
-    if parse_unit(unit)[1] != "dimensionless":
+    if parse_unit(lab_unit(unit))[1] != "dimensionless":
         return None
-    return unit_factor(unit, "dimensionless") if unit.strip() else 1.0
+    return lab_factor(unit, "dimensionless") if unit.strip() else 1.0
 
 
 @functools.cache
 def _unit_ok(unit: str) -> tuple[float | None] | None:
     """``(percent scale,)`` for a known unit, ``None`` for one pint does not know (the slow path explains)."""
     try:
-        parse_unit(unit)
+        lab_unit(unit)
     except GuardSyntaxError:
         return None
     return (_percent_scale(unit),)
@@ -516,7 +560,7 @@ _INF = float("inf")
 
 def _measurement_fast(raw: Any, as_of: dt.date | None, index: int) -> Measurement | None:
     """The usual, valid measurement at the cost of a few type tests; ``None`` sends it to the checking path."""
-    if type(raw) is not dict or not raw.keys() <= _MEASUREMENT_KEYS:
+    if type(raw) is not dict or not raw.keys() <= _FAST_MEASUREMENT_KEYS:
         return None
     code, unit = raw.get("code"), raw.get("unit")
     value: Any = raw.get("value")
@@ -610,9 +654,15 @@ def _measurement(r: _Reader, raw: Any, index: int) -> Measurement | None:
             scale = _percent_scale(unit)
             if scale is not None and value * scale > 1:
                 r.problem(f"{path}.value", f"expected at most 100% (got {value:g} {unit})")
+    lloq = r.number(raw.get("lloq"), f"{path}.lloq")
+    if lloq is not None and lloq < 0:
+        r.problem(f"{path}.lloq", f"expected 0 or more (got {lloq:g})")
+    detected = r.field(raw.get("detected"), f"{path}.detected", "bool")
+    if detected is False and value is not None and lloq is not None and value >= lloq:
+        r.problem(f"{path}.detected", f"false, but the value {value:g} is at or above the LLOQ {lloq:g}")
     if code is None or value is None or unit is None or range_unit is None:
         return None
-    return Measurement(code, value, unit, when, low, high, range_unit, index)
+    return Measurement(code, value, unit, when, low, high, range_unit, index, lloq, detected)
 
 
 def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
@@ -645,17 +695,49 @@ def _entries(r: _Reader, name: str, raw: Any) -> tuple[Any, ...] | None:
             before = len(r.problems)
             continue
         start, end = values.pop("start"), values.pop("end", None)
-        if name == "events" and end is None:  # an event without an end is a single day
+        if name in ("events", "transplants") and end is None:  # a single day
             end = start
         if end is not None and end < start:
             r.problem(f"{path}.end", f"{end} is before the start {start}")
             before = len(r.problems)
             continue
         if name in ("medications", "therapies"):
-            out.append(Exposure(values["category"], start, end, values.get("route"), values.get("name")))
+            out.append(Exposure(values["category"], start, end, values.get("route"), values.get("name"),
+                                values.get("indication") or "unspecified",
+                                values.get("prednisone_equivalent_mg_per_day")))
         else:
             kind = values.pop("category" if name == "malignancies" else "type")
             out.append(HistoryEvent(kind, start, end, values))
+    return tuple(out)
+
+
+def _assessments(r: _Reader, raw: Any) -> tuple[Assessment, ...] | None:
+    """Read ``disease_assessments``: blasts need a marrow or blood specimen, a lesion an extramedullary one."""
+    if raw is None:
+        return None
+    if type(raw) is not list:
+        r.problem("disease_assessments", f"expected a list (got {_show(raw)})")
+        return None
+    out = []
+    allowed = frozenset(ASSESSMENT_FIELDS)
+    for i, item in enumerate(raw):
+        path = f"disease_assessments[{i}]"
+        if type(item) is not dict:
+            r.problem(path, f"expected an object (got {_show(item)})")
+            continue
+        before = len(r.problems)
+        r.unknown(item, path, allowed)
+        values = {key: r.field(item.get(key), f"{path}.{key}", kind) for key, kind in ASSESSMENT_FIELDS.items()}
+        for key in ("specimen", "date"):
+            if item.get(key) is None:
+                r.problem(f"{path}.{key}", "missing (required in every entry)")
+        specimen, blasts, lesion = values["specimen"], values["blasts_percent"], values["lesion_present"]
+        if specimen == "extramedullary" and blasts is not None:
+            r.problem(f"{path}.blasts_percent", "an extramedullary assessment records lesion_present, not blasts")
+        if specimen in ("bone_marrow", "peripheral_blood") and lesion is not None:
+            r.problem(f"{path}.lesion_present", f"a {specimen} assessment records blasts_percent, not a lesion")
+        if len(r.problems) == before:
+            out.append(Assessment(specimen, values["date"], blasts, lesion))
     return tuple(out)
 
 
@@ -720,7 +802,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     if weight is not None:
         if weight.value <= 0:
             r.problem("weight.value", f"expected more than 0 (got {weight.value:g})")
-        elif parse_unit(weight.unit)[1] != "[mass]":
+        elif parse_unit(lab_unit(weight.unit))[1] != "[mass]":
             r.problem("weight.unit", f"expected a unit of mass such as 'kg' or 'lb' (got {weight.unit!r})")
         elif (why := _implausible("weight", weight.value, weight.unit)) is not None:
             r.problem("weight.value", why)
@@ -729,7 +811,7 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     if life is not None:
         if life.value < 0:
             r.problem("life_expectancy.value", f"expected 0 or more (got {life.value:g})")
-        elif parse_unit(life.unit)[1] != "[time]":
+        elif parse_unit(lab_unit(life.unit))[1] != "[time]":
             r.problem("life_expectancy.unit", f"expected a unit of time such as 'weeks' (got {life.unit!r})")
         elif (why := _implausible("life_expectancy", life.value, life.unit)) is not None:
             r.problem("life_expectancy.value", why)
@@ -773,7 +855,23 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
         elif birth > screening:
             r.problem("demographics.birth_date", f"{birth} is after the screening date {screening}")
 
+    pregnancy = sections.get("pregnancy", {})
+    if sections.get("demographics", {}).get("sex") == "male":
+        for key in ("pregnant", "lactating"):
+            if pregnancy.get(key):
+                r.problem(f"pregnancy.{key}", "true for a man (leave it out, or record pregnancy.not_applicable)")
+    if pregnancy.get("test_result") is not None and pregnancy.get("test_date") is None:
+        r.problem("pregnancy.test_date", "missing (a pregnancy test result needs its date)")
     lists = {name: _entries(r, name, data.get(name)) for name in LIST_FIELDS}
+    transplants = lists["transplants"]
+    if transplants is not None:  # the list, when given, says whether there was an allogeneic transplant
+        allogeneic = any(t.kind == "allogeneic" for t in transplants)
+        stated = sections.get("transplant", {}).get("allogeneic")
+        if stated is not None and stated != allogeneic:
+            r.problem("transplant.allogeneic", f"{str(stated).lower()}, but the transplants list has "
+                      f"{'an' if allogeneic else 'no'} allogeneic transplant")
+        sections["transplant"] = {**sections.get("transplant", {}), "allogeneic": allogeneic}
+    lists["disease_assessments"] = _assessments(r, data.get("disease_assessments"))
 
     attestations: dict[str, bool] = {}
     raw_a = data.get("attestations")
@@ -841,6 +939,8 @@ def record_schema() -> dict[str, Any]:
             return {"type": ["string", "null"]}
         if isinstance(kind, tuple) and kind[0] == "int":
             return {"type": ["integer", "null"], "minimum": kind[1], "maximum": kind[2]}
+        if isinstance(kind, tuple) and kind[0] == "number":
+            return {"type": ["number", "null"], "minimum": kind[1], "maximum": kind[2]}
         return {"enum": [*kind, None]}
 
     def obj(props: Mapping[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
@@ -857,6 +957,8 @@ def record_schema() -> dict[str, Any]:
         "value": {"type": "number", "minimum": 0},
         "unit": {"type": "string"},
         "date": date,
+        "lloq": {"type": ["number", "null"], "minimum": 0},
+        "detected": {"type": ["boolean", "null"]},
         "reference_range": {"oneOf": [{"type": "null"}, obj({
             "low": {"type": ["number", "null"]}, "high": {"type": ["number", "null"], "exclusiveMinimum": 0},
             "unit": {"type": "string"}})]},
@@ -873,6 +975,8 @@ def record_schema() -> dict[str, Any]:
         "attestations": {"type": ["object", "null"], "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
                          "additionalProperties": {"type": ["boolean", "null"]}},
     }
+    assessment = obj({key: kind_schema(kind) for key, kind in ASSESSMENT_FIELDS.items()}, ("specimen", "date"))
+    props["disease_assessments"] = {"type": ["array", "null"], "items": assessment}
     for name, kinds in SECTION_FIELDS.items():
         section = obj({key: kind_schema(kind) for key, kind in kinds.items()})
         section["type"] = ["object", "null"]

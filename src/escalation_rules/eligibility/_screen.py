@@ -27,9 +27,11 @@ import attrs
 
 from ..guards import QuantityType
 from ._record import PatientRecord, read_record
+from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
 from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
 
-__all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen"]
+__all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen",
+           "screen_summary"]
 
 OUTCOMES = ("eligible", "not eligible", "undetermined")
 #: Exit status of ``escalation-rules screen`` per outcome (2 means the input was refused).
@@ -82,7 +84,11 @@ class CriterionResult:
         """One line: the status, the expression and the values it used, or what is missing."""
         c = self.criterion
         if self.value is None:
-            return f"{self.status}: {c.when.text}; missing {', '.join(self.missing)}"
+            env = self._context.env
+            notes = [f"{name}: {env[key]}" for name in (*_direct_reads(c), *self.missing)
+                     if (key := f"{name}#why") in env]
+            return (f"{self.status}: {c.when.text}; missing {', '.join(self.missing)}"
+                    + "".join(f" ({note})" for note in dict.fromkeys(notes)))
         shown = "; ".join(f"{name} = {_show(self._context, name)[1]}" for name in _direct_reads(c))
         return f"{self.status}: {c.when.text}" + (f" with {shown}" if shown else "")
 
@@ -142,6 +148,21 @@ class ScreeningResult:
         return tuple(r for r in self.criteria if (r.criterion.kind, r.value) in (("inclusion", False),
                                                                                   ("exclusion", True)))
 
+    def summary(self) -> dict[str, Any]:
+        """The compact JSON form of ``screen --batch --json``: outcome, failed criteria and needed items only.
+
+        Examples
+        --------
+        >>> from escalation_rules import load_protocol
+        >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+        >>> screen(spec, {"id": "P7", "anchors": {"screening": "2026-03-02"}, "ecog": 3}).summary()
+        {'record': 'P7', 'outcome': 'not eligible', 'failed': ['inc_ecog'], 'needed': []}
+        """
+        return {"record": self.record_id, "outcome": self.outcome,
+                "failed": [c.id for c, v in zip(self._context.spec.criteria, self._values, strict=True)
+                           if v is (c.kind == "exclusion") and c.kind != "definition"],
+                "needed": list(self.needed)}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the contract of ``screen --json``)."""
         return {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
@@ -178,8 +199,12 @@ class ScreeningResult:
 _INCLUSION, _EXCLUSION, _DEFINITION = 0, 1, 2
 
 
-def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record") -> ScreeningResult:
+def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record",
+           site: SiteRanges | None = None) -> ScreeningResult:
     """Screen one record (a :class:`PatientRecord` or decoded JSON) against ``spec``.
+
+    ``site`` (:func:`load_site`) supplies the laboratory's reference ranges
+    for measurements whose record carries none; a record's own range wins.
 
     Raises
     ------
@@ -198,7 +223,25 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     """
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
-    env = spec.environment(record)
+    env = spec.environment(record, site)
+    values, failing, unknown, gaps = _evaluate(spec, env)
+    missing: dict[str, tuple[str, ...]] = {}
+    if gaps:
+        for (cid, _, _), value in zip(spec.plan, values, strict=True):
+            if value is None:
+                missing[cid] = _missing(spec, env, spec.criterion(cid))
+    outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
+    needed: tuple[str, ...] = ()
+    if outcome == "undetermined":
+        kinds = {c.id: c.kind for c in spec.criteria}
+        wanted = {m for cid, names in missing.items() if kinds[cid] != "definition" for m in names}
+        needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
+    return ScreeningResult(record.id, spec.protocol_id, outcome, needed, values, missing,
+                           _Context(spec, record, env))
+
+
+def _evaluate(spec: EligibilitySpec, env: dict[str, Any]) -> tuple[tuple[bool | None, ...], int, int, int]:
+    """Run every criterion once, in protocol order: the values, and counts of failing, unknown and gaps."""
     values: list[bool | None] = []
     append = values.append
     failing = unknown = gaps = 0
@@ -212,19 +255,41 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
                 unknown += 1
         elif value is (kind == _EXCLUSION) and kind != _DEFINITION:
             failing += 1
-    missing: dict[str, tuple[str, ...]] = {}
-    if gaps:
-        for (cid, _, _), value in zip(spec.plan, values, strict=True):
-            if value is None:
-                missing[cid] = _missing(spec, env, spec.criterion(cid))
+    return tuple(values), failing, unknown, gaps
+
+
+def screen_summary(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], source: str = "record",
+                   site: SiteRanges | None = None) -> tuple[dict[str, Any], tuple[bool | None, ...]]:
+    """The compact result of :meth:`ScreeningResult.summary` and every criterion's value, by the batch path.
+
+    It evaluates each criterion once and works out missing items only for an
+    undetermined record, building no explanation; ``screen(...).summary()``
+    gives the same (a property test holds them equal).
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> screen_summary(spec, {"id": "P7", "anchors": {"screening": "2026-03-02"}, "ecog": 3})[0]
+    {'record': 'P7', 'outcome': 'not eligible', 'failed': ['inc_ecog'], 'needed': []}
+    """
+    if not isinstance(record, PatientRecord):
+        record = read_record(record, source)
+    env = spec.environment(record, site)
+    values, failing, unknown, _ = _evaluate(spec, env)
+    failed: list[str] = []
+    needed: list[str] = []
+    if failing:
+        failed = [cid for (cid, kind, _), value in zip(spec.plan, values, strict=True)
+                  if kind != _DEFINITION and value is (kind == _EXCLUSION)]
+    elif unknown:
+        wanted: set[str] = set()
+        for (cid, kind, _), value in zip(spec.plan, values, strict=True):
+            if value is None and kind != _DEFINITION:
+                wanted.update(_missing(spec, env, spec.criterion(cid)))
+        needed = [name for name in _dictionary_order(spec) if name in wanted]
     outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
-    needed: tuple[str, ...] = ()
-    if outcome == "undetermined":
-        kinds = {c.id: c.kind for c in spec.criteria}
-        wanted = {m for cid, names in missing.items() if kinds[cid] != "definition" for m in names}
-        needed = tuple(name for name in _dictionary_order(spec) if name in wanted)
-    return ScreeningResult(record.id, spec.protocol_id, outcome, needed, tuple(values), missing,
-                           _Context(spec, record, env))
+    return {"record": record.id, "outcome": outcome, "failed": failed, "needed": needed}, values
 
 
 def _dictionary_order(spec: EligibilitySpec) -> tuple[str, ...]:
@@ -247,6 +312,9 @@ def _visit(spec: EligibilitySpec, env: Mapping[str, Any], name: str, out: list[s
     """Add to ``out`` the raw items that leave ``name`` unknown (a plain recursive function: no reference cycle)."""
     if env.get(name) is not None:
         return
+    base, dot, _ = name.partition(".")
+    if dot and f"{base}#why" in env:  # a stale or undated value: its range is not what is missing
+        name = base
     definition = spec.definition(name)
     if definition is not None:
         for inner in _direct_reads(definition):
@@ -277,9 +345,26 @@ def _show(context: _Context, name: str) -> tuple[Any, str]:
     item = spec.items[base]
     source = item.source
     if limit:
+        rng = env.get(f"{base}#range")
+        if rng is not None:
+            bound = rng.high if limit == "uln" else rng.low
+            return ({"value": bound, "unit": rng.unit, "from": f"site file {rng.code}: {rng.describe()}"},
+                    f"{bound:g} {rng.unit} (site file: {rng.describe()})")
         m = record.measurements[source.split(".", 1)[1]]  # type: ignore[index]
         bound = m.high if limit == "uln" else m.low
         return {"value": bound, "unit": m.range_unit}, f"{bound:g} {m.range_unit}"
+    if item.formula == "relapse_evidence":
+        why = env.get(f"{name}#why", "")
+        used = "attestation" if why.startswith("attested") else "dated results"
+        return {"value": value, "formula": item.formula, "used": used, "why": why}, f"{value} ({why})"
+    if item.formula is not None and f"{name}#why" in env:  # a formula that explains itself
+        return ({"value": value, "formula": item.formula, "why": env[f"{name}#why"]},
+                f"{'true' if value is True else 'false' if value is False else value} ({env[f'{name}#why']})")
+    if isinstance(value, tuple) and value and not isinstance(value[0], tuple):  # disease assessments
+        entries = [attrs.asdict(a) for a in value]
+        for entry in entries:
+            entry["date"] = _date(entry["date"])
+        return entries, f"{len(value)} assessment(s)"
     if item.formula is not None:
         inputs = {role: _show(context, inner)[1] for role, inner in item.inputs.items()}
         if item.formula == "cockcroft_gault":
@@ -344,6 +429,8 @@ def data_dictionary(spec: EligibilitySpec) -> list[dict[str, Any]]:
             "formula": item.formula,
             "inputs": dict(item.inputs) or None,
             "molar_mass": item.molar_mass,
+            "max_age": None if item.max_age is None or limit else
+            f"{item.max_age[0]} {item.max_age[1]}{'s' if item.max_age[0] != 1 else ''} before {item.age_anchor}",
             "where": {k: list(v) for k, v in item.where.items()} or None,
             "where_not": {k: list(v) for k, v in item.where_not.items()} or None,
             "description": item.description if not limit else
