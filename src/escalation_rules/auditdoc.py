@@ -660,11 +660,17 @@ def _heading(title: str, char: str) -> str:
     return f"{title}\n{char * max(len(title), 4)}\n\n"
 
 
+#: Tables with this many columns or more are marked ``escalation-wide``: printed on landscape pages.
+WIDE_COLUMNS = 5
+
+
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], widths: Sequence[int] | None = None,
            css: str = "", caption: str = "") -> str:
     out = [f".. list-table:: {caption}".rstrip(), f"   :header-rows: {0 if header is None else 1}"]
     if widths:
         out.append(f"   :widths: {' '.join(str(w) for w in widths)}")
+    if header is not None and len(header) >= WIDE_COLUMNS:
+        css = f"{css} escalation-wide".strip()
     if css:
         out.append(f"   :class: {css}")
     out.append("")

@@ -204,11 +204,28 @@ def exported_by_package(module: Any) -> list[str]:
     return [n for n in names
             if n in escalation_rules.__all__ and getattr(module, n, None) is getattr(escalation_rules, n, None)]
 
-#: The stylesheet the extension adds to HTML output: long conditions and identifiers wrap inside table cells.
+#: The stylesheet the extension adds to HTML output.  On screen every table fits its column: cells wrap and long
+#: conditions and identifiers break anywhere, and a table that still cannot fit scrolls sideways inside its frame.
+#: In print (A4) the same holds, and each table of five columns or more (class ``escalation-wide``) goes on a
+#: landscape page of its own, so no column is cut off.
 CSS_FILE = "escalation_rules.css"
-CSS = """table[class*="escalation-"] code.literal { white-space: normal; overflow-wrap: break-word; }
-table[class*="escalation-"] td { vertical-align: top; }
+CSS = """table[class*="escalation-"] { width: 100%; }
+table[class*="escalation-"] td, table[class*="escalation-"] th { vertical-align: top; }
+table[class*="escalation-"] td { overflow-wrap: anywhere; }
+table[class*="escalation-"] code.literal, table[class*="escalation-"] span.pre {
+  white-space: normal; overflow-wrap: anywhere; }
 .escalation-diagram a { text-decoration: none; }
+@page { size: A4 portrait; margin: 12mm; }
+@page escalation-wide { size: A4 landscape; margin: 10mm; }
+@media print {
+  .page, .main, .content, .article-container, article[role=main] {
+    display: block !important; width: auto !important; overflow: visible !important; }
+  .toc-drawer, .sidebar-drawer, .mobile-header, .theme-toggle-container, .back-to-top, .skip-to-content,
+  .related-pages, .bottom-of-page { display: none !important; }
+  .table-wrapper { overflow: visible !important; }
+  table[class*="escalation-"] { font-size: 9pt; }
+  .table-wrapper.escalation-wide, table.escalation-wide { page: escalation-wide; }
+}
 """
 
 
