@@ -212,6 +212,32 @@ def test_audit_page_in_chromium_shows_diagram_and_tables_without_errors(site: Pa
         browser.close()
 
 
+def test_stage_diagrams_are_legible_at_page_width(site: Path, tmp_path: Path) -> None:
+    """Each stage's diagram (or each dose's, for a wide stage) is drawn at 80% of its natural size or more, so the
+    arrows' 8-point labels are at least 8 CSS pixels high and the boxes' 10-point text at least 10 (the whole
+    diagram at page width was about half that); each part is saved as a screenshot to ci-artifacts/."""
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open((site / "index.html").as_uri())
+        time.sleep(0.3)
+        parts = browser.evaluate("""Array.from(document.querySelectorAll('.escalation-stage-diagram')).map((div, i) => {
+            div.id = 'stage-diagram-' + i;
+            const svg = div.querySelector('svg');
+            return {label: div.getAttribute('aria-label'),
+                    scale: svg.getBoundingClientRect().width / svg.viewBox.baseVal.width,
+                    frame: div.getBoundingClientRect().width};
+        })""")
+        assert len(parts) >= 3
+        assert any("stage titration" in p["label"] for p in parts)
+        small = [(p["label"], round(8 * p["scale"], 1)) for p in parts if 8 * p["scale"] < 8]
+        assert small == []
+        for i in range(len(parts)):
+            browser.screenshot(f"#stage-diagram-{i}", ARTIFACTS / f"audit-nct07117175-diagram-part-{i + 1}.png")
+        assert _errors(browser.events) == []
+    finally:
+        browser.close()
+
+
 def test_full_size_diagram_opens_without_errors(site: Path, tmp_path: Path) -> None:
     """The full-size SVG linked from the page opens on its own in Chromium as a drawing with every box."""
     svg = next((site / "_escalation").glob("NCT07117175-*.svg"))

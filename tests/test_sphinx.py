@@ -18,6 +18,7 @@ from escalation_rules.auditdoc import (
     render_svg,
     run_vectors,
     scenarios_of,
+    stage_diagram,
     traceability,
 )
 from escalation_rules.cli import main
@@ -105,6 +106,30 @@ def test_render_svg_draws_every_box() -> None:
     svg = render_svg(diagram_dot(d))
     assert svg.startswith("<svg")
     assert svg.count('class="node"') == len(d.nodes)
+
+
+def test_stage_parts_draw_every_box_and_arrow_of_the_diagram_exactly_once() -> None:
+    """Drawn one stage at a time, or one dose of a stage at a time, the parts' own boxes and arrows are the whole
+    diagram, each once; every arrow that leaves a part ends at an exit or end box drawn in that part."""
+    d = condensed_diagram(compile_protocol(load_protocol(NCT)))
+    for split_by_dose in (False, True):
+        parts = []
+        for stage, _label in d.stages:
+            doses = sorted({n.dose for n in d.nodes if n.stage == stage and n.kind != "stop" and n.dose})
+            if split_by_dose:
+                parts.extend(stage_diagram(d, stage, dose) for dose in doses)
+            else:
+                parts.append(stage_diagram(d, stage))
+        edges = [e for part in parts for e in part.edges]
+        assert sorted(edges, key=repr) == sorted(d.edges, key=repr)
+        for part in parts:
+            drawn = {n.id for n in part.nodes}
+            assert all(e.source in drawn and e.target in drawn for e in part.edges)
+            assert {n.kind for n in part.nodes if n.stage != part.stages[0][0]} <= {"exit"}
+    assert sum(stage_diagram(d, s).states for s, _ in d.stages) == d.states
+    assert sum(stage_diagram(d, s).transitions for s, _ in d.stages) == d.transitions
+    with pytest.raises(EscalationRulesError, match="not a stage of NCT07117175"):
+        stage_diagram(d, "no-such-stage")
 
 
 def test_render_svg_without_graphviz_says_how_to_install_it() -> None:
@@ -391,7 +416,11 @@ def test_sphinx_directive_renders_diagram_and_tables(tmp_path: Path) -> None:
     src = _project(tmp_path, ".. escalation-protocol:: nct\n   :command: spec/nct07117175\n")
     out = tmp_path / "out"
     html = _build(src, out, fresh=True)
-    assert '<div class="escalation-diagram"' in html and "<svg" in html
+    assert '<div class="escalation-diagram' in html and "<svg" in html
+    # drawn one stage (or one dose of a wide stage) at a time, the whole diagram linked
+    assert "Diagram of stage titration" in html and "Diagram of stage three-plus-three" in html
+    assert html.count('class="escalation-diagram escalation-stage-diagram"') >= 3
+    assert 'class="escalation-diagram-full"' in html
     assert html.count("escalation-decision-table") == 3
     assert "escalation-rules verify spec/nct07117175" in html
     assert list((out / "_escalation").glob("NCT07117175-*.svg"))
@@ -410,7 +439,7 @@ def test_sphinx_incremental_build_follows_an_edited_rule(tmp_path: Path) -> None
     _edit_rule(tmp_path / "trial")
     second = _build(src, out)
     assert "too-toxic n >= 3 and tox >= 2 " in _text(second)
-    assert second.split('<div class="escalation-diagram"')[1] != first.split('<div class="escalation-diagram"')[1]
+    assert second.split('<div class="escalation-diagram')[1] != first.split('<div class="escalation-diagram')[1]
 
 
 def test_sphinx_single_section_directive_and_bad_spec(tmp_path: Path) -> None:

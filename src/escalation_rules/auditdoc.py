@@ -71,6 +71,7 @@ __all__ = [
     "render_svg",
     "run_vectors",
     "scenarios_of",
+    "stage_diagram",
     "traceability",
 ]
 
@@ -267,6 +268,53 @@ def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
                         g.number_of_nodes(), g.number_of_edges())
 
 
+def stage_diagram(diagram: StateDiagram, stage: str, dose: int | None = None) -> StateDiagram:
+    """The part of a condensed diagram that one stage draws (or, with ``dose``, one dose of a stage).
+
+    The part has the stage's boxes (with ``dose``: its treatment and decision boxes at that dose) and the arrows
+    leaving them; an arrow into another part ends at a copy of its target of kind ``"exit"``, labelled with where
+    the trial continues; ends of the trial are drawn in every part that reaches them.  The counts (``states``,
+    ``transitions``) are those of the part's own boxes and arrows.
+
+    Raises
+    ------
+    EscalationRulesError
+        For a stage the diagram does not have.
+
+    Examples
+    --------
+    >>> from escalation_rules import compile_protocol, load_protocol
+    >>> d = condensed_diagram(compile_protocol(load_protocol("spec/nct07117175")))
+    >>> part = stage_diagram(d, "titration")
+    >>> sorted({n.kind for n in part.nodes})
+    ['decide', 'exit', 'stop', 'treat']
+    >>> [n.label.splitlines()[0] for n in part.nodes if n.kind == "exit"]
+    ['Continues in stage three-plus-three']
+    >>> [n.label.splitlines()[0] for n in stage_diagram(d, "three-plus-three", 2).nodes if n.kind == "exit"]
+    ['Continues at dose 3 (same stage)', 'Continues in stage fill']
+    """
+    labels = dict(diagram.stages)
+    if stage not in labels:
+        raise EscalationRulesError(f"stage {stage!r}: not a stage of {diagram.protocol} "
+                                   f"(stages: {', '.join(labels)})")
+    own = {n.id: n for n in diagram.nodes
+           if n.stage == stage and (dose is None or (n.kind != "stop" and n.dose == dose))}
+    edges = tuple(e for e in diagram.edges if e.source in own)
+    others = {n.id: n for n in diagram.nodes if n.id not in own}
+    extra = []
+    for target in dict.fromkeys(e.target for e in edges if e.target not in own):
+        node = others[target]
+        if node.kind == "stop":
+            extra.append(node)
+            continue
+        where = f"stage {node.stage}" if node.stage != stage else f"dose {node.dose} (same stage)"
+        extra.append(attrs.evolve(node, kind="exit", label=f"Continues {'in' if node.stage != stage else 'at'} "
+                                                            f"{where}\n{node.label}"))
+    title = f"{diagram.title}: stage {stage}" + ("" if dose is None else f", dose {dose}")
+    return StateDiagram(diagram.protocol, title, (*own.values(), *extra), edges, ((stage, labels[stage]),),
+                        sum(n.states for n in own.values()), sum(e.transitions for e in edges))
+
+
 def _rule_ids(p: Protocol) -> set[str]:
     return {r.id for s in p.stages for r in s.rules}
 
@@ -282,9 +330,9 @@ def _dot_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6"}
+_FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6", "exit": "#ffffff"}
 _STAGE_FILL = ("#dbe9f6", "#e0efd8", "#eadff2", "#fde3cc", "#d7efee")
-_SHAPE = {"treat": "box", "decide": "box, peripheries=2", "stop": "box"}
+_SHAPE = {"treat": "box", "decide": "box, peripheries=2", "stop": "box", "exit": "box, style=\"rounded,dashed\""}
 _COLOUR = {"escalate": "#1b7837", "de-escalate": "#b2182b", "same": "#2b2b2b", "stop": "#6b6b6b"}
 
 
@@ -612,6 +660,9 @@ class AuditContext:
         The rendered diagram, or None when it could not be rendered.
     svg_error : str or None
         Why it could not.
+    stage_svgs : tuple of (str, int or None, str)
+        The diagram drawn in parts, for a protocol of several stages: (stage, dose or None, SVG), one part per
+        stage, or per dose of a stage whose whole part would be wider than :data:`PART_WIDTH_PT`.
     """
 
     compiled: CompiledProtocol
@@ -622,6 +673,7 @@ class AuditContext:
     diagram: StateDiagram
     svg: str | None
     svg_error: str | None
+    stage_svgs: tuple[tuple[str, int | None, str], ...] = ()
 
     @classmethod
     def build(cls, compiled: CompiledProtocol, spec: str | None = None, spec_path: Path | None = None,
@@ -630,14 +682,40 @@ class AuditContext:
         diagram = condensed_diagram(compiled)
         svg: str | None = None
         error: str | None = None
+        stages: list[tuple[str, int | None, str]] = []
         if render:
             try:
                 svg = render_svg(diagram_dot(diagram))
+                if len(diagram.stages) > 1:
+                    stages = _parts(diagram)
             except RenderError as err:
                 error = str(err)
         results = run_vectors(compiled.protocol, vectors_dir, spec_path)
         return cls(compiled, spec or compiled.protocol.source, verify(compiled), tuple(results),
-                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error)
+                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error, tuple(stages))
+
+
+#: A diagram part wider than this (points, as Graphviz measures) is drawn one dose at a time instead.
+PART_WIDTH_PT = 720.0
+
+
+def _svg_width(svg: str) -> float:
+    """The natural width of a Graphviz SVG in points (0 when it does not say)."""
+    found = re.search(r'<svg[^>]*?\swidth="([\d.]+)pt"', svg)
+    return float(found.group(1)) if found else 0.0
+
+
+def _parts(diagram: StateDiagram) -> list[tuple[str, int | None, str]]:
+    """Render the diagram one stage at a time, and a too-wide stage one dose at a time."""
+    out: list[tuple[str, int | None, str]] = []
+    for stage, _label in diagram.stages:
+        svg = render_svg(diagram_dot(stage_diagram(diagram, stage)))
+        doses = sorted({n.dose for n in diagram.nodes if n.stage == stage and n.kind != "stop" and n.dose})
+        if _svg_width(svg) <= PART_WIDTH_PT or len(doses) < 2:
+            out.append((stage, None, svg))
+            continue
+        out.extend((stage, dose, render_svg(diagram_dot(stage_diagram(diagram, stage, dose)))) for dose in doses)
+    return out
 
 
 # ------------------------------------------------------------------ reStructuredText
@@ -760,33 +838,63 @@ def _tables(ctx: AuditContext) -> str:
 
 
 def _responsive(svg: str) -> str:
-    """Let the SVG scale to its container: drop the fixed size of the root element (its viewBox stays)."""
+    """Let the SVG scale to its container between 80% and 100% of its natural size (its text stays legible; a
+    narrower frame scrolls sideways), and to any size in print: the root element's fixed size becomes limits."""
     end = svg.find(">")
+    width = _svg_width(svg)
     head = re.sub(r'\s(width|height)="[^"]*"', "", svg[:end])
-    return head + ' preserveAspectRatio="xMidYMin meet"' + svg[end:]
+    limit = f' style="max-width:{width:g}pt;min-width:{0.8 * width:.0f}pt"' if width else ""
+    return head + limit + ' preserveAspectRatio="xMidYMin meet"' + svg[end:]
 
 
-_DIAGRAM_STYLE = ("<style>.escalation-diagram svg{width:100%;height:auto;max-height:95vh}"
-                  ".escalation-diagram a{text-decoration:none}</style>")
+_DIAGRAM_STYLE = ("<style>.escalation-diagram{overflow-x:auto}"
+                  ".escalation-diagram svg{width:100%;height:auto;display:block;margin:auto}"
+                  ".escalation-diagram a{text-decoration:none}"
+                  "@media print{.escalation-diagram{break-inside:avoid;overflow:visible}"
+                  ".escalation-diagram svg{min-width:0!important;max-height:180mm}}</style>")
+
+def _svg_html(svg: str, label: str, css: str = "escalation-diagram") -> str:
+    """A raw-HTML block holding an inline SVG diagram."""
+    body = "\n".join("      " + ln for ln in _responsive(svg).splitlines())
+    return (".. raw:: html\n\n"
+            f'   <div class="{css}" role="img" aria-label="{_attr(label)}" style="margin:1em 0">\n'
+            f"{body}\n   </div>\n\n")
 
 
 def _diagram(ctx: AuditContext, href: str | None = None) -> str:
     d = ctx.diagram
+    per_stage = bool(ctx.stage_svgs)
     out = [f"The full state graph has {d.states} states and {d.transitions} transitions. "
            f"The diagram condenses it into {len(d.nodes)} boxes: rounded boxes are treatments at a dose (coloured by "
            "the stage, which the box names), yellow double-framed boxes are decision points where people choose, "
            "grey boxes are the ends of the trial. Each solid arrow is labelled with the rule and its condition; "
            "each dashed arrow is a choice people make (signed as the decision point says). "
            "Green arrows escalate, red arrows de-escalate, grey arrows stop. "
-           "The table after the diagram lists the same arrows in words.\n\n"]
+           + ("So that every label can be read at page width, the diagram is drawn one stage at a time: a white "
+              "box with a dashed frame is where the trial continues in another stage (that stage's diagram "
+              "follows). " if per_stage else "")
+           + "The table after the diagram lists the same arrows in words.\n\n"]
     if ctx.svg is not None:
-        body = "\n".join("      " + ln for ln in _responsive(ctx.svg).splitlines())
         link = (f'   <p><a class="escalation-diagram-full" href="{_attr(href)}" target="_blank">'
-                "Open the diagram at full size (every label readable)</a></p>\n") if href else ""
-        out.append(".. raw:: html\n\n"
-                   f"   {_DIAGRAM_STYLE}\n" + link +
-                   f'   <div class="escalation-diagram" role="img" aria-label="State diagram of {_attr(d.protocol)}" '
-                   'style="margin:1em 0">\n' + body + "\n   </div>\n" + link + "\n")
+                + ("Open the whole diagram, all stages at once, at full size" if per_stage
+                   else "Open the diagram at full size (every label readable)") + "</a></p>\n") if href else ""
+        out.append(f".. raw:: html\n\n   {_DIAGRAM_STYLE}\n{link}\n")
+        if per_stage:
+            labels = dict(d.stages)
+            for stage, dose, svg in ctx.stage_svgs:
+                part = stage_diagram(d, stage, dose)
+                name = f"stage {stage}" + ("" if dose is None else f", dose {dose}")
+                out.append(_heading(f"Diagram of {name}", "-"))
+                out.append(f"{_esc(labels[stage])}"
+                           + ("" if dose is None else f" (the stage is drawn one dose at a time; this is dose {dose})")
+                           + f". Its boxes stand for {part.states} states and its arrows for {part.transitions} "
+                           "transitions of the full graph.\n\n")
+                out.append(_svg_html(svg, f"State diagram of {name} of {d.protocol}",
+                                     "escalation-diagram escalation-stage-diagram"))
+        else:
+            out.append(_svg_html(ctx.svg, f"State diagram of {d.protocol}"))
+        if link:
+            out.append(f".. raw:: html\n\n{link}\n")
     else:
         out.append(_not_available(f"The diagram could not be drawn: {_esc(ctx.svg_error or 'not rendered')}. "
                                   "The table below lists the same transitions."))
@@ -1194,5 +1302,7 @@ def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diag
         if name not in _RENDER:
             raise EscalationRulesError(f"unknown audit section {name!r} (known: {', '.join(SECTIONS)})")
         body = _diagram(ctx, diagram_href) if name == "diagram" else _RENDER[name](ctx)
+        if name == "diagram":  # the section of diagrams is printed on landscape pages (see the stylesheet)
+            body = '.. raw:: html\n\n   <div class="escalation-landscape-section"></div>\n\n' + body
         out.append(_heading(SECTIONS[name], "=") + body)
     return "".join(out)

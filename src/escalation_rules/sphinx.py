@@ -224,7 +224,8 @@ table[class*="escalation-"] code.literal, table[class*="escalation-"] span.pre {
   .related-pages, .bottom-of-page { display: none !important; }
   .table-wrapper { overflow: visible !important; }
   table[class*="escalation-"] { font-size: 9pt; }
-  .table-wrapper.escalation-wide, table.escalation-wide { page: escalation-wide; }
+  .table-wrapper.escalation-wide, table.escalation-wide, section:has(> .escalation-landscape-section) {
+    page: escalation-wide; }
 }
 """
 
