@@ -4,6 +4,7 @@ the ``docs`` command, including that a changed rule changes the generated page."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from escalation_rules import DESIGNS, builtin_design, compile_protocol, load_pro
 from escalation_rules.auditdoc import (
     SECTIONS,
     AuditContext,
+    audit_rst,
     condensed_diagram,
     diagram_dot,
     render_svg,
@@ -130,6 +132,31 @@ def test_stage_parts_draw_every_box_and_arrow_of_the_diagram_exactly_once() -> N
     assert sum(stage_diagram(d, s).transitions for s, _ in d.stages) == d.transitions
     with pytest.raises(EscalationRulesError, match="not a stage of NCT07117175"):
         stage_diagram(d, "no-such-stage")
+
+
+@pytest.mark.parametrize(("spec", "doses"), [("spec/nct07117175", None), ("3+3-deescalate", 3)])
+def test_verification_section_and_the_commands_it_prints_agree(
+        spec: str, doses: int | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each verify command the page prints, when run, reports the counts the page states: the full graph's with
+    --full, the merged states' without."""
+    monkeypatch.chdir(ROOT)
+    protocol = load_protocol(spec) if doses is None else builtin_design(spec, doses=doses)
+    ctx = AuditContext.build(compile_protocol(protocol), spec)
+    page = " ".join(audit_rst(ctx, ["verification"]).split()).replace("**", "")
+    commands = [ln.strip() for ln in audit_rst(ctx, ["verification"]).splitlines()
+                if ln.strip().startswith("escalation-rules verify") and "--json" not in ln]
+    assert len(commands) == 2
+    for command in commands:
+        assert main(command.split()[1:]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        states, edges, paths = (int(x) for x in re.findall(r"(\d+) (?:states|merged|transitions|paths)", first))
+        if "--full" in command:
+            assert f"{states} states" in page and f"{edges} transitions" in page
+            assert states == ctx.report.states
+        else:
+            assert f"{states} merged states and {edges} transitions" in page
+            assert ctx.merged is not None and states == ctx.merged.states < ctx.report.states
+        assert f"{paths} complete paths" in page
 
 
 def test_render_svg_without_graphviz_says_how_to_install_it() -> None:

@@ -660,6 +660,9 @@ class AuditContext:
         The rendered diagram, or None when it could not be rendered.
     svg_error : str or None
         Why it could not.
+    merged : VerificationReport or None
+        The same checks run on merged states (what ``escalation-rules verify`` runs by default); ``report`` is
+        the full state graph's (``verify --full``).
     stage_svgs : tuple of (str, int or None, str)
         The diagram drawn in parts, for a protocol of several stages: (stage, dose or None, SVG), one part per
         stage, or per dose of a stage whose whole part would be wider than :data:`PART_WIDTH_PT`.
@@ -674,6 +677,7 @@ class AuditContext:
     svg: str | None
     svg_error: str | None
     stage_svgs: tuple[tuple[str, int | None, str], ...] = ()
+    merged: VerificationReport | None = None
 
     @classmethod
     def build(cls, compiled: CompiledProtocol, spec: str | None = None, spec_path: Path | None = None,
@@ -692,7 +696,8 @@ class AuditContext:
                 error = str(err)
         results = run_vectors(compiled.protocol, vectors_dir, spec_path)
         return cls(compiled, spec or compiled.protocol.source, verify(compiled), tuple(results),
-                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error, tuple(stages))
+                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error, tuple(stages),
+                   verify(compiled.protocol))
 
 
 #: A diagram part wider than this (points, as Graphviz measures) is drawn one dose at a time instead.
@@ -1041,16 +1046,35 @@ def _eligibility(ctx: AuditContext) -> str:
     return "".join(out)
 
 
+def _command_target(ctx: AuditContext) -> str:
+    """How the printed commands name the protocol: its path, or a built-in design with its number of doses."""
+    if ctx.spec in DESIGNS:
+        return f"{ctx.spec} --doses {len(ctx.compiled.protocol.doses)}"
+    return ctx.spec
+
+
 def _verification(ctx: AuditContext) -> str:
-    r = ctx.report
+    r, m = ctx.report, ctx.merged
     verdict = "every invariant holds" if r.ok else "AT LEAST ONE INVARIANT IS VIOLATED"
-    out = [f"The verifier walked the whole state graph: every number of DLTs in every cohort and every option "
-           f"at every decision point, up to the enrolment cap. It enumerated **{r.states} states**, "
-           f"**{r.edges} transitions** and **{r.paths} complete paths** (from the first patient to the end of the "
-           f"trial), and checked each invariant on every state or transition it concerns. Result: "
-           f"**{verdict}**.\n\n",
-           "To reproduce (exit status 0 when every invariant holds, 1 otherwise)::\n\n",
-           f"   escalation-rules verify {ctx.spec}\n   escalation-rules verify {ctx.spec} --json\n\n"]
+    out = [f"The verifier walked every possible course of the trial: every number of DLTs in every cohort and "
+           f"every option at every decision point, up to the enrolment cap, and checked each invariant on every "
+           f"state or transition it concerns. It walked the **full state graph**: **{r.states} states** (one per "
+           f"distinct history of the trial so far: the counts at each dose, the stage, the dose, what is closed), "
+           f"**{r.edges} transitions** and **{r.paths} complete paths** from the first patient to the end of the "
+           f"trial; the *Checked* column below counts its states and transitions. Result: **{verdict}**.\n\n"]
+    if m is not None:
+        same = "the same result" if m.ok == r.ok else ("a DIFFERENT result: " + (
+            "every invariant holds" if m.ok else "at least one invariant is violated"))
+        out.append(f"The same checks were also run on **merged states**, the command's default walk: states whose "
+                   f"futures are identical for every rule and every check are one merged state, which leaves "
+                   f"**{m.states} merged states** and {m.edges} transitions for the same {m.paths} complete paths, "
+                   f"with {same}. Merging is what lets long dose ladders be verified quickly; the full graph is "
+                   f"what this page counts.\n\n")
+    spec = _command_target(ctx)
+    out.append("To reproduce (exit status 0 when every invariant holds, 1 otherwise), the first command prints "
+               "this page's numbers, the second the merged count::\n\n"
+               f"   escalation-rules verify {spec} --full\n   escalation-rules verify {spec}\n"
+               f"   escalation-rules verify {spec} --full --json\n\n")
     rows = []
     for res in r.results:
         result = "holds" if res.ok else f"VIOLATED; counterexample {_lit(res.counterexample)}: {_esc(res.detail)}"
