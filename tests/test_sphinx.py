@@ -508,6 +508,80 @@ def test_docs_command_builds_the_site(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "audit site written" in capsys.readouterr().out
 
 
+@needs_dot
+def test_docs_site_is_stamped_and_check_says_whether_it_still_matches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The site carries the SHA-256 of every protocol and vector file it was built from, the version and the date
+    (SOURCE_DATE_EPOCH when set); 'docs --check SITE SPEC' exits 0 while the files match and 1 naming each file
+    that changed, was added or went away."""
+    pytest.importorskip("sphinx")
+    import hashlib
+
+    from escalation_rules import __version__
+    from escalation_rules.auditdoc import read_stamps
+
+    shutil.copytree(ROOT / "spec", tmp_path / "spec")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    assert main(["docs", "spec/nct07117175", "--out", "site"]) == 0
+    html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    [stamp] = read_stamps(html)
+    assert stamp["built"] == "2026-01-01T00:00:00Z" and stamp["version"] == __version__
+    files = {f["name"]: f["sha256"] for f in stamp["files"]}
+    protocol = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "spec/nct07117175").glob("*")}
+    assert {n: h for n, h in files.items() if "/" not in n} == protocol
+    assert files["vectors/nct07117175.json"] == hashlib.sha256(
+        (tmp_path / "spec/vectors/nct07117175.json").read_bytes()).hexdigest()
+    assert all(h in html for h in files.values()) and "2026-01-01T00:00:00Z" in html
+    capsys.readouterr()
+
+    assert main(["docs", "--check", "site", "spec/nct07117175"]) == 0
+    out = capsys.readouterr().out
+    assert "site/index.html matches spec/nct07117175: 4 protocol file(s) and 1 vector file(s)" in out
+    assert main(["docs", "--check", "site/index.html", "spec/nct07117175"]) == 0
+    capsys.readouterr()
+
+    dlt = tmp_path / "spec/nct07117175/dlt.toml"
+    dlt.write_text(dlt.read_text(encoding="utf-8") + "\n# an edit\n", encoding="utf-8")
+    (tmp_path / "spec/nct07117175/scenarios.toml").unlink()
+    (tmp_path / "spec/nct07117175/extra.toml").write_text("", encoding="utf-8")
+    assert main(["docs", "--check", "site", "spec/nct07117175"]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT match" in out and "changed: dlt.toml" in out
+    assert "removed: scenarios.toml" in out and "added: extra.toml" in out
+    assert "protocol.toml" not in out and "eligibility.toml" not in out
+
+
+def test_docs_check_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A site that does not exist or has no stamped page, a missing SPEC, and neither --out nor --check are usage
+    errors: exit 2 with one line."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "index.html").write_text("<html><body>no stamp</body></html>", encoding="utf-8")
+    cases = [(["docs", "--check", str(tmp_path / "nothing"), "3+3-deescalate"], "no such site"),
+             (["docs", "--check", str(tmp_path / "plain"), "3+3-deescalate"], "no stamped audit page"),
+             (["docs", "3+3-deescalate"], "give --out DIR"),
+             (["docs", "--check", str(tmp_path / "plain"), "3+3-deescalate", "--out", "x"], "without --out")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_check_site_compares_a_built_in_design_by_name_and_doses(tmp_path: Path) -> None:
+    """For a built-in design (no protocol file) the stamp names the design and its doses; another number of doses
+    is a mismatch."""
+    from escalation_rules.auditdoc import site_stamp
+    from escalation_rules.auditsite import check_site
+
+    ctx = AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3)), "3+3-deescalate")
+    page = tmp_path / "index.html"
+    page.write_text(audit_rst(ctx, ["provenance"], stamp=site_stamp(ctx)).replace(".. raw:: html", ""),
+                    encoding="utf-8")
+    assert check_site(page, "3+3-deescalate", 3, vectors=str(tmp_path))[0]
+    ok, report = check_site(page, "3+3-deescalate", 4, vectors=str(tmp_path))
+    assert not ok and "built-in design 3+3-deescalate with 3 doses" in report
+
+
 def test_docs_command_refuses_a_bad_spec_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A SPEC that is neither a file nor a design exits 2 with one line on stderr and no traceback."""
     pytest.importorskip("sphinx")

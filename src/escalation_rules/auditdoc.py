@@ -30,14 +30,17 @@ Overview
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -65,19 +68,27 @@ __all__ = [
     "TraceRow",
     "VectorResult",
     "audit_rst",
+    "build_date",
     "condensed_diagram",
     "diagram_dot",
     "find_vectors_dir",
+    "protocol_files",
+    "read_stamps",
     "render_svg",
     "run_vectors",
     "scenarios_of",
+    "sha256_of",
+    "site_stamp",
     "stage_diagram",
+    "stamp_differences",
+    "stamp_files",
     "traceability",
 ]
 
 #: The sections of an audit page, in order, with their headings.
 SECTIONS: dict[str, str] = {
     "overview": "Overview",
+    "provenance": "Provenance of this page",
     "tables": "Decision tables",
     "diagram": "State graph",
     "decisions": "Decision points and sign-off",
@@ -660,6 +671,8 @@ class AuditContext:
         The rendered diagram, or None when it could not be rendered.
     svg_error : str or None
         Why it could not.
+    spec_path : Path or None
+        The protocol file or folder read (None for a built-in design).
     merged : VerificationReport or None
         The same checks run on merged states (what ``escalation-rules verify`` runs by default); ``report`` is
         the full state graph's (``verify --full``).
@@ -678,6 +691,7 @@ class AuditContext:
     svg_error: str | None
     stage_svgs: tuple[tuple[str, int | None, str], ...] = ()
     merged: VerificationReport | None = None
+    spec_path: Path | None = None
 
     @classmethod
     def build(cls, compiled: CompiledProtocol, spec: str | None = None, spec_path: Path | None = None,
@@ -697,7 +711,7 @@ class AuditContext:
         results = run_vectors(compiled.protocol, vectors_dir, spec_path)
         return cls(compiled, spec or compiled.protocol.source, verify(compiled), tuple(results),
                    None if vectors_dir is None else str(vectors_dir), diagram, svg, error, tuple(stages),
-                   verify(compiled.protocol))
+                   verify(compiled.protocol), spec_path)
 
 
 #: A diagram part wider than this (points, as Graphviz measures) is drawn one dose at a time instead.
@@ -720,6 +734,138 @@ def _parts(diagram: StateDiagram) -> list[tuple[str, int | None, str]]:
             out.append((stage, None, svg))
             continue
         out.extend((stage, dose, render_svg(diagram_dot(stage_diagram(diagram, stage, dose)))) for dose in doses)
+    return out
+
+
+# ------------------------------------------------------------------ stamp
+
+#: The version of the stamp's JSON layout.
+STAMP_FORMAT = 1
+
+
+def protocol_files(path: Path) -> list[Path]:
+    """The files a protocol path reads: every ``*.toml`` of a folder, or the file itself (``.toml`` optional).
+
+    Examples
+    --------
+    >>> [p.name for p in protocol_files(Path("spec/nct07117175"))]
+    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml']
+    >>> protocol_files(Path("no/such/protocol"))
+    []
+    """
+    if not path.exists() and path.suffix == ".toml":
+        path = path.with_suffix("")
+    if path.is_dir():
+        return sorted(path.glob("*.toml"))
+    return [path] if path.is_file() else []
+
+
+def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
+                vectors: Sequence[VectorResult]) -> list[tuple[str, Path]]:
+    """The files a page is built from, each with the name the stamp gives it: the protocol's files by their own
+    name, the conformance vector files that target it as ``vectors/NAME``."""
+    files = [(f.name, f) for f in protocol_files(spec_path)] if spec_path is not None else []
+    if vectors_dir is not None:
+        files += [(f"vectors/{name}", vectors_dir / name) for name in sorted({v.file for v in vectors})]
+    return files
+
+
+def build_date() -> str:
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, or the time ``SOURCE_DATE_EPOCH`` names (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def site_stamp(ctx: AuditContext, built: str | None = None) -> dict[str, Any]:
+    """The stamp of an audit page: the SHA-256 of every file it was built from, the package version and the date.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design, compile_protocol
+    >>> stamp = site_stamp(AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3))),
+    ...                    built="2026-01-01T00:00:00Z")
+    >>> stamp["design"], stamp["doses"], stamp["files"], stamp["built"]
+    ('3+3-deescalate', 3, [], '2026-01-01T00:00:00Z')
+    """
+    vectors_dir = None if ctx.vectors_dir is None else Path(ctx.vectors_dir)
+    files = stamp_files(ctx.spec_path, vectors_dir, ctx.vectors)
+    p = ctx.compiled.protocol
+    return {"stamp": STAMP_FORMAT, "protocol": p.id, "spec": ctx.spec,
+            "design": p.id if ctx.spec_path is None else None, "doses": len(p.doses),
+            "package": "escalation_rules", "version": __version__, "built": built or build_date(),
+            "files": [{"name": name, "sha256": sha256_of(path)} for name, path in files]}
+
+
+_STAMP_RE = re.compile(r'<script type="application/json" class="escalation-stamp">(.*?)</script>', re.S)
+
+
+def read_stamps(html: str) -> list[dict[str, Any]]:
+    """The stamps an HTML page carries (one per audit directive on it); unreadable ones are skipped.
+
+    Examples
+    --------
+    >>> read_stamps('<p>x</p><script type="application/json" class="escalation-stamp">{"stamp": 1}</script>')
+    [{'stamp': 1}]
+    """
+    found = []
+    for match in _STAMP_RE.finditer(html):
+        try:
+            data = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            found.append(data)
+    return found
+
+
+def stamp_differences(stamp: Mapping[str, Any], current: Mapping[str, Any],
+                      protocol_only: bool = False) -> list[str]:
+    """How the files now differ from a stamp, one line each (empty when they match).
+
+    With ``protocol_only`` the conformance vector files (``vectors/...``) are
+    left out of the comparison.
+
+    Examples
+    --------
+    >>> old = {"design": None, "files": [{"name": "a.toml", "sha256": "1" * 64}, {"name": "b.toml", "sha256": "2"}]}
+    >>> new = {"design": None, "files": [{"name": "a.toml", "sha256": "3" * 64}, {"name": "c.toml", "sha256": "4"}]}
+    >>> for line in stamp_differences(old, new):
+    ...     print(line)
+    changed: a.toml (SHA-256 stamped 11111111..., now 33333333...)
+    removed: b.toml (stamped; now missing, or no longer for this protocol)
+    added: c.toml (not in the stamp)
+    """
+    out = []
+    if stamp.get("design") != current.get("design") or (stamp.get("design") and
+                                                        stamp.get("doses") != current.get("doses")):
+        def what(s: Mapping[str, Any]) -> str:
+            return f"built-in design {s['design']} with {s.get('doses')} doses" if s.get("design") else "protocol files"
+        out.append(f"different protocol: the page was built from {what(stamp)}, not {what(current)}")
+
+    def files(s: Mapping[str, Any]) -> dict[str, str]:
+        entries = s.get("files")
+        if not isinstance(entries, list):
+            return {}
+        return {str(f.get("name")): str(f.get("sha256")) for f in entries if isinstance(f, Mapping)
+                if not protocol_only or not str(f.get("name")).startswith("vectors/")}
+
+    old, new = files(stamp), files(current)
+    for name in sorted(old.keys() & new.keys()):
+        if old[name] != new[name]:
+            out.append(f"changed: {name} (SHA-256 stamped {old[name][:8]}..., now {new[name][:8]}...)")
+    out.extend(f"removed: {name} (stamped; now missing, or no longer for this protocol)"
+               for name in sorted(old.keys() - new.keys()))
+    out.extend(f"added: {name} (not in the stamp)" for name in sorted(new.keys() - old.keys()))
     return out
 
 
@@ -1046,6 +1192,26 @@ def _eligibility(ctx: AuditContext) -> str:
     return "".join(out)
 
 
+def _provenance(ctx: AuditContext, stamp: Mapping[str, Any] | None = None) -> str:
+    stamp = stamp or site_stamp(ctx)
+    source = (f"the built-in design ``{stamp['design']}`` with {stamp['doses']} doses (no protocol file; its rules "
+              "come with the package version below)" if stamp.get("design") else f"the protocol ``{ctx.spec}``")
+    out = [f"This page was built on {stamp['built']} (UTC) by {stamp['package']} {stamp['version']} from "
+           f"{source}. The SHA-256 of every file it was built from is below: anyone can recompute them "
+           "(``sha256sum FILE``), and this command says whether the page still matches the files (exit status 0 "
+           "when it does, 1 when a file changed, naming it)::\n\n"
+           f"   escalation-rules docs --check SITE {_command_target(ctx)}\n\n"
+           "where SITE is the folder of this page (or the page itself).\n\n"]
+    rows = [[_lit(f["name"]), "conformance vectors" if f["name"].startswith("vectors/") else "protocol",
+             _lit(f["sha256"])] for f in stamp["files"]]
+    if rows:
+        out.append(_table(["File", "Role", "SHA-256"], rows, [26, 14, 60], "escalation-stamp"))
+    payload = json.dumps(stamp, sort_keys=True, ensure_ascii=True).replace("<", "\\u003c")
+    out.append('.. raw:: html\n\n   <script type="application/json" class="escalation-stamp">'
+               f"{payload}</script>\n\n")
+    return "".join(out)
+
+
 def _command_target(ctx: AuditContext) -> str:
     """How the printed commands name the protocol: its path, or a built-in design with its number of doses."""
     if ctx.spec in DESIGNS:
@@ -1299,6 +1465,7 @@ def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequen
 
 _RENDER = {
     "overview": _overview,
+    "provenance": _provenance,
     "tables": _tables,
     "diagram": _diagram,
     "decisions": _decisions,
@@ -1310,11 +1477,13 @@ _RENDER = {
 }
 
 
-def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diagram_href: str | None = None) -> str:
+def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diagram_href: str | None = None,
+              stamp: Mapping[str, Any] | None = None) -> str:
     """The audit page's sections as reStructuredText (headings underlined with ``=`` and ``-``).
 
     ``diagram_href`` is where the full-size SVG of the diagram is published,
-    if anywhere; the page links to it.
+    if anywhere; the page links to it.  ``stamp`` is what the provenance
+    section shows and embeds (default: :func:`site_stamp` of ``ctx`` now).
 
     Raises
     ------
@@ -1325,7 +1494,8 @@ def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diag
     for name in sections:
         if name not in _RENDER:
             raise EscalationRulesError(f"unknown audit section {name!r} (known: {', '.join(SECTIONS)})")
-        body = _diagram(ctx, diagram_href) if name == "diagram" else _RENDER[name](ctx)
+        body = (_diagram(ctx, diagram_href) if name == "diagram" else _provenance(ctx, stamp)
+                if name == "provenance" else _RENDER[name](ctx))
         if name == "diagram":  # the section of diagrams is printed on landscape pages (see the stylesheet)
             body = '.. raw:: html\n\n   <div class="escalation-landscape-section"></div>\n\n' + body
         out.append(_heading(SECTIONS[name], "=") + body)

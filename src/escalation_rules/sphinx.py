@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
-from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir
+from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir, protocol_files
 from .designs import DESIGNS
 from .errors import EscalationRulesError
 from .graph import compile_protocol
@@ -81,12 +81,7 @@ def spec_files(spec: str, root: Path) -> list[Path]:
     """The files a protocol argument reads (none for a built-in design)."""
     if spec in DESIGNS:
         return []
-    path = root / spec
-    if not path.exists() and path.suffix == ".toml":
-        path = path.with_suffix("")
-    if path.is_dir():
-        return sorted(path.glob("*.toml"))
-    return [path] if path.exists() else []
+    return protocol_files(root / spec)
 
 
 def build_context(spec: str, root: Path, doses: int | None = None, vectors: str | None = None,
