@@ -115,10 +115,11 @@ class Browser:
         return reply["result"]["value"]
 
     def screenshot(self, selector: str, path: Path) -> bytes:
-        """Save a PNG of the first element matching ``selector`` (whole, even beyond the window) to ``path``."""
+        """Save a PNG of the first element matching ``selector`` (whole, even beyond the window, with an 8 px
+        margin) to ``path``."""
         box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                            ".getBoundingClientRect(); return {x: r.left + window.scrollX, y: r.top + window.scrollY,"
-                            " w: r.width, h: r.height}; })()")
+                            ".getBoundingClientRect(); return {x: Math.max(0, r.left + window.scrollX - 8),"
+                            " y: Math.max(0, r.top + window.scrollY - 8), w: r.width + 16, h: r.height + 16}; })()")
         shot = self.send("Page.captureScreenshot",
                          {"format": "png", "captureBeyondViewport": True,
                           "clip": {"x": box["x"], "y": box["y"], "width": box["w"], "height": box["h"], "scale": 1}},
@@ -234,6 +235,28 @@ def test_stage_diagrams_are_legible_at_page_width(site: Path, tmp_path: Path) ->
         for i in range(len(parts)):
             browser.screenshot(f"#stage-diagram-{i}", ARTIFACTS / f"audit-nct07117175-diagram-part-{i + 1}.png")
         assert _errors(browser.events) == []
+    finally:
+        browser.close()
+
+
+def test_oc_chart_legend_is_not_cut_off(site: Path, tmp_path: Path) -> None:
+    """Every scenario's name in the OC chart's legend is drawn whole inside the chart on screen; the chart is saved
+    to ci-artifacts/."""
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open((site / "index.html").as_uri())
+        legend = browser.evaluate("""(() => {
+            const svg = document.querySelector('svg.escalation-oc-chart');
+            const box = svg.getBoundingClientRect();
+            return Array.from(svg.querySelectorAll('text.legend')).map(t => {
+                const r = t.getBoundingClientRect();
+                return {text: t.textContent, inside: r.left >= box.left && r.right <= box.right + 0.5
+                        && r.bottom <= box.bottom + 0.5, width: r.width};
+            });
+        })()""")
+        assert len(legend) >= 4
+        assert [item["text"] for item in legend if not item["inside"] or item["width"] <= 0] == []
+        browser.screenshot("svg.escalation-oc-chart", ARTIFACTS / "audit-nct07117175-oc-chart.png")
     finally:
         browser.close()
 

@@ -323,6 +323,65 @@ def test_declared_scenarios_get_exact_operating_characteristics(tmp_path: Path) 
     assert _parse(text) == []
 
 
+def test_oc_section_gives_every_safety_figure_with_its_range_over_every_policy() -> None:
+    """For each declared scenario the OC section lists every bounded safety figure with its value under the
+    default options and its least and greatest value over every policy, the numbers `oc` computes, and a command
+    per scenario that prints them."""
+    pytest.importorskip("escalation_rules.analysis")
+    from escalation_rules.analysis import BOUNDED_FIGURES, operating_characteristics, parse_probability
+    from escalation_rules.analysis.oc import figure_label
+
+    protocol = load_protocol(NCT)
+    text = audit_rst(AuditContext.build(compile_protocol(protocol), "spec/nct07117175"), ["oc"])
+    assert _parse(text) == []
+    scenarios = scenarios_of(protocol)
+    assert text.count(":class: escalation-oc-bounds") == len(scenarios)
+    for name, truth in scenarios:
+        assert f"escalation-rules oc spec/nct07117175 --truth {','.join(truth)}" in text
+        oc = operating_characteristics(protocol, [parse_probability(t) for t in truth])
+        block = text.split(f"**{name}**", 1)[1].split(":class: escalation-oc-bounds\n\n", 1)[1].split("\n\n")[0]
+        rows = block.split("   * - ")[1:]
+        assert len(rows) == len(BOUNDED_FIGURES) + 1  # the header row, then one row per figure
+        for figure, row in zip(BOUNDED_FIGURES, rows[1:], strict=True):
+            cells = [c.strip() for c in row.split("     - ")]
+            lo, hi = oc.bounds[figure]
+            assert cells == [figure_label(figure, 3), f"{float(oc.figure(figure)):.3f}",
+                             f"{float(lo):.3f}", f"{float(hi):.3f}"]
+
+
+def test_oc_section_explains_a_true_mtd_at_a_provisional_dose_the_default_never_opens(tmp_path: Path) -> None:
+    """When a scenario's true MTD is the provisional dose and the default options never open it, the page says
+    so, naming the option and decision point that would; other scenarios get no such note."""
+    pytest.importorskip("escalation_rules.analysis")
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text(
+        '[[scenarios]]\nname = "added dose tolerable"\ntruth = ["1/20", "1/10", "3/20", "1/4"]\n'
+        '[[scenarios]]\nname = "second dose is the MTD"\ntruth = ["1/20", "1/10", "2/5", "3/5"]\n',
+        encoding="utf-8")
+    protocol = load_protocol(folder)
+    text = " ".join(audit_rst(AuditContext.build(compile_protocol(protocol)), ["oc"]).split())
+    assert text.count(".. note::") == 1
+    assert "In the scenario *added dose tolerable* the true MTD is dose 4" in text
+    assert "option ``add-group`` at decision point ``top-pass``" in text
+    assert f"the default is ``{protocol.default_policy['top-pass']}``" in text
+    assert "P(MTD = 4) is 0" in text and "scenario *second dose is the MTD*" not in text
+
+
+def test_oc_chart_legend_is_below_the_bars_and_inside_the_drawing() -> None:
+    """The chart's legend lists every scenario on its own line below the bars, inside the SVG's view box."""
+    from escalation_rules.auditdoc import _bar_chart
+
+    names = ["a scenario with a rather long name that used to be cut off at the right edge", "short"]
+    svg = _bar_chart([(names[0], [0.1, 0.9]), (names[1], [0.5, 0.5])], ["none", "1"])
+    width, height = (float(x) for x in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())  # type: ignore[union-attr]
+    legend = re.findall(r'<text class="legend" x="([\d.]+)" y="([\d.]+)">([^<]*)</text>', svg)
+    assert [t for _x, _y, t in legend] == names
+    bars_bottom = max(float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="middle"', svg))
+    for x, y, text in legend:
+        assert float(y) > bars_bottom and float(y) <= height
+        assert float(x) + 6.5 * len(text) <= width  # 11 px sans-serif: at most 6.5 px a character
+
+
 def test_malformed_scenarios_are_refused_naming_the_scenario(tmp_path: Path) -> None:
     """A scenario with the wrong number of probabilities is refused with its name and what was expected."""
     folder = _copy_nct(tmp_path)

@@ -1399,6 +1399,8 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, list[Any]]]) -> str:
+    from .analysis.oc import BOUNDED_FIGURES, figure_label
+
     p = ctx.compiled.protocol
     results = []
     for name, truth in scenarios:
@@ -1409,8 +1411,9 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
            "simulation) under each scenario the protocol declares. At decision points people are assumed to take "
            f"the protocol's default options: {policy}. The true MTD is the highest dose whose true DLT probability "
            "is at most the target of 0.3.\n\n",
-           "To reproduce one scenario::\n\n",
-           f"   escalation-rules oc {ctx.spec} --truth {','.join(str(t) for t in scenarios[0][1])}\n\n"]
+           "To reproduce (each command prints one scenario's figures and their least and greatest values)::\n\n",
+           *(f"   escalation-rules oc {_command_target(ctx)} --truth {','.join(str(t) for t in truth)}\n"
+             for _name, truth in scenarios), "\n"]
     header = ["Scenario", "True P(DLT) per dose", "True MTD", "P(no MTD)",
               *[f"P(MTD = {i + 1})" for i in range(len(p.doses))], "Expected patients", "Expected DLTs"]
     rows = []
@@ -1418,7 +1421,22 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
         rows.append([_esc(name), ", ".join(_num(t, 2) for t in oc.truth),
                      "none" if oc.true_mtd is None else str(oc.true_mtd), _num(oc.mtd[0]),
                      *[_num(x) for x in oc.mtd[1:]], _num(oc.expected_patients, 1), _num(oc.expected_dlts, 2)])
-    out.append(_table(header, rows, css="escalation-oc"))
+    widths = [15, 12, 7, 8, *[8] * len(p.doses), 9, 9]
+    out.append(_table(header, rows, widths, css="escalation-oc"))
+    notes = [note for name, oc in results if (note := _provisional_note(ctx, name, oc))]
+    out.extend(f".. note::\n\n   {note}\n\n" for note in notes)
+    out.append(_heading("Safety figures over every policy", "-"))
+    out.append("Each figure under the default options, and its least and greatest value over *every* way people "
+               "could decide at the decision points (each decision point may be decided differently each time it "
+               "arises, knowing the whole history): the range is what holds whatever people decide. The CLI's "
+               "``oc`` command prints the same table.\n\n")
+    for name, oc in results:
+        mtd = "none" if oc.true_mtd is None else f"dose {oc.true_mtd}"
+        out.append(f"**{_esc(name)}** (true P(DLT) {', '.join(_num(t, 2) for t in oc.truth)}; true MTD {mtd})\n\n")
+        frows = [[_esc(figure_label(f, oc.overdose_patients)), _num(oc.figure(f)),
+                  _num(oc.bounds[f][0]), _num(oc.bounds[f][1])] for f in BOUNDED_FIGURES]
+        out.append(_table(["Figure", "Default options", "Least over every policy", "Greatest over every policy"],
+                          frows, [46, 18, 18, 18], "escalation-oc-bounds"))
     out.append(_heading("Probability of each dose being declared the MTD", "-"))
     svg = _bar_chart([(name, [float(x) for x in oc.mtd]) for name, oc in results],
                      ["none", *[str(i + 1) for i in range(len(p.doses))]])
@@ -1427,13 +1445,39 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
     return "".join(out)
 
 
+def _provisional_note(ctx: AuditContext, name: str, oc: Any) -> str:
+    """Why a scenario's true MTD is never selected: it is a provisional dose the default options never open."""
+    p = ctx.compiled.protocol
+    t = oc.true_mtd
+    if t is None or not p.doses[t - 1].provisional or oc.mtd[t] != 0:
+        return ""
+    nodes = {n.id: n for n in ctx.diagram.nodes}
+    openers = sorted({(e.rule, str(e.option)) for e in ctx.diagram.edges
+                      if e.kind == "option" and nodes[e.target].kind == "treat" and nodes[e.target].dose == t
+                      and nodes[e.source].dose != t})
+    how = " or ".join(f"option ``{o}`` at decision point ``{r}``" for r, o in openers) or "a decision people take"
+    defaults = "; ".join(f"at ``{r}`` the default is ``{p.default_policy[r]}``" for r in dict.fromkeys(
+        r for r, _o in openers) if r in p.default_policy)
+    lo, hi = oc.bounds["p_correct_selection"]
+    return (f"In the scenario *{_esc(name)}* the true MTD is dose {t} ({_esc(p.doses[t - 1].label)}), a provisional "
+            f"dose: it exists only if people decide to open it ({how}). The default options never do "
+            f"({defaults or 'no default opens it'}), so under them dose {t} is never given and P(MTD = {t}) is 0: "
+            f"the trial can at best select the dose below it. Over every policy, P(the true MTD selected) ranges "
+            f"from {_num(lo)} to {_num(hi)}; the greatest is reached only when people open the added dose.")
+
+
 _BAR_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 
 
 def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequence[str]) -> str:
-    """A grouped bar chart as inline SVG: one group per category, one bar per series (values 0..1)."""
-    width, height, left, bottom, top = 640, 260, 44, 40, 16
-    plot_w, plot_h = width - left - 150, height - bottom - top
+    """A grouped bar chart as inline SVG: one group per category, one bar per series (values 0..1).
+
+    The legend is below the bars, one series per line across the whole width, so no name is cut off.
+    """
+    width, plot_h, left, top, line = 640, 204, 44, 16, 16
+    plot_w = width - left - 10
+    legend_top = top + plot_h + 30
+    height = legend_top + line * len(series) + 6
     group = plot_w / max(len(categories), 1)
     bar = group * 0.8 / max(len(series), 1)
     parts = [f'<svg class="escalation-oc-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
@@ -1455,10 +1499,10 @@ def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequen
         parts.append(f'<text x="{left + c * group + group / 2:.1f}" y="{top + plot_h + 16}" '
                      f'text-anchor="middle">{_attr(label)}</text>')
     for s, (name, _values) in enumerate(series):
-        y = top + 14 * s
+        y = legend_top + line * s
         colour = _BAR_COLOURS[s % len(_BAR_COLOURS)]
-        parts.append(f'<rect x="{left + plot_w + 16}" y="{y}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{left + plot_w + 30}" y="{y + 9}">{_attr(name)}</text>')
+        parts.append(f'<rect class="legend-key" x="{left}" y="{y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text class="legend" x="{left + 16}" y="{y + 9}">{_attr(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
