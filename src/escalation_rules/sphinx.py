@@ -20,6 +20,7 @@ for the whole audit page, or one section at a time::
     .. escalation-verification:: spec/nct07117175    (every invariant, what was enumerated, how to reproduce)
     .. escalation-traceability:: spec/nct07117175    (clause -> rules -> conformance vectors, with flags)
     .. escalation-oc:: spec/nct07117175              (operating characteristics, when declared)
+    .. escalation-provenance:: spec/nct07117175      (SHA-256 of the files read, version, date)
 
 The argument is a protocol file or folder, or a built-in design name with the
 ``:doses:`` option.  Other options: ``:sections:`` (comma-separated, for
