@@ -763,7 +763,15 @@ def protocol_files(path: Path) -> list[Path]:
 def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
                 vectors: Sequence[VectorResult]) -> list[tuple[str, Path]]:
     """The files a page is built from, each with the name the stamp gives it: the protocol's files by their own
-    name, the conformance vector files that target it as ``vectors/NAME``."""
+    name, the conformance vector files that target it as ``vectors/NAME``.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> results = run_vectors(load_protocol("spec/nct07117175"), Path("spec/vectors"), Path("spec/nct07117175"))
+    >>> [name for name, _path in stamp_files(Path("spec/nct07117175"), Path("spec/vectors"), results)]
+    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
+    """
     files = [(f.name, f) for f in protocol_files(spec_path)] if spec_path is not None else []
     if vectors_dir is not None:
         files += [(f"vectors/{name}", vectors_dir / name) for name in sorted({v.file for v in vectors})]
@@ -771,14 +779,33 @@ def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
 
 
 def build_date() -> str:
-    """Now in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, or the time ``SOURCE_DATE_EPOCH`` names (reproducible builds)."""
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, or the time ``SOURCE_DATE_EPOCH`` names (reproducible builds).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["SOURCE_DATE_EPOCH"] = "0"
+    >>> build_date()
+    '1970-01-01T00:00:00Z'
+    >>> del os.environ["SOURCE_DATE_EPOCH"]
+    """
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     when = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file's bytes, in hex."""
+    """The SHA-256 of a file's bytes, in hex.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     empty = Path(folder) / "empty"
+    ...     _ = empty.write_bytes(b"")
+    ...     sha256_of(empty)[:16]
+    'e3b0c44298fc1c14'
+    """
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 16), b""):

@@ -6,7 +6,14 @@ the path of the page.  It needs the ``docs`` extra (Sphinx; the furo theme
 is used when it is installed) and Graphviz's ``dot`` for the diagram.  It
 makes no network request.  With ``--pdf`` it also prints the page to
 ``DIR/audit.pdf`` with headless Chromium (which must be installed): the PDF
-is the HTML page as a browser prints it, not a separately typeset document.
+is the HTML page as a browser prints it, not a separately typeset document
+(A4; wide tables and the diagrams on landscape pages).
+
+The page is stamped with the SHA-256 of every file it was built from, the
+package version and the date; ``escalation-rules docs --check SITE SPEC``
+(:func:`check_site`) says whether a built site still matches SPEC's files:
+exit status 0 when it does, 1 naming each changed, added or removed file,
+2 on a usage error.
 
 Examples
 --------
@@ -221,6 +228,18 @@ def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | N
     ------
     EscalationRulesError
         When SITE has no stamped page or SPEC is no protocol (a usage error, not a mismatch).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from escalation_rules import builtin_design, compile_protocol
+    >>> from escalation_rules.auditdoc import AuditContext, audit_rst
+    >>> ctx = AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3)), "3+3-deescalate",
+    ...                          vectors_dir=Path("spec/vectors"))
+    >>> with tempfile.TemporaryDirectory() as site:
+    ...     _ = (Path(site) / "index.html").write_text(audit_rst(ctx, ["provenance"]), encoding="utf-8")
+    ...     check_site(Path(site), "3+3-deescalate", 3)[0], check_site(Path(site), "3+3-deescalate", 4)[0]
+    (True, False)
     """
     page, stamp = _site_stamp(site, spec)
     spec_path = None if spec in DESIGNS else Path(spec)
