@@ -611,6 +611,21 @@ def test_docs_site_is_stamped_and_check_says_whether_it_still_matches(
     assert "protocol.toml" not in out and "eligibility.toml" not in out
 
 
+@needs_dot
+def test_docs_site_of_a_built_in_design_shows_and_stamps_its_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Built from the repository, a built-in design's site runs the vectors of spec/vectors that target it and
+    stamps them, so 'docs --check' run from the same place matches."""
+    pytest.importorskip("sphinx")
+    monkeypatch.chdir(ROOT)
+    site = tmp_path / "site"
+    assert main(["docs", "3+3-deescalate", "--doses", "3", "--out", str(site)]) == 0
+    assert "vectors/3+3-deescalate.json" in (site / "index.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["docs", "--check", str(site), "3+3-deescalate", "--doses", "3"]) == 0
+    assert "built-in design 3+3-deescalate with 3 doses and 2 vector file(s)" in capsys.readouterr().out
+
+
 def test_docs_check_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A site that does not exist or has no stamped page, a missing SPEC, and neither --out nor --check are usage
     errors: exit 2 with one line."""

@@ -130,6 +130,9 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
     if vectors is not None and not Path(vectors).is_dir():
         raise EscalationRulesError(f"--vectors {vectors}: no such folder (expected a folder of *.json vectors)")
     target = spec if spec in DESIGNS else str(Path(spec).resolve())
+    if vectors is None and spec in DESIGNS:  # a design's vectors: spec/vectors below where the command runs
+        found = find_vectors_dir(Path("spec") / "x")
+        vectors = None if found is None else str(found)
     vectors_abs = str(Path(vectors).resolve()) if vectors is not None else None
     out = out.resolve()
     warnings = io.StringIO()
@@ -261,6 +264,8 @@ def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | N
                "files": [{"name": name, "sha256": sha256_of(path)}
                          for name, path in stamp_files(spec_path, vectors_dir, results)]}
     differences = stamp_differences(stamp, current, protocol_only=bool(note))
+    if not note and stamp.get("protocol") != protocol.id:
+        differences.insert(0, f"different protocol: the page is of {stamp.get('protocol')}, {spec} is {protocol.id}")
     built = f"built {stamp.get('built')} by {stamp.get('package')} {stamp.get('version')}"
     if differences or note:
         lines = [f"{page} does NOT match {spec} ({built}):", *(f"  {d}" for d in differences)]
@@ -268,8 +273,9 @@ def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | N
             lines.append(f"  {note}")
         return False, "\n".join(lines)
     counted = Counter("vector" if f["name"].startswith("vectors/") else "protocol" for f in current["files"])
-    what = (f"{counted['protocol']} protocol file(s) and {counted['vector']} vector file(s), SHA-256 as stamped"
-            if spec_path is not None else f"built-in design {spec} with {design_doses} doses")
+    what = (f"{counted['protocol']} protocol file(s) and " if spec_path is not None
+            else f"built-in design {spec} with {design_doses} doses and ") + \
+        f"{counted['vector']} vector file(s), SHA-256 as stamped"
     return True, f"{page} matches {spec}: {what} ({built})"
 
 
