@@ -202,8 +202,9 @@ def exported_by_package(module: Any) -> list[str]:
 
 #: The stylesheet the extension adds to HTML output.  On screen every table fits its column: cells wrap and long
 #: conditions and identifiers break anywhere, and a table that still cannot fit scrolls sideways inside its frame.
-#: In print (A4) the same holds, and each table of five columns or more (class ``escalation-wide``) goes on a
-#: landscape page of its own, so no column is cut off.
+#: In print (A4, sidebars left out) the same holds, and every table of five columns or more (class
+#: ``escalation-wide``) and the state graph section are printed on landscape pages (the named page
+#: ``escalation-wide``), so no column is cut off.
 CSS_FILE = "escalation_rules.css"
 CSS = """table[class*="escalation-"] { width: 100%; }
 table[class*="escalation-"] td, table[class*="escalation-"] th { vertical-align: top; }
