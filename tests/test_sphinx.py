@@ -4,6 +4,7 @@ the ``docs`` command, including that a changed rule changes the generated page."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from escalation_rules import DESIGNS, builtin_design, compile_protocol, load_pro
 from escalation_rules.auditdoc import (
     SECTIONS,
     AuditContext,
+    audit_rst,
     condensed_diagram,
     diagram_dot,
     render_svg,
     run_vectors,
     scenarios_of,
+    stage_diagram,
     traceability,
 )
 from escalation_rules.cli import main
@@ -105,6 +108,55 @@ def test_render_svg_draws_every_box() -> None:
     svg = render_svg(diagram_dot(d))
     assert svg.startswith("<svg")
     assert svg.count('class="node"') == len(d.nodes)
+
+
+def test_stage_parts_draw_every_box_and_arrow_of_the_diagram_exactly_once() -> None:
+    """Drawn one stage at a time, or one dose of a stage at a time, the parts' own boxes and arrows are the whole
+    diagram, each once; every arrow that leaves a part ends at an exit or end box drawn in that part."""
+    d = condensed_diagram(compile_protocol(load_protocol(NCT)))
+    for split_by_dose in (False, True):
+        parts = []
+        for stage, _label in d.stages:
+            doses = sorted({n.dose for n in d.nodes if n.stage == stage and n.kind != "stop" and n.dose})
+            if split_by_dose:
+                parts.extend(stage_diagram(d, stage, dose) for dose in doses)
+            else:
+                parts.append(stage_diagram(d, stage))
+        edges = [e for part in parts for e in part.edges]
+        assert sorted(edges, key=repr) == sorted(d.edges, key=repr)
+        for part in parts:
+            drawn = {n.id for n in part.nodes}
+            assert all(e.source in drawn and e.target in drawn for e in part.edges)
+            assert {n.kind for n in part.nodes if n.stage != part.stages[0][0]} <= {"exit"}
+    assert sum(stage_diagram(d, s).states for s, _ in d.stages) == d.states
+    assert sum(stage_diagram(d, s).transitions for s, _ in d.stages) == d.transitions
+    with pytest.raises(EscalationRulesError, match="not a stage of NCT07117175"):
+        stage_diagram(d, "no-such-stage")
+
+
+@pytest.mark.parametrize(("spec", "doses"), [("spec/nct07117175", None), ("3+3-deescalate", 3)])
+def test_verification_section_and_the_commands_it_prints_agree(
+        spec: str, doses: int | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each verify command the page prints, when run, reports the counts the page states: the full graph's with
+    --full, the merged states' without."""
+    monkeypatch.chdir(ROOT)
+    protocol = load_protocol(spec) if doses is None else builtin_design(spec, doses=doses)
+    ctx = AuditContext.build(compile_protocol(protocol), spec)
+    page = " ".join(audit_rst(ctx, ["verification"]).split()).replace("**", "")
+    commands = [ln.strip() for ln in audit_rst(ctx, ["verification"]).splitlines()
+                if ln.strip().startswith("escalation-rules verify") and "--json" not in ln]
+    assert len(commands) == 2
+    for command in commands:
+        assert main(command.split()[1:]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        states, edges, paths = (int(x) for x in re.findall(r"(\d+) (?:states|merged|transitions|paths)", first))
+        if "--full" in command:
+            assert f"{states} states" in page and f"{edges} transitions" in page
+            assert states == ctx.report.states
+        else:
+            assert f"{states} merged states and {edges} transitions" in page
+            assert ctx.merged is not None and states == ctx.merged.states < ctx.report.states
+        assert f"{paths} complete paths" in page
 
 
 def test_render_svg_without_graphviz_says_how_to_install_it() -> None:
@@ -271,6 +323,65 @@ def test_declared_scenarios_get_exact_operating_characteristics(tmp_path: Path) 
     assert _parse(text) == []
 
 
+def test_oc_section_gives_every_safety_figure_with_its_range_over_every_policy() -> None:
+    """For each declared scenario the OC section lists every bounded safety figure with its value under the
+    default options and its least and greatest value over every policy, the numbers `oc` computes, and a command
+    per scenario that prints them."""
+    pytest.importorskip("escalation_rules.analysis")
+    from escalation_rules.analysis import BOUNDED_FIGURES, operating_characteristics, parse_probability
+    from escalation_rules.analysis.oc import figure_label
+
+    protocol = load_protocol(NCT)
+    text = audit_rst(AuditContext.build(compile_protocol(protocol), "spec/nct07117175"), ["oc"])
+    assert _parse(text) == []
+    scenarios = scenarios_of(protocol)
+    assert text.count(":class: escalation-oc-bounds") == len(scenarios)
+    for name, truth in scenarios:
+        assert f"escalation-rules oc spec/nct07117175 --truth {','.join(truth)}" in text
+        oc = operating_characteristics(protocol, [parse_probability(t) for t in truth])
+        block = text.split(f"**{name}**", 1)[1].split(":class: escalation-oc-bounds\n\n", 1)[1].split("\n\n")[0]
+        rows = block.split("   * - ")[1:]
+        assert len(rows) == len(BOUNDED_FIGURES) + 1  # the header row, then one row per figure
+        for figure, row in zip(BOUNDED_FIGURES, rows[1:], strict=True):
+            cells = [c.strip() for c in row.split("     - ")]
+            lo, hi = oc.bounds[figure]
+            assert cells == [figure_label(figure, 3), f"{float(oc.figure(figure)):.3f}",
+                             f"{float(lo):.3f}", f"{float(hi):.3f}"]
+
+
+def test_oc_section_explains_a_true_mtd_at_a_provisional_dose_the_default_never_opens(tmp_path: Path) -> None:
+    """When a scenario's true MTD is the provisional dose and the default options never open it, the page says
+    so, naming the option and decision point that would; other scenarios get no such note."""
+    pytest.importorskip("escalation_rules.analysis")
+    folder = _copy_nct(tmp_path)
+    (folder / "scenarios.toml").write_text(
+        '[[scenarios]]\nname = "added dose tolerable"\ntruth = ["1/20", "1/10", "3/20", "1/4"]\n'
+        '[[scenarios]]\nname = "second dose is the MTD"\ntruth = ["1/20", "1/10", "2/5", "3/5"]\n',
+        encoding="utf-8")
+    protocol = load_protocol(folder)
+    text = " ".join(audit_rst(AuditContext.build(compile_protocol(protocol)), ["oc"]).split())
+    assert text.count(".. note::") == 1
+    assert "In the scenario *added dose tolerable* the true MTD is dose 4" in text
+    assert "option ``add-group`` at decision point ``top-pass``" in text
+    assert f"the default is ``{protocol.default_policy['top-pass']}``" in text
+    assert "P(MTD = 4) is 0" in text and "scenario *second dose is the MTD*" not in text
+
+
+def test_oc_chart_legend_is_below_the_bars_and_inside_the_drawing() -> None:
+    """The chart's legend lists every scenario on its own line below the bars, inside the SVG's view box."""
+    from escalation_rules.auditdoc import _bar_chart
+
+    names = ["a scenario with a rather long name that used to be cut off at the right edge", "short"]
+    svg = _bar_chart([(names[0], [0.1, 0.9]), (names[1], [0.5, 0.5])], ["none", "1"])
+    width, height = (float(x) for x in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())  # type: ignore[union-attr]
+    legend = re.findall(r'<text class="legend" x="([\d.]+)" y="([\d.]+)">([^<]*)</text>', svg)
+    assert [t for _x, _y, t in legend] == names
+    bars_bottom = max(float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="middle"', svg))
+    for x, y, text in legend:
+        assert float(y) > bars_bottom and float(y) <= height
+        assert float(x) + 6.5 * len(text) <= width  # 11 px sans-serif: at most 6.5 px a character
+
+
 def test_malformed_scenarios_are_refused_naming_the_scenario(tmp_path: Path) -> None:
     """A scenario with the wrong number of probabilities is refused with its name and what was expected."""
     folder = _copy_nct(tmp_path)
@@ -391,7 +502,11 @@ def test_sphinx_directive_renders_diagram_and_tables(tmp_path: Path) -> None:
     src = _project(tmp_path, ".. escalation-protocol:: nct\n   :command: spec/nct07117175\n")
     out = tmp_path / "out"
     html = _build(src, out, fresh=True)
-    assert '<div class="escalation-diagram"' in html and "<svg" in html
+    assert '<div class="escalation-diagram' in html and "<svg" in html
+    # drawn one stage (or one dose of a wide stage) at a time, the whole diagram linked
+    assert "Diagram of stage titration" in html and "Diagram of stage three-plus-three" in html
+    assert html.count('class="escalation-diagram escalation-stage-diagram"') >= 3
+    assert 'class="escalation-diagram-full"' in html
     assert html.count("escalation-decision-table") == 3
     assert "escalation-rules verify spec/nct07117175" in html
     assert list((out / "_escalation").glob("NCT07117175-*.svg"))
@@ -410,7 +525,7 @@ def test_sphinx_incremental_build_follows_an_edited_rule(tmp_path: Path) -> None
     _edit_rule(tmp_path / "trial")
     second = _build(src, out)
     assert "too-toxic n >= 3 and tox >= 2 " in _text(second)
-    assert second.split('<div class="escalation-diagram"')[1] != first.split('<div class="escalation-diagram"')[1]
+    assert second.split('<div class="escalation-diagram')[1] != first.split('<div class="escalation-diagram')[1]
 
 
 def test_sphinx_single_section_directive_and_bad_spec(tmp_path: Path) -> None:
@@ -450,6 +565,95 @@ def test_docs_command_builds_the_site(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "<svg" in html and "escalation-decision-table" in html and "escalation-traceability" in html
     assert "escalation-rules verify spec/nct07117175" in html
     assert "audit site written" in capsys.readouterr().out
+
+
+@needs_dot
+def test_docs_site_is_stamped_and_check_says_whether_it_still_matches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The site carries the SHA-256 of every protocol and vector file it was built from, the version and the date
+    (SOURCE_DATE_EPOCH when set); 'docs --check SITE SPEC' exits 0 while the files match and 1 naming each file
+    that changed, was added or went away."""
+    pytest.importorskip("sphinx")
+    import hashlib
+
+    from escalation_rules import __version__
+    from escalation_rules.auditdoc import read_stamps
+
+    shutil.copytree(ROOT / "spec", tmp_path / "spec")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    assert main(["docs", "spec/nct07117175", "--out", "site"]) == 0
+    html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    [stamp] = read_stamps(html)
+    assert stamp["built"] == "2026-01-01T00:00:00Z" and stamp["version"] == __version__
+    files = {f["name"]: f["sha256"] for f in stamp["files"]}
+    protocol = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "spec/nct07117175").glob("*")}
+    assert {n: h for n, h in files.items() if "/" not in n} == protocol
+    assert files["vectors/nct07117175.json"] == hashlib.sha256(
+        (tmp_path / "spec/vectors/nct07117175.json").read_bytes()).hexdigest()
+    assert all(h in html for h in files.values()) and "2026-01-01T00:00:00Z" in html
+    capsys.readouterr()
+
+    assert main(["docs", "--check", "site", "spec/nct07117175"]) == 0
+    out = capsys.readouterr().out
+    assert "site/index.html matches spec/nct07117175: 4 protocol file(s) and 1 vector file(s)" in out
+    assert main(["docs", "--check", "site/index.html", "spec/nct07117175"]) == 0
+    capsys.readouterr()
+
+    dlt = tmp_path / "spec/nct07117175/dlt.toml"
+    dlt.write_text(dlt.read_text(encoding="utf-8") + "\n# an edit\n", encoding="utf-8")
+    (tmp_path / "spec/nct07117175/scenarios.toml").unlink()
+    (tmp_path / "spec/nct07117175/extra.toml").write_text("", encoding="utf-8")
+    assert main(["docs", "--check", "site", "spec/nct07117175"]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT match" in out and "changed: dlt.toml" in out
+    assert "removed: scenarios.toml" in out and "added: extra.toml" in out
+    assert "protocol.toml" not in out and "eligibility.toml" not in out
+
+
+@needs_dot
+def test_docs_site_of_a_built_in_design_shows_and_stamps_its_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Built from the repository, a built-in design's site runs the vectors of spec/vectors that target it and
+    stamps them, so 'docs --check' run from the same place matches."""
+    pytest.importorskip("sphinx")
+    monkeypatch.chdir(ROOT)
+    site = tmp_path / "site"
+    assert main(["docs", "3+3-deescalate", "--doses", "3", "--out", str(site)]) == 0
+    assert "vectors/3+3-deescalate.json" in (site / "index.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["docs", "--check", str(site), "3+3-deescalate", "--doses", "3"]) == 0
+    assert "built-in design 3+3-deescalate with 3 doses and 2 vector file(s)" in capsys.readouterr().out
+
+
+def test_docs_check_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A site that does not exist or has no stamped page, a missing SPEC, and neither --out nor --check are usage
+    errors: exit 2 with one line."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "index.html").write_text("<html><body>no stamp</body></html>", encoding="utf-8")
+    cases = [(["docs", "--check", str(tmp_path / "nothing"), "3+3-deescalate"], "no such site"),
+             (["docs", "--check", str(tmp_path / "plain"), "3+3-deescalate"], "no stamped audit page"),
+             (["docs", "3+3-deescalate"], "give --out DIR"),
+             (["docs", "--check", str(tmp_path / "plain"), "3+3-deescalate", "--out", "x"], "without --out")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_check_site_compares_a_built_in_design_by_name_and_doses(tmp_path: Path) -> None:
+    """For a built-in design (no protocol file) the stamp names the design and its doses; another number of doses
+    is a mismatch."""
+    from escalation_rules.auditdoc import site_stamp
+    from escalation_rules.auditsite import check_site
+
+    ctx = AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3)), "3+3-deescalate")
+    page = tmp_path / "index.html"
+    page.write_text(audit_rst(ctx, ["provenance"], stamp=site_stamp(ctx)).replace(".. raw:: html", ""),
+                    encoding="utf-8")
+    assert check_site(page, "3+3-deescalate", 3, vectors=str(tmp_path))[0]
+    ok, report = check_site(page, "3+3-deescalate", 4, vectors=str(tmp_path))
+    assert not ok and "built-in design 3+3-deescalate with 3 doses" in report
 
 
 def test_docs_command_refuses_a_bad_spec_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,14 +30,17 @@ Overview
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -65,18 +68,27 @@ __all__ = [
     "TraceRow",
     "VectorResult",
     "audit_rst",
+    "build_date",
     "condensed_diagram",
     "diagram_dot",
     "find_vectors_dir",
+    "protocol_files",
+    "read_stamps",
     "render_svg",
     "run_vectors",
     "scenarios_of",
+    "sha256_of",
+    "site_stamp",
+    "stage_diagram",
+    "stamp_differences",
+    "stamp_files",
     "traceability",
 ]
 
 #: The sections of an audit page, in order, with their headings.
 SECTIONS: dict[str, str] = {
     "overview": "Overview",
+    "provenance": "Provenance of this page",
     "tables": "Decision tables",
     "diagram": "State graph",
     "decisions": "Decision points and sign-off",
@@ -267,6 +279,53 @@ def condensed_diagram(compiled: CompiledProtocol) -> StateDiagram:
                         g.number_of_nodes(), g.number_of_edges())
 
 
+def stage_diagram(diagram: StateDiagram, stage: str, dose: int | None = None) -> StateDiagram:
+    """The part of a condensed diagram that one stage draws (or, with ``dose``, one dose of a stage).
+
+    The part has the stage's boxes (with ``dose``: its treatment and decision boxes at that dose) and the arrows
+    leaving them; an arrow into another part ends at a copy of its target of kind ``"exit"``, labelled with where
+    the trial continues; ends of the trial are drawn in every part that reaches them.  The counts (``states``,
+    ``transitions``) are those of the part's own boxes and arrows.
+
+    Raises
+    ------
+    EscalationRulesError
+        For a stage the diagram does not have.
+
+    Examples
+    --------
+    >>> from escalation_rules import compile_protocol, load_protocol
+    >>> d = condensed_diagram(compile_protocol(load_protocol("spec/nct07117175")))
+    >>> part = stage_diagram(d, "titration")
+    >>> sorted({n.kind for n in part.nodes})
+    ['decide', 'exit', 'stop', 'treat']
+    >>> [n.label.splitlines()[0] for n in part.nodes if n.kind == "exit"]
+    ['Continues in stage three-plus-three']
+    >>> [n.label.splitlines()[0] for n in stage_diagram(d, "three-plus-three", 2).nodes if n.kind == "exit"]
+    ['Continues at dose 3 (same stage)', 'Continues in stage fill']
+    """
+    labels = dict(diagram.stages)
+    if stage not in labels:
+        raise EscalationRulesError(f"stage {stage!r}: not a stage of {diagram.protocol} "
+                                   f"(stages: {', '.join(labels)})")
+    own = {n.id: n for n in diagram.nodes
+           if n.stage == stage and (dose is None or (n.kind != "stop" and n.dose == dose))}
+    edges = tuple(e for e in diagram.edges if e.source in own)
+    others = {n.id: n for n in diagram.nodes if n.id not in own}
+    extra = []
+    for target in dict.fromkeys(e.target for e in edges if e.target not in own):
+        node = others[target]
+        if node.kind == "stop":
+            extra.append(node)
+            continue
+        where = f"stage {node.stage}" if node.stage != stage else f"dose {node.dose} (same stage)"
+        extra.append(attrs.evolve(node, kind="exit", label=f"Continues {'in' if node.stage != stage else 'at'} "
+                                                            f"{where}\n{node.label}"))
+    title = f"{diagram.title}: stage {stage}" + ("" if dose is None else f", dose {dose}")
+    return StateDiagram(diagram.protocol, title, (*own.values(), *extra), edges, ((stage, labels[stage]),),
+                        sum(n.states for n in own.values()), sum(e.transitions for e in edges))
+
+
 def _rule_ids(p: Protocol) -> set[str]:
     return {r.id for s in p.stages for r in s.rules}
 
@@ -282,9 +341,9 @@ def _dot_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6"}
+_FILL = {"treat": "#dbe9f6", "decide": "#fff2c2", "stop": "#e6e6e6", "exit": "#ffffff"}
 _STAGE_FILL = ("#dbe9f6", "#e0efd8", "#eadff2", "#fde3cc", "#d7efee")
-_SHAPE = {"treat": "box", "decide": "box, peripheries=2", "stop": "box"}
+_SHAPE = {"treat": "box", "decide": "box, peripheries=2", "stop": "box", "exit": "box, style=\"rounded,dashed\""}
 _COLOUR = {"escalate": "#1b7837", "de-escalate": "#b2182b", "same": "#2b2b2b", "stop": "#6b6b6b"}
 
 
@@ -612,6 +671,14 @@ class AuditContext:
         The rendered diagram, or None when it could not be rendered.
     svg_error : str or None
         Why it could not.
+    spec_path : Path or None
+        The protocol file or folder read (None for a built-in design).
+    merged : VerificationReport or None
+        The same checks run on merged states (what ``escalation-rules verify`` runs by default); ``report`` is
+        the full state graph's (``verify --full``).
+    stage_svgs : tuple of (str, int or None, str)
+        The diagram drawn in parts, for a protocol of several stages: (stage, dose or None, SVG), one part per
+        stage, or per dose of a stage whose whole part would be wider than :data:`PART_WIDTH_PT`.
     """
 
     compiled: CompiledProtocol
@@ -622,6 +689,9 @@ class AuditContext:
     diagram: StateDiagram
     svg: str | None
     svg_error: str | None
+    stage_svgs: tuple[tuple[str, int | None, str], ...] = ()
+    merged: VerificationReport | None = None
+    spec_path: Path | None = None
 
     @classmethod
     def build(cls, compiled: CompiledProtocol, spec: str | None = None, spec_path: Path | None = None,
@@ -630,14 +700,200 @@ class AuditContext:
         diagram = condensed_diagram(compiled)
         svg: str | None = None
         error: str | None = None
+        stages: list[tuple[str, int | None, str]] = []
         if render:
             try:
                 svg = render_svg(diagram_dot(diagram))
+                if len(diagram.stages) > 1:
+                    stages = _parts(diagram)
             except RenderError as err:
                 error = str(err)
         results = run_vectors(compiled.protocol, vectors_dir, spec_path)
         return cls(compiled, spec or compiled.protocol.source, verify(compiled), tuple(results),
-                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error)
+                   None if vectors_dir is None else str(vectors_dir), diagram, svg, error, tuple(stages),
+                   verify(compiled.protocol), spec_path)
+
+
+#: A diagram part wider than this (points, as Graphviz measures) is drawn one dose at a time instead.
+PART_WIDTH_PT = 720.0
+
+
+def _svg_width(svg: str) -> float:
+    """The natural width of a Graphviz SVG in points (0 when it does not say)."""
+    found = re.search(r'<svg[^>]*?\swidth="([\d.]+)pt"', svg)
+    return float(found.group(1)) if found else 0.0
+
+
+def _parts(diagram: StateDiagram) -> list[tuple[str, int | None, str]]:
+    """Render the diagram one stage at a time, and a too-wide stage one dose at a time."""
+    out: list[tuple[str, int | None, str]] = []
+    for stage, _label in diagram.stages:
+        svg = render_svg(diagram_dot(stage_diagram(diagram, stage)))
+        doses = sorted({n.dose for n in diagram.nodes if n.stage == stage and n.kind != "stop" and n.dose})
+        if _svg_width(svg) <= PART_WIDTH_PT or len(doses) < 2:
+            out.append((stage, None, svg))
+            continue
+        out.extend((stage, dose, render_svg(diagram_dot(stage_diagram(diagram, stage, dose)))) for dose in doses)
+    return out
+
+
+# ------------------------------------------------------------------ stamp
+
+#: The version of the stamp's JSON layout.
+STAMP_FORMAT = 1
+
+
+def protocol_files(path: Path) -> list[Path]:
+    """The files a protocol path reads: every ``*.toml`` of a folder, or the file itself (``.toml`` optional).
+
+    Examples
+    --------
+    >>> [p.name for p in protocol_files(Path("spec/nct07117175"))]
+    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml']
+    >>> protocol_files(Path("no/such/protocol"))
+    []
+    """
+    if not path.exists() and path.suffix == ".toml":
+        path = path.with_suffix("")
+    if path.is_dir():
+        return sorted(path.glob("*.toml"))
+    return [path] if path.is_file() else []
+
+
+def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
+                vectors: Sequence[VectorResult]) -> list[tuple[str, Path]]:
+    """The files a page is built from, each with the name the stamp gives it: the protocol's files by their own
+    name, the conformance vector files that target it as ``vectors/NAME``.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> results = run_vectors(load_protocol("spec/nct07117175"), Path("spec/vectors"), Path("spec/nct07117175"))
+    >>> [name for name, _path in stamp_files(Path("spec/nct07117175"), Path("spec/vectors"), results)]
+    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
+    """
+    files = [(f.name, f) for f in protocol_files(spec_path)] if spec_path is not None else []
+    if vectors_dir is not None:
+        files += [(f"vectors/{name}", vectors_dir / name) for name in sorted({v.file for v in vectors})]
+    return files
+
+
+def build_date() -> str:
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, or the time ``SOURCE_DATE_EPOCH`` names (reproducible builds).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["SOURCE_DATE_EPOCH"] = "0"
+    >>> build_date()
+    '1970-01-01T00:00:00Z'
+    >>> del os.environ["SOURCE_DATE_EPOCH"]
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     empty = Path(folder) / "empty"
+    ...     _ = empty.write_bytes(b"")
+    ...     sha256_of(empty)[:16]
+    'e3b0c44298fc1c14'
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def site_stamp(ctx: AuditContext, built: str | None = None) -> dict[str, Any]:
+    """The stamp of an audit page: the SHA-256 of every file it was built from, the package version and the date.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design, compile_protocol
+    >>> stamp = site_stamp(AuditContext.build(compile_protocol(builtin_design("3+3-deescalate", doses=3))),
+    ...                    built="2026-01-01T00:00:00Z")
+    >>> stamp["design"], stamp["doses"], stamp["files"], stamp["built"]
+    ('3+3-deescalate', 3, [], '2026-01-01T00:00:00Z')
+    """
+    vectors_dir = None if ctx.vectors_dir is None else Path(ctx.vectors_dir)
+    files = stamp_files(ctx.spec_path, vectors_dir, ctx.vectors)
+    p = ctx.compiled.protocol
+    return {"stamp": STAMP_FORMAT, "protocol": p.id, "spec": ctx.spec,
+            "design": p.id if ctx.spec_path is None else None, "doses": len(p.doses),
+            "package": "escalation_rules", "version": __version__, "built": built or build_date(),
+            "files": [{"name": name, "sha256": sha256_of(path)} for name, path in files]}
+
+
+_STAMP_RE = re.compile(r'<script type="application/json" class="escalation-stamp">(.*?)</script>', re.S)
+
+
+def read_stamps(html: str) -> list[dict[str, Any]]:
+    """The stamps an HTML page carries (one per audit directive on it); unreadable ones are skipped.
+
+    Examples
+    --------
+    >>> read_stamps('<p>x</p><script type="application/json" class="escalation-stamp">{"stamp": 1}</script>')
+    [{'stamp': 1}]
+    """
+    found = []
+    for match in _STAMP_RE.finditer(html):
+        try:
+            data = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            found.append(data)
+    return found
+
+
+def stamp_differences(stamp: Mapping[str, Any], current: Mapping[str, Any],
+                      protocol_only: bool = False) -> list[str]:
+    """How the files now differ from a stamp, one line each (empty when they match).
+
+    With ``protocol_only`` the conformance vector files (``vectors/...``) are
+    left out of the comparison.
+
+    Examples
+    --------
+    >>> old = {"design": None, "files": [{"name": "a.toml", "sha256": "1" * 64}, {"name": "b.toml", "sha256": "2"}]}
+    >>> new = {"design": None, "files": [{"name": "a.toml", "sha256": "3" * 64}, {"name": "c.toml", "sha256": "4"}]}
+    >>> for line in stamp_differences(old, new):
+    ...     print(line)
+    changed: a.toml (SHA-256 stamped 11111111..., now 33333333...)
+    removed: b.toml (stamped; now missing, or no longer for this protocol)
+    added: c.toml (not in the stamp)
+    """
+    out = []
+    if stamp.get("design") != current.get("design") or (stamp.get("design") and
+                                                        stamp.get("doses") != current.get("doses")):
+        def what(s: Mapping[str, Any]) -> str:
+            return f"built-in design {s['design']} with {s.get('doses')} doses" if s.get("design") else "protocol files"
+        out.append(f"different protocol: the page was built from {what(stamp)}, not {what(current)}")
+
+    def files(s: Mapping[str, Any]) -> dict[str, str]:
+        entries = s.get("files")
+        if not isinstance(entries, list):
+            return {}
+        return {str(f.get("name")): str(f.get("sha256")) for f in entries if isinstance(f, Mapping)
+                if not protocol_only or not str(f.get("name")).startswith("vectors/")}
+
+    old, new = files(stamp), files(current)
+    for name in sorted(old.keys() & new.keys()):
+        if old[name] != new[name]:
+            out.append(f"changed: {name} (SHA-256 stamped {old[name][:8]}..., now {new[name][:8]}...)")
+    out.extend(f"removed: {name} (stamped; now missing, or no longer for this protocol)"
+               for name in sorted(old.keys() - new.keys()))
+    out.extend(f"added: {name} (not in the stamp)" for name in sorted(new.keys() - old.keys()))
+    return out
 
 
 # ------------------------------------------------------------------ reStructuredText
@@ -660,11 +916,17 @@ def _heading(title: str, char: str) -> str:
     return f"{title}\n{char * max(len(title), 4)}\n\n"
 
 
+#: Tables with this many columns or more are marked ``escalation-wide``: printed on landscape pages.
+WIDE_COLUMNS = 5
+
+
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], widths: Sequence[int] | None = None,
            css: str = "", caption: str = "") -> str:
     out = [f".. list-table:: {caption}".rstrip(), f"   :header-rows: {0 if header is None else 1}"]
     if widths:
         out.append(f"   :widths: {' '.join(str(w) for w in widths)}")
+    if header is not None and len(header) >= WIDE_COLUMNS:
+        css = f"{css} escalation-wide".strip()
     if css:
         out.append(f"   :class: {css}")
     out.append("")
@@ -754,33 +1016,63 @@ def _tables(ctx: AuditContext) -> str:
 
 
 def _responsive(svg: str) -> str:
-    """Let the SVG scale to its container: drop the fixed size of the root element (its viewBox stays)."""
+    """Let the SVG scale to its container between 80% and 100% of its natural size (its text stays legible; a
+    narrower frame scrolls sideways), and to any size in print: the root element's fixed size becomes limits."""
     end = svg.find(">")
+    width = _svg_width(svg)
     head = re.sub(r'\s(width|height)="[^"]*"', "", svg[:end])
-    return head + ' preserveAspectRatio="xMidYMin meet"' + svg[end:]
+    limit = f' style="max-width:{width:g}pt;min-width:{0.8 * width:.0f}pt"' if width else ""
+    return head + limit + ' preserveAspectRatio="xMidYMin meet"' + svg[end:]
 
 
-_DIAGRAM_STYLE = ("<style>.escalation-diagram svg{width:100%;height:auto;max-height:95vh}"
-                  ".escalation-diagram a{text-decoration:none}</style>")
+_DIAGRAM_STYLE = ("<style>.escalation-diagram{overflow-x:auto}"
+                  ".escalation-diagram svg{width:100%;height:auto;display:block;margin:auto}"
+                  ".escalation-diagram a{text-decoration:none}"
+                  "@media print{.escalation-diagram{break-inside:avoid;overflow:visible}"
+                  ".escalation-diagram svg{min-width:0!important;max-height:180mm}}</style>")
+
+def _svg_html(svg: str, label: str, css: str = "escalation-diagram") -> str:
+    """A raw-HTML block holding an inline SVG diagram."""
+    body = "\n".join("      " + ln for ln in _responsive(svg).splitlines())
+    return (".. raw:: html\n\n"
+            f'   <div class="{css}" role="img" aria-label="{_attr(label)}" style="margin:1em 0">\n'
+            f"{body}\n   </div>\n\n")
 
 
 def _diagram(ctx: AuditContext, href: str | None = None) -> str:
     d = ctx.diagram
+    per_stage = bool(ctx.stage_svgs)
     out = [f"The full state graph has {d.states} states and {d.transitions} transitions. "
            f"The diagram condenses it into {len(d.nodes)} boxes: rounded boxes are treatments at a dose (coloured by "
            "the stage, which the box names), yellow double-framed boxes are decision points where people choose, "
            "grey boxes are the ends of the trial. Each solid arrow is labelled with the rule and its condition; "
            "each dashed arrow is a choice people make (signed as the decision point says). "
            "Green arrows escalate, red arrows de-escalate, grey arrows stop. "
-           "The table after the diagram lists the same arrows in words.\n\n"]
+           + ("So that every label can be read at page width, the diagram is drawn one stage at a time: a white "
+              "box with a dashed frame is where the trial continues in another stage (that stage's diagram "
+              "follows). " if per_stage else "")
+           + "The table after the diagram lists the same arrows in words.\n\n"]
     if ctx.svg is not None:
-        body = "\n".join("      " + ln for ln in _responsive(ctx.svg).splitlines())
         link = (f'   <p><a class="escalation-diagram-full" href="{_attr(href)}" target="_blank">'
-                "Open the diagram at full size (every label readable)</a></p>\n") if href else ""
-        out.append(".. raw:: html\n\n"
-                   f"   {_DIAGRAM_STYLE}\n" + link +
-                   f'   <div class="escalation-diagram" role="img" aria-label="State diagram of {_attr(d.protocol)}" '
-                   'style="margin:1em 0">\n' + body + "\n   </div>\n" + link + "\n")
+                + ("Open the whole diagram, all stages at once, at full size" if per_stage
+                   else "Open the diagram at full size (every label readable)") + "</a></p>\n") if href else ""
+        out.append(f".. raw:: html\n\n   {_DIAGRAM_STYLE}\n{link}\n")
+        if per_stage:
+            labels = dict(d.stages)
+            for stage, dose, svg in ctx.stage_svgs:
+                part = stage_diagram(d, stage, dose)
+                name = f"stage {stage}" + ("" if dose is None else f", dose {dose}")
+                out.append(_heading(f"Diagram of {name}", "-"))
+                out.append(f"{_esc(labels[stage])}"
+                           + ("" if dose is None else f" (the stage is drawn one dose at a time; this is dose {dose})")
+                           + f". Its boxes stand for {part.states} states and its arrows for {part.transitions} "
+                           "transitions of the full graph.\n\n")
+                out.append(_svg_html(svg, f"State diagram of {name} of {d.protocol}",
+                                     "escalation-diagram escalation-stage-diagram"))
+        else:
+            out.append(_svg_html(ctx.svg, f"State diagram of {d.protocol}"))
+        if link:
+            out.append(f".. raw:: html\n\n{link}\n")
     else:
         out.append(_not_available(f"The diagram could not be drawn: {_esc(ctx.svg_error or 'not rendered')}. "
                                   "The table below lists the same transitions."))
@@ -927,16 +1219,55 @@ def _eligibility(ctx: AuditContext) -> str:
     return "".join(out)
 
 
+def _provenance(ctx: AuditContext, stamp: Mapping[str, Any] | None = None) -> str:
+    stamp = stamp or site_stamp(ctx)
+    source = (f"the built-in design ``{stamp['design']}`` with {stamp['doses']} doses (no protocol file; its rules "
+              "come with the package version below)" if stamp.get("design") else f"the protocol ``{ctx.spec}``")
+    out = [f"This page was built on {stamp['built']} (UTC) by {stamp['package']} {stamp['version']} from "
+           f"{source}. The SHA-256 of every file it was built from is below: anyone can recompute them "
+           "(``sha256sum FILE``), and this command says whether the page still matches the files (exit status 0 "
+           "when it does, 1 when a file changed, naming it)::\n\n"
+           f"   escalation-rules docs --check SITE {_command_target(ctx)}\n\n"
+           "where SITE is the folder of this page (or the page itself).\n\n"]
+    rows = [[_lit(f["name"]), "conformance vectors" if f["name"].startswith("vectors/") else "protocol",
+             _lit(f["sha256"])] for f in stamp["files"]]
+    if rows:
+        out.append(_table(["File", "Role", "SHA-256"], rows, [26, 14, 60], "escalation-stamp"))
+    payload = json.dumps(stamp, sort_keys=True, ensure_ascii=True).replace("<", "\\u003c")
+    out.append('.. raw:: html\n\n   <script type="application/json" class="escalation-stamp">'
+               f"{payload}</script>\n\n")
+    return "".join(out)
+
+
+def _command_target(ctx: AuditContext) -> str:
+    """How the printed commands name the protocol: its path, or a built-in design with its number of doses."""
+    if ctx.spec in DESIGNS:
+        return f"{ctx.spec} --doses {len(ctx.compiled.protocol.doses)}"
+    return ctx.spec
+
+
 def _verification(ctx: AuditContext) -> str:
-    r = ctx.report
+    r, m = ctx.report, ctx.merged
     verdict = "every invariant holds" if r.ok else "AT LEAST ONE INVARIANT IS VIOLATED"
-    out = [f"The verifier walked the whole state graph: every number of DLTs in every cohort and every option "
-           f"at every decision point, up to the enrolment cap. It enumerated **{r.states} states**, "
-           f"**{r.edges} transitions** and **{r.paths} complete paths** (from the first patient to the end of the "
-           f"trial), and checked each invariant on every state or transition it concerns. Result: "
-           f"**{verdict}**.\n\n",
-           "To reproduce (exit status 0 when every invariant holds, 1 otherwise)::\n\n",
-           f"   escalation-rules verify {ctx.spec}\n   escalation-rules verify {ctx.spec} --json\n\n"]
+    out = [f"The verifier walked every possible course of the trial: every number of DLTs in every cohort and "
+           f"every option at every decision point, up to the enrolment cap, and checked each invariant on every "
+           f"state or transition it concerns. It walked the **full state graph**: **{r.states} states** (one per "
+           f"distinct history of the trial so far: the counts at each dose, the stage, the dose, what is closed), "
+           f"**{r.edges} transitions** and **{r.paths} complete paths** from the first patient to the end of the "
+           f"trial; the *Checked* column below counts its states and transitions. Result: **{verdict}**.\n\n"]
+    if m is not None:
+        same = "the same result" if m.ok == r.ok else ("a DIFFERENT result: " + (
+            "every invariant holds" if m.ok else "at least one invariant is violated"))
+        out.append(f"The same checks were also run on **merged states**, the command's default walk: states whose "
+                   f"futures are identical for every rule and every check are one merged state, which leaves "
+                   f"**{m.states} merged states** and {m.edges} transitions for the same {m.paths} complete paths, "
+                   f"with {same}. Merging is what lets long dose ladders be verified quickly; the full graph is "
+                   f"what this page counts.\n\n")
+    spec = _command_target(ctx)
+    out.append("To reproduce (exit status 0 when every invariant holds, 1 otherwise), the first command prints "
+               "this page's numbers, the second the merged count::\n\n"
+               f"   escalation-rules verify {spec} --full\n   escalation-rules verify {spec}\n"
+               f"   escalation-rules verify {spec} --full --json\n\n")
     rows = []
     for res in r.results:
         result = "holds" if res.ok else f"VIOLATED; counterexample {_lit(res.counterexample)}: {_esc(res.detail)}"
@@ -1095,6 +1426,8 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, list[Any]]]) -> str:
+    from .analysis.oc import BOUNDED_FIGURES, figure_label
+
     p = ctx.compiled.protocol
     results = []
     for name, truth in scenarios:
@@ -1105,8 +1438,9 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
            "simulation) under each scenario the protocol declares. At decision points people are assumed to take "
            f"the protocol's default options: {policy}. The true MTD is the highest dose whose true DLT probability "
            "is at most the target of 0.3.\n\n",
-           "To reproduce one scenario::\n\n",
-           f"   escalation-rules oc {ctx.spec} --truth {','.join(str(t) for t in scenarios[0][1])}\n\n"]
+           "To reproduce (each command prints one scenario's figures and their least and greatest values)::\n\n",
+           *(f"   escalation-rules oc {_command_target(ctx)} --truth {','.join(str(t) for t in truth)}\n"
+             for _name, truth in scenarios), "\n"]
     header = ["Scenario", "True P(DLT) per dose", "True MTD", "P(no MTD)",
               *[f"P(MTD = {i + 1})" for i in range(len(p.doses))], "Expected patients", "Expected DLTs"]
     rows = []
@@ -1114,7 +1448,22 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
         rows.append([_esc(name), ", ".join(_num(t, 2) for t in oc.truth),
                      "none" if oc.true_mtd is None else str(oc.true_mtd), _num(oc.mtd[0]),
                      *[_num(x) for x in oc.mtd[1:]], _num(oc.expected_patients, 1), _num(oc.expected_dlts, 2)])
-    out.append(_table(header, rows, css="escalation-oc"))
+    widths = [15, 12, 7, 8, *[8] * len(p.doses), 9, 9]
+    out.append(_table(header, rows, widths, css="escalation-oc"))
+    notes = [note for name, oc in results if (note := _provisional_note(ctx, name, oc))]
+    out.extend(f".. note::\n\n   {note}\n\n" for note in notes)
+    out.append(_heading("Safety figures over every policy", "-"))
+    out.append("Each figure under the default options, and its least and greatest value over *every* way people "
+               "could decide at the decision points (each decision point may be decided differently each time it "
+               "arises, knowing the whole history): the range is what holds whatever people decide. The CLI's "
+               "``oc`` command prints the same table.\n\n")
+    for name, oc in results:
+        mtd = "none" if oc.true_mtd is None else f"dose {oc.true_mtd}"
+        out.append(f"**{_esc(name)}** (true P(DLT) {', '.join(_num(t, 2) for t in oc.truth)}; true MTD {mtd})\n\n")
+        frows = [[_esc(figure_label(f, oc.overdose_patients)), _num(oc.figure(f)),
+                  _num(oc.bounds[f][0]), _num(oc.bounds[f][1])] for f in BOUNDED_FIGURES]
+        out.append(_table(["Figure", "Default options", "Least over every policy", "Greatest over every policy"],
+                          frows, [46, 18, 18, 18], "escalation-oc-bounds"))
     out.append(_heading("Probability of each dose being declared the MTD", "-"))
     svg = _bar_chart([(name, [float(x) for x in oc.mtd]) for name, oc in results],
                      ["none", *[str(i + 1) for i in range(len(p.doses))]])
@@ -1123,13 +1472,39 @@ def _oc_results(analysis: Any, ctx: AuditContext, scenarios: list[tuple[str, lis
     return "".join(out)
 
 
+def _provisional_note(ctx: AuditContext, name: str, oc: Any) -> str:
+    """Why a scenario's true MTD is never selected: it is a provisional dose the default options never open."""
+    p = ctx.compiled.protocol
+    t = oc.true_mtd
+    if t is None or not p.doses[t - 1].provisional or oc.mtd[t] != 0:
+        return ""
+    nodes = {n.id: n for n in ctx.diagram.nodes}
+    openers = sorted({(e.rule, str(e.option)) for e in ctx.diagram.edges
+                      if e.kind == "option" and nodes[e.target].kind == "treat" and nodes[e.target].dose == t
+                      and nodes[e.source].dose != t})
+    how = " or ".join(f"option ``{o}`` at decision point ``{r}``" for r, o in openers) or "a decision people take"
+    defaults = "; ".join(f"at ``{r}`` the default is ``{p.default_policy[r]}``" for r in dict.fromkeys(
+        r for r, _o in openers) if r in p.default_policy)
+    lo, hi = oc.bounds["p_correct_selection"]
+    return (f"In the scenario *{_esc(name)}* the true MTD is dose {t} ({_esc(p.doses[t - 1].label)}), a provisional "
+            f"dose: it exists only if people decide to open it ({how}). The default options never do "
+            f"({defaults or 'no default opens it'}), so under them dose {t} is never given and P(MTD = {t}) is 0: "
+            f"the trial can at best select the dose below it. Over every policy, P(the true MTD selected) ranges "
+            f"from {_num(lo)} to {_num(hi)}; the greatest is reached only when people open the added dose.")
+
+
 _BAR_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 
 
 def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequence[str]) -> str:
-    """A grouped bar chart as inline SVG: one group per category, one bar per series (values 0..1)."""
-    width, height, left, bottom, top = 640, 260, 44, 40, 16
-    plot_w, plot_h = width - left - 150, height - bottom - top
+    """A grouped bar chart as inline SVG: one group per category, one bar per series (values 0..1).
+
+    The legend is below the bars, one series per line across the whole width, so no name is cut off.
+    """
+    width, plot_h, left, top, line = 640, 204, 44, 16, 16
+    plot_w = width - left - 10
+    legend_top = top + plot_h + 30
+    height = legend_top + line * len(series) + 6
     group = plot_w / max(len(categories), 1)
     bar = group * 0.8 / max(len(series), 1)
     parts = [f'<svg class="escalation-oc-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
@@ -1151,16 +1526,17 @@ def _bar_chart(series: Sequence[tuple[str, Sequence[float]]], categories: Sequen
         parts.append(f'<text x="{left + c * group + group / 2:.1f}" y="{top + plot_h + 16}" '
                      f'text-anchor="middle">{_attr(label)}</text>')
     for s, (name, _values) in enumerate(series):
-        y = top + 14 * s
+        y = legend_top + line * s
         colour = _BAR_COLOURS[s % len(_BAR_COLOURS)]
-        parts.append(f'<rect x="{left + plot_w + 16}" y="{y}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{left + plot_w + 30}" y="{y + 9}">{_attr(name)}</text>')
+        parts.append(f'<rect class="legend-key" x="{left}" y="{y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text class="legend" x="{left + 16}" y="{y + 9}">{_attr(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
 
 _RENDER = {
     "overview": _overview,
+    "provenance": _provenance,
     "tables": _tables,
     "diagram": _diagram,
     "decisions": _decisions,
@@ -1172,11 +1548,13 @@ _RENDER = {
 }
 
 
-def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diagram_href: str | None = None) -> str:
+def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diagram_href: str | None = None,
+              stamp: Mapping[str, Any] | None = None) -> str:
     """The audit page's sections as reStructuredText (headings underlined with ``=`` and ``-``).
 
     ``diagram_href`` is where the full-size SVG of the diagram is published,
-    if anywhere; the page links to it.
+    if anywhere; the page links to it.  ``stamp`` is what the provenance
+    section shows and embeds (default: :func:`site_stamp` of ``ctx`` now).
 
     Raises
     ------
@@ -1187,6 +1565,9 @@ def audit_rst(ctx: AuditContext, sections: Iterable[str] = tuple(SECTIONS), diag
     for name in sections:
         if name not in _RENDER:
             raise EscalationRulesError(f"unknown audit section {name!r} (known: {', '.join(SECTIONS)})")
-        body = _diagram(ctx, diagram_href) if name == "diagram" else _RENDER[name](ctx)
+        body = (_diagram(ctx, diagram_href) if name == "diagram" else _provenance(ctx, stamp)
+                if name == "provenance" else _RENDER[name](ctx))
+        if name == "diagram":  # the section of diagrams is printed on landscape pages (see the stylesheet)
+            body = '.. raw:: html\n\n   <div class="escalation-landscape-section"></div>\n\n' + body
         out.append(_heading(SECTIONS[name], "=") + body)
     return "".join(out)

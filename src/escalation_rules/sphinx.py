@@ -20,6 +20,7 @@ for the whole audit page, or one section at a time::
     .. escalation-verification:: spec/nct07117175    (every invariant, what was enumerated, how to reproduce)
     .. escalation-traceability:: spec/nct07117175    (clause -> rules -> conformance vectors, with flags)
     .. escalation-oc:: spec/nct07117175              (operating characteristics, when declared)
+    .. escalation-provenance:: spec/nct07117175      (SHA-256 of the files read, version, date)
 
 The argument is a protocol file or folder, or a built-in design name with the
 ``:doses:`` option.  Other options: ``:sections:`` (comma-separated, for
@@ -58,7 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
-from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir
+from .auditdoc import SECTIONS, AuditContext, audit_rst, find_vectors_dir, protocol_files
 from .designs import DESIGNS
 from .errors import EscalationRulesError
 from .graph import compile_protocol
@@ -93,9 +94,7 @@ def spec_files(spec: str, root: Path) -> list[Path]:
     path = _spec_path(spec, root)
     if path is None:
         return []
-    if path.is_dir():
-        return sorted(path.glob("*.toml"))
-    return [path] if path.exists() else []
+    return protocol_files(path)
 
 
 def build_context(spec: str, root: Path, doses: int | None = None, vectors: str | None = None,
@@ -213,11 +212,30 @@ def exported_by_package(module: Any) -> list[str]:
     return [n for n in names
             if n in escalation_rules.__all__ and getattr(module, n, None) is getattr(escalation_rules, n, None)]
 
-#: The stylesheet the extension adds to HTML output: long conditions and identifiers wrap inside table cells.
+#: The stylesheet the extension adds to HTML output.  On screen every table fits its column: cells wrap and long
+#: conditions and identifiers break anywhere, and a table that still cannot fit scrolls sideways inside its frame.
+#: In print (A4, sidebars left out) the same holds, and every table of five columns or more (class
+#: ``escalation-wide``) and the state graph section are printed on landscape pages (the named page
+#: ``escalation-wide``), so no column is cut off.
 CSS_FILE = "escalation_rules.css"
-CSS = """table[class*="escalation-"] code.literal { white-space: normal; overflow-wrap: break-word; }
-table[class*="escalation-"] td { vertical-align: top; }
+CSS = """table[class*="escalation-"] { width: 100%; }
+table[class*="escalation-"] td, table[class*="escalation-"] th { vertical-align: top; }
+table[class*="escalation-"] td { overflow-wrap: anywhere; }
+table[class*="escalation-"] code.literal, table[class*="escalation-"] span.pre {
+  white-space: normal; overflow-wrap: anywhere; }
 .escalation-diagram a { text-decoration: none; }
+@page { size: A4 portrait; margin: 12mm; }
+@page escalation-wide { size: A4 landscape; margin: 10mm; }
+@media print {
+  .page, .main, .content, .article-container, article[role=main] {
+    display: block !important; width: auto !important; overflow: visible !important; }
+  .toc-drawer, .sidebar-drawer, .mobile-header, .theme-toggle-container, .back-to-top, .skip-to-content,
+  .related-pages, .bottom-of-page { display: none !important; }
+  .table-wrapper { overflow: visible !important; }
+  table[class*="escalation-"] { font-size: 9pt; }
+  .table-wrapper.escalation-wide, table.escalation-wide, section:has(> .escalation-landscape-section) {
+    page: escalation-wide; }
+}
 """
 
 

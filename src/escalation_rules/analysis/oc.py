@@ -59,6 +59,7 @@ from .policy import Policy, resolve_policy
 __all__ = [
     "BOUNDED_FIGURES",
     "OperatingCharacteristics",
+    "figure_label",
     "format_number",
     "merged_graph",
     "operating_characteristics",
@@ -92,6 +93,17 @@ _FIGURE_TEXT = {
     "p_stop_toxicity": "P(stopped early for toxicity)",
     "p_no_mtd": "P(no MTD selected)",
 }
+
+
+def figure_label(name: str, overdose_patients: int = 3) -> str:
+    """The words for one of :data:`BOUNDED_FIGURES`, as ``escalation-rules oc`` prints them.
+
+    Examples
+    --------
+    >>> figure_label("p_overdose", 3)
+    'P(3 or more patients treated above the true MTD)'
+    """
+    return _FIGURE_TEXT[name].format(m=overdose_patients)
 
 
 def shown(value: Any) -> str:
@@ -311,7 +323,7 @@ class OperatingCharacteristics:
         lines.append("")
         lines.append(f"{'figure':<{width}} {'value':>10} {'least':>10} {'greatest':>10}  (over every policy)")
         for name in BOUNDED_FIGURES:
-            label = _FIGURE_TEXT[name].format(m=self.overdose_patients)
+            label = figure_label(name, self.overdose_patients)
             lo, hi = self.bounds[name]
             lines.append(f"{label:<{width}} {f(self.figure(name)):>10} {f(lo):>10} {f(hi):>10}")
         sizes = ", ".join(f"{n}: {f(q)}" for n, q in self.sample_size)
