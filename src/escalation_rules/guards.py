@@ -550,7 +550,14 @@ class CodeType:
 def _registry() -> Any:
     import pint  # imported on first use: the dose-escalation guards never need it
 
-    return pint.UnitRegistry()
+    registry: Any = pint.UnitRegistry()
+    for setup in _REGISTRY_SETUP:
+        setup(registry)
+    return registry
+
+
+#: Functions run on the unit registry when it is first made (the eligibility screener adds UCUM's atoms).
+_REGISTRY_SETUP: list[Callable[[Any], None]] = []
 
 
 @functools.cache

@@ -45,7 +45,7 @@ from ..guards import (
 )
 from ..protocol import Protocol
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, _show
-from ._units import _with_ucum_definitions, lab_factor
+from ._units import lab_factor
 
 __all__ = ["FORMULAS", "Criterion", "DataItem", "EligibilitySpec", "Formula", "load_eligibility"]
 
@@ -618,7 +618,6 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no ...
     """
     source = protocol.source
-    _with_ucum_definitions()  # item units may use UCUM atoms such as IU
     raw = protocol.extra.get("eligibility")
     if not isinstance(raw, dict):
         raise ProtocolError([f"{source}: eligibility: this protocol declares no eligibility criteria"])

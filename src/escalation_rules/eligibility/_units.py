@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+from .. import _units as _shipped_units
 from ..errors import GuardSyntaxError
-from ..guards import _registry, parse_unit, unit_factor
+from ..guards import _REGISTRY_SETUP, _registry, parse_unit, unit_factor
 
 __all__ = ["KNOWN_LAB_UNITS", "lab_factor", "lab_unit"]
 
@@ -49,14 +51,27 @@ KNOWN_LAB_UNITS = (
 _UCUM_MARKS = frozenset("*[{^")
 
 
+def _ucum_atoms_path() -> Path:
+    """ucumvert's pint definitions of UCUM atoms, found without importing ucumvert."""
+    found = importlib.util.find_spec("ucumvert")
+    assert found is not None and found.origin is not None, "ucumvert is a dependency"
+    return Path(found.origin).resolve().parent / "pint_ucum_defs.txt"
+
+
+def _add_ucum_atoms(registry: Any) -> None:
+    if "_10" not in registry:
+        registry.load_definitions(_ucum_atoms_path())
+
+
+_REGISTRY_SETUP.append(_add_ucum_atoms)  # whenever pint is first needed, it knows UCUM's atoms
+
+
 @functools.cache
 def _with_ucum_definitions() -> Any:
     """ucumvert, after adding its UCUM atoms (``IU``, ``wk``, ``mo``, ``_10``) to the registry (once)."""
     import ucumvert  # type: ignore[import-untyped]
 
-    registry = _registry()
-    if "_10" not in registry:
-        registry.load_definitions(Path(ucumvert.__file__).resolve().parent / "pint_ucum_defs.txt")
+    _add_ucum_atoms(_registry())
     return ucumvert
 
 
@@ -77,6 +92,8 @@ def lab_unit(text: str) -> str:
     GuardSyntaxError
         For a unit neither pint nor UCUM knows (with close matches), or one with an offset.
     """
+    if text in _shipped_units.UNITS:  # pint's recorded answer: no pint or UCUM parser to load
+        return text
     _with_ucum_definitions()
     if not _UCUM_MARKS.intersection(text):
         try:
