@@ -20,7 +20,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from escalation_rules import builtin_design, compile_protocol, load_protocol
-from escalation_rules.analysis import merged_graph, operating_characteristics, reduce_protocol
+from escalation_rules.analysis import merged_graph, operating_characteristics, reduce_protocol, resolve_policy
 
 TARGETS = {5: 0.005, 10: 0.100}
 
@@ -80,7 +80,7 @@ def others() -> list[str]:
         return operating_characteristics(load_protocol("spec/nct07117175"), nct_truth)
 
     nct = load_protocol("spec/nct07117175")
-    graph = merged_graph(nct)
+    graph = merged_graph(nct, resolve_policy(nct).guards())  # the classes the default policy's figures use
     t1 = best_of(nct_default, 10)
     t2 = best_of(nct_bounds, 10)
     rows.append(f"| NCT07117175, default policy (load + explore + DP) | {graph.stats['nodes']} classes | {ms(t1)} | "

@@ -162,39 +162,48 @@ er trial status "$DB" --as-of 2025-07-15T10:00Z
 er trial record "$DB" --type ae_updated --at 2025-07-15T12:00Z --patient P14 --ae icans-1 --attribution probable
 er trial status "$DB" --as-of 2025-07-16
 
-step "the remaining five places at dose 3 (the dose below)"
+step "the remaining five places at dose 3 (the dose below): a first cohort of 3"
 rec <<'EOF'
 [{"type": "screened", "at": "2025-07-17T09:00Z", "patient": "P16", "eligible": true},
  {"type": "screened", "at": "2025-07-17T09:10Z", "patient": "P17", "eligible": true},
  {"type": "screened", "at": "2025-07-17T09:20Z", "patient": "P18", "eligible": true},
- {"type": "screened", "at": "2025-07-17T09:30Z", "patient": "P19", "eligible": true},
- {"type": "screened", "at": "2025-07-17T09:40Z", "patient": "P20", "eligible": true},
  {"type": "enrolled", "at": "2025-07-21T09:00Z", "patient": "P16", "dose": 3},
  {"type": "enrolled", "at": "2025-07-21T09:10Z", "patient": "P17", "dose": 3},
  {"type": "enrolled", "at": "2025-07-21T09:20Z", "patient": "P18", "dose": 3},
- {"type": "enrolled", "at": "2025-07-21T09:30Z", "patient": "P19", "dose": 3},
- {"type": "enrolled", "at": "2025-07-21T09:40Z", "patient": "P20", "dose": 3},
  {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P16", "date": "2025-07-22"},
  {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P17", "date": "2025-07-22"},
- {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P18", "date": "2025-07-22"},
- {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P19", "date": "2025-07-22"},
- {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P20", "date": "2025-07-22"}]
+ {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P18", "date": "2025-07-22"}]
 EOF
 refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P21 --ae x --term Nausea \
   --category non-hematologic --grade 2 --onset 2025-07-23
 refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P16 --ae x --term Nausea \
   --category non-hematologic --grade 2 --onset 2025-07-20
 
-step "the end: the remaining subjects observed; the investigator and the sponsor declare the MTD"
+step "after the cohort's 28-day windows: the investigator and the sponsor go on with the last two places"
 er trial status "$DB" --as-of 2025-08-20
-er trial record "$DB" --type decision_signed --at 2025-08-20T09:00Z --option declare --role investigator \
+er trial record "$DB" --type decision_signed --at 2025-08-20T09:00Z --option continue --role investigator \
   --person "Dr L. Wang"
-refused er trial record "$DB" --type decision_signed --at 2025-08-20T09:30Z --option no-mtd --role sponsor \
+er trial record "$DB" --type decision_signed --at 2025-08-20T10:00Z --option continue --role sponsor \
   --person "R. Zhou"
-er trial record "$DB" --type decision_signed --at 2025-08-20T10:00Z --option declare --role sponsor \
+rec <<'EOF'
+[{"type": "screened", "at": "2025-08-21T09:30Z", "patient": "P19", "eligible": true},
+ {"type": "screened", "at": "2025-08-21T09:40Z", "patient": "P20", "eligible": true},
+ {"type": "enrolled", "at": "2025-08-25T09:30Z", "patient": "P19", "dose": 3},
+ {"type": "enrolled", "at": "2025-08-25T09:40Z", "patient": "P20", "dose": 3},
+ {"type": "infused", "at": "2025-08-26T18:00Z", "patient": "P19", "date": "2025-08-26"},
+ {"type": "infused", "at": "2025-08-26T18:00Z", "patient": "P20", "date": "2025-08-26"}]
+EOF
+
+step "the end: the remaining subjects observed; the investigator and the sponsor declare the MTD"
+er trial status "$DB" --as-of 2025-09-24
+er trial record "$DB" --type decision_signed --at 2025-09-24T09:00Z --option declare --role investigator \
+  --person "Dr L. Wang"
+refused er trial record "$DB" --type decision_signed --at 2025-09-24T09:30Z --option no-mtd --role sponsor \
   --person "R. Zhou"
-er trial status "$DB" --as-of 2025-08-21
-er trial status "$DB" --as-of 2025-08-21 --json > "$WORK/status.json"
+er trial record "$DB" --type decision_signed --at 2025-09-24T10:00Z --option declare --role sponsor \
+  --person "R. Zhou"
+er trial status "$DB" --as-of 2025-09-25
+er trial status "$DB" --as-of 2025-09-25 --json > "$WORK/status.json"
 python3 - "$WORK/status.json" <<'EOF'
 import json, sys
 status = json.load(open(sys.argv[1], encoding="utf-8"))
@@ -210,6 +219,6 @@ er trial log "$DB" | tail -n 3
 er trial export "$DB" -o "$WORK/events.jsonl"
 er trial init --spec spec/nct07117175 "$WORK/replay.db"
 er trial import "$WORK/replay.db" "$WORK/events.jsonl"
-er trial status "$WORK/replay.db" --as-of 2025-08-21 --json > "$WORK/replay.json"
+er trial status "$WORK/replay.db" --as-of 2025-09-25 --json > "$WORK/replay.json"
 cmp "$WORK/status.json" "$WORK/replay.json"
 echo "replayed status identical"

@@ -225,13 +225,17 @@ def test_unsigned_decision_in_an_outcome_string_is_accepted() -> None:
 
 
 def test_choice_that_stops_carries_the_mtd() -> None:
-    """Ending NCT after two DLTs at dose 2 declares no MTD; reducing fills dose 1, whose end is a joint decision."""
+    """Ending NCT after two DLTs at dose 2 declares no MTD; reducing fills dose 1 cohort by cohort, whose end
+    is a joint decision."""
     assert decide(NCT, "1N 2TTN [terminate]").mtd is None
     d = decide(NCT, "1N 2TTN [reduce]")
-    assert (d.action, d.dose, d.cohort_size, d.stage) == ("treat", 1, 14, "fill")
-    d = decide(NCT, "1N 2TTN 1" + "N" * 14)
+    assert (d.action, d.dose, d.cohort_size, d.stage, d.window_days) == ("treat", 1, 3, "fill", (28, 28))
+    d = decide(NCT, "1N 2TTN 1NNN 1NNN 1NNN 1NNN")
+    assert (d.action, d.rule, [o.id for o in d.options]) == ("decide", "fill-next-lowest", ["continue", "terminate"])
+    assert [(o.dose, o.cohort_size) for o in d.options] == [(1, 2), (None, None)]  # the last 2 places
+    d = decide(NCT, "1N 2TTN 1NNN 1NNN 1NNN 1NNN 1NN")
     assert (d.action, d.rule, [o.id for o in d.options]) == ("decide", "fill-complete", ["declare", "no-mtd"])
-    d = decide(NCT, "1N 2TTN 1" + "N" * 14 + " [declare]")
+    d = decide(NCT, "1N 2TTN 1NNN 1NNN 1NNN 1NNN 1NN [declare]")
     assert (d.action, d.mtd, d.rule, d.mtd_label) == ("stop", 1, "fill-complete/declare", "1×10^7 CAR-NK cells/kg")
 
 
@@ -294,8 +298,11 @@ def test_early_termination_signoff_is_checked() -> None:
     ("1N 2NTN 2NNN 3NTN 3NNN 4NTN", "stop", None, None, 3, "cap-no-room-to-expand"),
     ("1N 2NTN 2NNN 3NTN 3NNN 4NNN", "treat", 4, 2, None, "added-group-pass"),
     ("1T 1NN 2NTN 2NNN 3NTN 3NNN 4NNN", "stop", None, None, 4, "cap-full-after-pass"),
-    ("1N 2NNN 3TTN", "treat", 2, 11, None, "too-toxic-higher"),
-    ("1N 2NNN 3NNN [fill]", "treat", 3, 11, None, "top-pass/fill"),
+    ("1N 2NNN 3TTN", "treat", 2, 3, None, "too-toxic-higher"),
+    ("1N 2NNN 3NNN [fill]", "treat", 3, 3, None, "top-pass/fill"),
+    ("1N 2NNN 3NNN [fill] 3NNN 3NNN 3NNN", "decide", None, None, None, "fill-next"),
+    ("1N 2NNN 3NNN [fill] 3NNN 3NNN 3NNN [continue]", "treat", 3, 2, None, "fill-next/continue"),
+    ("1N 2NNN 3NNN [fill] 3TTT", "decide", None, None, None, "fill-too-toxic"),
 ])
 def test_nct_enrolment_cap_and_fill(history: str, action: str, dose: int | None, size: int | None,
                                     mtd: int | None, rule: str) -> None:

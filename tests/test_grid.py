@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from escalation_rules import builtin_design
+from escalation_rules import builtin_design, load_protocol
 from escalation_rules.analysis import (
     BOUNDED_FIGURES,
     GridResult,
@@ -257,3 +257,13 @@ def test_every_figure_lies_within_its_own_bounds_in_the_csv():
     for row in csv.DictReader(io.StringIO(grid.to_csv())):
         for name in BOUNDED_FIGURES:
             assert float(row[f"{name}_min"]) <= float(row[name]) <= float(row[f"{name}_max"]), (row["scenario"], name)
+
+
+def test_grid_honours_a_policy_that_depends_on_the_data(in_repo):
+    """A guarded policy given to the grid gives each cell the figures of a single run under it."""
+    policy = {"fill-complete": [{"when": "tox == 0", "option": "declare"}, {"option": "no-mtd"}]}
+    scenario = Scenario("toxic start", (Fraction(2, 5), Fraction(11, 20), Fraction(7, 10), Fraction(4, 5)))
+    grid = run_grid(["spec/nct07117175"], [scenario], policy=policy, jobs=1)
+    alone = operating_characteristics(load_protocol("spec/nct07117175"), scenario.truth, policy=policy)
+    assert grid.result("spec/nct07117175", "toxic start").mtd == alone.mtd
+    assert alone.mtd != operating_characteristics(load_protocol("spec/nct07117175"), scenario.truth).mtd

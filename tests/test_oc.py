@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from escalation_rules import CompileError, builtin_design, compile_protocol, future_paths
+from escalation_rules import CompileError, builtin_design, compile_protocol, future_paths, load_protocol
+from escalation_rules._machine import env_of
 from escalation_rules.analysis import (
     BOUNDED_FIGURES,
     leaf_probabilities,
@@ -24,6 +25,7 @@ from escalation_rules.analysis import (
     reduce_protocol,
     resolve_policy,
 )
+from escalation_rules.analysis.policy import Policy
 from escalation_rules.cli import main
 from escalation_rules.designs import DESIGNS, design_mapping
 from escalation_rules.errors import EscalationRulesError
@@ -36,14 +38,15 @@ NCT = Path(__file__).resolve().parent.parent / "spec" / "nct07117175"
 # ------------------------------------------------------------------ reference
 
 
-def _reference(protocol: Protocol, truth: list[Any], choices: dict[str, str] | None, target: Any,
+def _reference(protocol: Protocol, truth: list[Any], policy: Policy | None, target: Any,
                m: int = 3, mode: str = "policy") -> dict[str, Any]:
     """Operating characteristics by brute force over the full compiled graph (no merging).
 
     Every figure is a function of the stop state (its counts, enrolment and
     MTD), so the expectation over the full graph is a plain backward pass:
     a weighted sum at treat states, the policy's option (or the least or
-    greatest value) at decision states.
+    greatest value) at decision states; an entry that depends on the data is
+    evaluated on the full state (not on merged facts).
     """
     compiled = compile_protocol(protocol)
     graph = compiled.graph
@@ -94,19 +97,21 @@ def _reference(protocol: Protocol, truth: list[Any], choices: dict[str, str] | N
         else:
             kids = {data["option"]: value[child] for _, child, data in out}
             if mode == "policy":
-                assert choices is not None
-                value[s] = kids[choices[s.rule]]
+                assert policy is not None
+                env = env_of(protocol, s.dose, s.counts, s.enrolled, s.closed)
+                option = policy.option(s.rule, env)
+                assert option is not None
+                value[s] = kids[option]
             else:
                 pick = min if mode == "min" else max
                 value[s] = {key: pick(v[key] for v in kids.values()) for key in next(iter(kids.values()))}
     return value[compiled.initial]
 
 
-def _check_against_reference(protocol: Protocol, truth: list[Any], policy: str = "default") -> None:
+def _check_against_reference(protocol: Protocol, truth: list[Any], policy: Any = "default") -> None:
     target = F(3, 10) if isinstance(truth[0], Fraction) else 0.3
     oc = operating_characteristics(protocol, truth, policy=policy, target=target)
-    choices = dict(resolve_policy(protocol, policy).choices)
-    ref = _reference(protocol, truth, choices, target)
+    ref = _reference(protocol, truth, resolve_policy(protocol, policy), target)
     k = len(protocol.doses)
     assert list(oc.mtd) == [ref[f"mtd{d}"] for d in range(k + 1)]
     assert list(oc.patients_at_dose) == [ref[f"pat{d}"] for d in range(k)]
@@ -174,7 +179,7 @@ def test_nct07117175_float_figures_agree_with_brute_force(nct):
     """With float truths the figures agree with the brute-force pass to 1e-12."""
     truth = [0.05, 0.12, 0.3, 0.45]
     oc = operating_characteristics(nct, truth)
-    ref = _reference(nct, truth, dict(nct.default_policy), 0.3)
+    ref = _reference(nct, truth, resolve_policy(nct), 0.3)
     assert oc.mtd == pytest.approx([ref[f"mtd{d}"] for d in range(5)], abs=1e-12)
     assert oc.expected_patients == pytest.approx(ref["expected_patients"], abs=1e-12)
 
@@ -507,3 +512,112 @@ def test_paths_text_rounds_probabilities_and_json_keeps_them(capsys):
     assert "[p = 0.729]" in out and "0.7290000000000001" not in out
     assert main(["paths", "3+3-deescalate", "--doses", "2", "--truth", "0.1,0.3", "--json"]) == 0
     assert "0.7290000000000001" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ policies that depend on the data
+
+GUARDED_TOML = """
+fill-complete = [
+  { when = "tox <= 1", option = "declare" },
+  { option = "no-mtd" },
+]
+top-pass = [{ when = "n == 3", option = "add-group" }, { when = "n == 6", option = "fill" }, { option = "terminate" }]
+"""
+
+
+def test_policy_files_may_hold_guarded_cases(nct, tmp_path):
+    """A TOML or JSON policy file may give a rule a list of {when, option} cases; OC follow them exactly."""
+    toml = tmp_path / "guarded.toml"
+    toml.write_text(GUARDED_TOML, encoding="utf-8")
+    js = tmp_path / "guarded.json"
+    js.write_text(json.dumps({"fill-complete": [{"when": "tox <= 1", "option": "declare"}, {"option": "no-mtd"}],
+                              "top-pass": [{"when": "n == 3", "option": "add-group"},
+                                           {"when": "n == 6", "option": "fill"}, {"option": "terminate"}]}),
+                  encoding="utf-8")
+    truth = [F(1, 20), F(1, 10), F(1, 4), F(2, 5)]
+    figures = []
+    for path in (toml, js):
+        policy = resolve_policy(nct, str(path))
+        assert str(policy.choices["fill-complete"]) == "declare when tox <= 1, otherwise no-mtd"
+        assert policy.choices["at-pass-one"] == "escalate"
+        figures.append(operating_characteristics(nct, truth, policy=str(path), bounds=False).mtd)
+    assert figures[0] == figures[1]
+    ref = _reference(nct, truth, resolve_policy(nct, str(toml)), F(3, 10))
+    assert list(figures[0]) == [ref[f"mtd{d}"] for d in range(5)]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('fill-complete = [{ when = "dlts <= 1", option = "declare" }, { option = "no-mtd" }]\n',
+     "fill-complete[0].when: unknown name 'dlts'"),
+    ('fill-complete = [{ when = "tox <= 1", option = "accept" }, { option = "no-mtd" }]\n',
+     "fill-complete[0].option: unknown option 'accept' (offered: declare, no-mtd)"),
+    ('fill-complete = [{ when = "tox <= 1", option = "declare" }]\n',
+     "fill-complete: the cases leave out some states (none applies when tox = 2)"),
+])
+def test_bad_guarded_cases_in_a_policy_file_name_the_file_and_key_path(nct, tmp_path, capsys, text, expected):
+    """A policy file's cases are checked when it is read: one line naming the file and the key path."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(EscalationRulesError) as err:
+        resolve_policy(nct, str(path))
+    assert str(err.value).startswith(f"{path}: {expected}")
+    assert main(["oc", str(NCT), "--truth", "0.1,0.2,0.3,0.4", "--policy", str(path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(str(err.value))
+
+
+def test_merged_graph_records_the_guards_a_policy_reads(nct):
+    """Decide nodes of a rule whose entry depends on the data record each guard's truth; others record none."""
+    policy = resolve_policy(nct)
+    graph = merged_graph(nct, policy.guards())
+    fill_complete = [n for n in graph.nodes if n.kind == 1 and n.rule == "fill-complete"]
+    assert {n.facts for n in fill_complete} == {(("3 * tox <= n", True),), (("3 * tox <= n", False),)}
+    assert all(not n.facts for n in graph.nodes if n.rule != "fill-complete")
+    plain = merged_graph(nct)
+    assert merged_graph(plain, policy.guards()) is graph  # a graph that does not watch them is explored again
+    assert operating_characteristics(plain, [0.1] * 4).mtd == operating_characteristics(graph, [0.1] * 4).mtd
+
+
+def test_first_dose_already_toxic_rarely_declares_dose_1(nct):
+    """Scenario 'first dose already toxic' (0.40 at dose 1): dose 1 is declared the MTD with P = 0.2399, not 0.65."""
+    scenario = next(s for s in nct.extra["scenarios"] if s["name"] == "first dose already toxic")
+    truth = [F(t) for t in scenario["truth"]]
+    assert truth[0] == F(2, 5)
+    oc = operating_characteristics(nct, truth)
+    assert oc.mtd[1] == F(95959649606188203, 400000000000000000)
+    assert oc.mtd[1] < F(35, 100)
+    always = operating_characteristics(nct, truth, policy={"fill-complete": "declare"})
+    assert oc.mtd[1] < always.mtd[1]
+
+
+_GUARDED_RULES = ("fill-complete", "fill-next", "fill-too-toxic", "fill-next-lowest", "top-pass", "pass-to-next")
+
+
+@st.composite
+def _guarded_policies(draw: Any) -> dict[str, Any]:
+    """Policies whose entries switch option at a random DLT-rate threshold (``b * tox <= a * n``)."""
+    protocol = _NCT_FOR_PROPERTIES
+    policy: dict[str, Any] = {}
+    for rule_id in draw(st.sets(st.sampled_from(_GUARDED_RULES), min_size=1)):
+        offered = [o.id for o in protocol.rule(rule_id).options]
+        a, b = draw(st.integers(0, 3)), draw(st.integers(1, 4))
+        low, high = draw(st.sampled_from(offered)), draw(st.sampled_from(offered))
+        policy[rule_id] = [{"when": f"{b} * tox <= {a} * n", "option": low}, {"option": high}]
+    return policy
+
+
+_NCT_FOR_PROPERTIES = load_protocol(NCT)
+
+
+@settings(max_examples=8, deadline=None)
+@given(policy=_guarded_policies())
+def test_guarded_policy_figures_equal_brute_force_on_the_full_graph(policy):
+    """Invariant: under any guarded policy, the merged-graph OC equal a brute-force pass that evaluates the
+    guards on every full state (merging never mixes states in which the policy chooses differently)."""
+    nct = _NCT_FOR_PROPERTIES
+    truth = [F(1, 10), F(1, 5), F(3, 10), F(2, 5)]
+    oc = operating_characteristics(nct, truth, policy=policy, bounds=False)
+    ref = _reference(nct, truth, resolve_policy(nct, policy), F(3, 10))
+    assert list(oc.mtd) == [ref[f"mtd{d}"] for d in range(5)]
+    assert list(oc.patients_at_dose) == [ref[f"pat{d}"] for d in range(4)]
+    for name in BOUNDED_FIGURES:
+        assert oc.figure(name) == ref[name], name

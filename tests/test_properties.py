@@ -377,7 +377,9 @@ class Nct07117175:
     Titration at dose 1 with one patient (two more after a DLT), then a
     joint decision; 3+3 at doses 2, 3 and an added dose 4, with a joint
     decision before each escalation; a too-toxic dose sends the remaining
-    places to the dose below (at dose 2, by joint decision); the enrolment
+    places to the dose below (at dose 2, by joint decision), in cohorts of 3
+    with a joint decision after each (go on, reduce further, stop; the
+    safety variant when more than one in three at the dose had a DLT); the enrolment
     cap of 18 ends the trial; people may end it at any time.
     """
 
@@ -410,7 +412,7 @@ class Nct07117175:
 
     def _decide(self, rule: str, **offers: tuple[Any, ...]) -> None:
         self.phase, self.rule = "decide", rule
-        self.offers = {k.replace("_", "-"): v for k, v in offers.items()}
+        self.offers = {k.rstrip("_").replace("_", "-"): v for k, v in offers.items()}
 
     def _treat(self, dose: int, size: int, stage: str) -> None:
         self.phase, self.dose, self.size, self.stage = "treat", dose, size, stage
@@ -438,8 +440,19 @@ class Nct07117175:
             else:
                 self._decide("at-too-toxic", terminate=end, amend=end)
             return
+        next_cohort = ("treat", d, min(3, remaining), "fill")
         if self.stage == "fill":
-            self._decide("fill-complete", declare=("stop", d), no_mtd=end)
+            reduce = ("treat", d - 1, min(3, remaining), "fill")
+            if remaining == 0:
+                self._decide("fill-complete", declare=("stop", d), no_mtd=end)
+            elif 3 * tox > n and d > 0:
+                self._decide("fill-too-toxic", terminate=end, reduce=reduce, continue_=next_cohort)
+            elif 3 * tox > n:
+                self._decide("fill-too-toxic-lowest", terminate=end, continue_=next_cohort)
+            elif d > 0:
+                self._decide("fill-next", continue_=next_cohort, reduce=reduce, terminate=end)
+            else:
+                self._decide("fill-next-lowest", continue_=next_cohort, terminate=end)
             return
         passed = (n == 3 and tox == 0) or (n == 6 and tox <= 1)
         if remaining == 0 and passed:
@@ -451,13 +464,13 @@ class Nct07117175:
         elif passed and d == 1:
             self._decide("pass-to-next", escalate=escalate, terminate=end)
         elif passed and d == 2:
-            self._decide("top-pass", add_group=escalate, fill=("treat", d, remaining, "fill"), terminate=end)
+            self._decide("top-pass", add_group=escalate, fill=next_cohort, terminate=end)
         elif passed:
-            self._treat(d, remaining, "fill")
+            self._treat(d, min(3, remaining), "fill")
         elif d == 1:
-            self._decide("too-toxic-second", reduce=("treat", d - 1, remaining, "fill"), terminate=end)
+            self._decide("too-toxic-second", reduce=("treat", d - 1, min(3, remaining), "fill"), terminate=end)
         else:
-            self._treat(d - 1, remaining, "fill")
+            self._treat(d - 1, min(3, remaining), "fill")
 
     def options(self) -> list[str]:
         return list(self.offers) if self.phase == "decide" else []

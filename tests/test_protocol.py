@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FIXTURES, NCT
 from escalation_rules import Protocol, builtin_design, compile_protocol, load_protocol, verify
 from escalation_rules.errors import CompileError, EscalationRulesError, ProtocolError
-from escalation_rules.protocol import protocol_from_mapping, read_protocol_data
+from escalation_rules.guards import parse_guard
+from escalation_rules.protocol import (
+    GUARD_NAMES,
+    ConditionalChoice,
+    protocol_from_mapping,
+    read_policy_entry,
+    read_protocol_data,
+)
 
 WriteToml = Callable[..., Path]
 
@@ -98,14 +108,40 @@ def test_nct_stages_and_rules(nct: Protocol) -> None:
     """Stages keep their kind, cohort, hit policy, window and rules in file order."""
     assert [(s.id, s.kind, s.cohort, s.hit_policy) for s in nct.stages] == [
         ("titration", "titration", 1, "unique"), ("three-plus-three", "escalation", 3, "first"),
-        ("fill", "fill", 3, "unique")]
+        ("fill", "fill", 3, "first")]
     assert nct.stage("titration").window is not None
     rule = nct.rule("top-pass")
     assert rule.action == "decide"
     assert [o.id for o in rule.options] == ["add-group", "fill", "terminate"]
-    assert rule.options[1].outcome.cohort is not None and rule.options[1].outcome.cohort.text == "remaining"
+    cohort = rule.options[1].outcome.cohort
+    assert cohort is not None and cohort.text == "min(3, remaining)"
     assert rule.options[0].signoff == ("investigator", "sponsor")  # inherited from the rule
     assert nct.default_policy["top-pass"] == "fill"
+
+
+def test_nct_remaining_subjects_are_reviewed_cohort_by_cohort(nct: Protocol) -> None:
+    """After each cohort of the remaining subjects a joint decision; above 1 DLT in 3 a safety rule offers stopping."""
+    fill = nct.stage("fill")
+    assert [r.id for r in fill.rules] == ["fill-complete", "fill-too-toxic", "fill-too-toxic-lowest", "fill-next",
+                                          "fill-next-lowest"]
+    assert all(r.action == "decide" and r.signoff == ("investigator", "sponsor") for r in fill.rules)
+    assert fill.window is not None and (fill.window.min_days, fill.window.max_days) == (28, 28)
+    assert [o.id for o in nct.rule("fill-too-toxic").options] == ["terminate", "reduce", "continue"]
+    assert [o.id for o in nct.rule("fill-next").options] == ["continue", "reduce", "terminate"]
+    assert [o.id for o in nct.rule("fill-next-lowest").options] == ["continue", "terminate"]
+    assert nct.rule("fill-too-toxic").when.evaluate({"n": 4, "tox": 2, "has_prev": True})
+    assert not nct.rule("fill-too-toxic").when.evaluate({"n": 6, "tox": 2, "has_prev": True})
+    assert all("our reading" in r.paraphrase for r in fill.rules[1:])
+
+
+def test_nct_default_declares_the_mtd_only_at_a_dlt_rate_of_at_most_one_in_three(nct: Protocol) -> None:
+    """The default at fill-complete depends on the data: declare at most 1 DLT in 3, else no MTD."""
+    entry = nct.default_policy["fill-complete"]
+    assert isinstance(entry, ConditionalChoice)
+    assert str(entry) == "declare when 3 * tox <= n, otherwise no-mtd"
+    assert [entry.choose(lambda g, e=env: g.evaluate(e)) for env in (
+        {"n": 9, "tox": 3}, {"n": 9, "tox": 4}, {"n": 17, "tox": 5}, {"n": 17, "tox": 6})] == [
+        "declare", "no-mtd", "declare", "no-mtd"]
 
 
 def test_lookups_raise_key_error_for_unknown_ids(nct: Protocol) -> None:
@@ -365,3 +401,106 @@ def test_a_refused_rule_is_not_reported_again_as_unknown_by_the_policy(tmp_path)
     with pytest.raises(ProtocolError) as err:
         load_protocol(tmp_path)
     assert len(err.value.problems) == 1 and "unknown name 'dlts'" in err.value.problems[0]
+
+
+# ------------------------------------------------------------ policy entries that depend on the data
+
+DECIDING = MINIMAL.replace('action = "treat"\nmove = "next"', '''action = "decide"
+options = [
+  { id = "up", action = "treat", move = "next" },
+  { id = "end", action = "stop", mtd = "none" },
+]''', 1)
+
+
+def test_a_default_policy_entry_may_be_a_list_of_guarded_cases(write_toml: WriteToml) -> None:
+    """``[policy.default]`` takes an option id or cases ``{when, option}``; first match wins, the last may omit when."""
+    path = write_toml(DECIDING + '''
+[policy.default]
+go = [
+  { when = "n >= 3 and tox == 0", option = "up" },
+  { option = "end" },
+]
+''')
+    entry = load_protocol(path).default_policy["go"]
+    assert isinstance(entry, ConditionalChoice)
+    assert entry.options == ("up", "end")
+    assert entry.choose(lambda g: g.evaluate({"n": 3, "tox": 0})) == "up"
+    assert entry.choose(lambda g: g.evaluate({"n": 2, "tox": 0})) == "end"
+
+
+def test_guarded_cases_that_cover_every_state_need_no_otherwise(write_toml: WriteToml) -> None:
+    """Cases whose guards together hold in every state are accepted without a last case."""
+    path = write_toml(DECIDING + '''
+[policy.default]
+go = [{ when = "3 * tox <= n", option = "up" }, { when = "3 * tox > n", option = "end" }]
+''')
+    assert str(load_protocol(path).default_policy["go"]) == "up when 3 * tox <= n, end when 3 * tox > n"
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ('[{ when = "dlts == 0", option = "up" }, { option = "end" }]',
+     "policy.default.go[0].when: unknown name 'dlts' (known: "),
+    ('[{ when = "tox == 0", option = "sideways" }, { option = "end" }]',
+     "policy.default.go[0].option: unknown option 'sideways' (offered: up, end)"),
+    ('[{ when = "tox == 0", option = "up" }, { when = "tox >= 2", option = "end" }]',
+     "policy.default.go: the cases leave out some states (none applies when tox = 1): add a last case"),
+    ('[{ option = "end" }, { when = "tox == 0", option = "up" }]',
+     "policy.default.go[0]: only the last case may leave out 'when'"),
+    ('[{ when = "tox", option = "up" }, { option = "end" }]', "policy.default.go[0].when: "),
+    ('[{ when = "tox == 0", option = "up", note = "x" }, { option = "end" }]',
+     "policy.default.go[0].note: unknown key (expected one of: option, when)"),
+    ('[{ when = "tox == 0" }, { option = "end" }]', "policy.default.go[0].option: missing"),
+    ("[]", "policy.default.go: expected an option id or a list of {when, option} cases (got [])"),
+    ("3", "policy.default.go: expected an option id or a list of {when, option} cases (got 3)"),
+    ('["up"]', "policy.default.go[0]: expected a table with 'when' and 'option' (got 'up')"),
+    ('[{ when = "n + n_prev + n_next + enrolled + tox_prev >= 0", option = "up" }]',
+     "policy.default.go: the cases read too many values to check"),
+])
+def test_bad_guarded_cases_are_refused_naming_file_and_key_path(write_toml: WriteToml, entry: str,
+                                                                expected: str) -> None:
+    """Unknown names or options, uncovered states and malformed cases: one line naming the file and the key path."""
+    path = write_toml(DECIDING + f"\n[policy.default]\ngo = {entry}\n")
+    problems = _problems(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: {expected}"), problems
+
+
+def test_coverage_counts_only_consistent_states(write_toml: WriteToml) -> None:
+    """States that cannot exist (more DLTs than patients, a dose below the first) need no case."""
+    path = write_toml(DECIDING + '''
+[policy.default]
+go = [
+  { when = "tox <= n and (has_prev or n_prev == 0)", option = "up" },
+]
+''')
+    assert load_protocol(path).default_policy["go"].options == ("up",)  # type: ignore[union-attr]
+
+
+_COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+
+
+@st.composite
+def _rate_guards(draw: Any) -> list[str]:
+    """One to three guards comparing multiples of ``tox`` and ``n``."""
+    return [f"{draw(st.integers(0, 3))} * tox {draw(st.sampled_from(_COMPARISONS))} {draw(st.integers(0, 3))} * n"
+            for _ in range(draw(st.integers(1, 3)))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(guards=_rate_guards())
+def test_coverage_check_accepts_exactly_the_case_lists_that_cover_every_state(guards: list[str]) -> None:
+    """Invariant: cases without an otherwise are accepted iff in every state (0 <= tox <= n <= cap) a guard holds;
+    a refusal names a state in which none does."""
+    nct = load_protocol(NCT)
+    rule = nct.rule("fill-complete")
+    parsed = [parse_guard(g, GUARD_NAMES) for g in guards]
+    holes = [(n, t) for n in range(nct.cap + 1) for t in range(n + 1)
+             if not any(g.evaluate({"n": n, "tox": t}) for g in parsed)]
+    problems: list[str] = []
+    entry = read_policy_entry([{"when": g, "option": "declare"} for g in guards], rule, nct.cap, nct.doses,
+                              lambda path, message: problems.append(message))
+    assert (entry is not None) == (not holes)
+    if holes:
+        (message,) = problems
+        values = dict(part.split(" = ") for part in message.split("none applies when ")[1].split(")")[0].split(", "))
+        state = {"n": int(values.get("n", 0)), "tox": int(values.get("tox", 0))}
+        assert not any(g.evaluate(state) for g in parsed)

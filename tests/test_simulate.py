@@ -207,3 +207,12 @@ def test_messages_show_json_words_not_python_reprs() -> None:
         simulate(design, [0.1, 0.2], trials=True)  # type: ignore[arg-type]
     with pytest.raises(EscalationRulesError, match=r"\(got null\)"):
         simulate(design, [0.1, 0.2], trials=None)  # type: ignore[arg-type]
+
+
+def test_simulation_honours_a_policy_that_depends_on_the_data(nct):
+    """The graph walk follows guarded cases as the exact figures do (default: declare only at <= 1 DLT in 3)."""
+    truth = [0.4, 0.55, 0.7, 0.8]
+    sim = simulate(nct, truth, trials=20_000, seed=3)
+    _assert_agrees(operating_characteristics(nct, truth), sim)
+    always = simulate(nct, truth, trials=20_000, seed=3, policy={"fill-complete": "declare"})
+    assert always.mtd[1] - sim.mtd[1] > 0.015  # exactly 0.2668 - 0.2399

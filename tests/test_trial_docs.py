@@ -31,5 +31,5 @@ def test_worked_example_runs_a_whole_trial_to_the_mtd() -> None:
                             cwd=ROOT, timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PATH": PATH})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "MTD: dose 3 (5×10^7 CAR-NK cells/kg)" in result.stdout
-    assert "ok: 82 events, hash chain intact" in result.stdout
+    assert "ok: 84 events, hash chain intact" in result.stdout
     assert "replayed status identical" in result.stdout

@@ -114,3 +114,33 @@ def test_deescalate_with_ten_doses_passes() -> None:
     report = verify(compile_protocol(builtin_design("3+3-deescalate", doses=10)))
     assert report.ok, report.text()
     assert report.states > 50_000
+
+
+def _fill_moves_down() -> Any:
+    """A fill stage that moves to a lower dose no patient was treated at, then declares it the MTD."""
+    return protocol_from_mapping({
+        "protocol": {"id": "fill-down", "cap": 9, "start_dose": "d2"},
+        "doses": [{"id": "d1"}, {"id": "d2"}],
+        "stages": [
+            {"id": "esc", "cohort": 3, "doses": ["d1", "d2"], "hit_policy": "first", "rules": [
+                {"id": "pass", "when": "tox == 0", "action": "treat", "cohort": 3, "stage": "fill",
+                 "clause": "c", "paraphrase": "fill the passed dose"},
+                {"id": "bad", "when": "true", "action": "stop", "clause": "c", "paraphrase": "end"}]},
+            {"id": "fill", "kind": "fill", "cohort": 3, "hit_policy": "first", "rules": [
+                {"id": "down", "when": "remaining > 0 and dose == 2", "action": "treat", "move": "previous",
+                 "cohort": 3, "stage": "fill", "clause": "c", "paraphrase": "go on one dose lower"},
+                {"id": "done", "when": "true", "action": "stop", "mtd": "current", "clause": "c",
+                 "paraphrase": "declare"}]},
+        ],
+    }, "fill-down")
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_fill_that_moves_to_a_lower_dose_is_checked_there(full: bool) -> None:
+    """mtd-accepted: a fill moving to another dose (e.g. reducing further) must reach an accepted dose."""
+    protocol = _fill_moves_down()
+    report = verify(compile_protocol(protocol) if full else protocol)
+    result = next(r for r in report.results if r.id == "mtd-accepted")
+    assert not result.ok
+    assert result.detail == "fill begins at dose 1 with 0 DLT in 0"
+    assert result.counterexample is not None and result.counterexample.startswith("2NNN")

@@ -31,6 +31,12 @@ every state that reaches a class is checked against ``enrolled + horizon <=
 cap``.  Table gaps and overlaps, moves off the ladder, empty cohorts and the
 cap are refused with the same messages as the compiler.
 
+A caller may ask for guards to be *watched* at decision points (a policy
+whose choice depends on the data passes its guards): each decide node then
+records whether each watched guard of its rule holds (``facts``), and the
+fields the guards read are read fields like any other, so the merging stays
+exact for that policy.
+
 An *observer* (verification passes one, see :mod:`escalation_rules.verify`)
 is shown every state and transition as it is explored, reads data fields
 through a :class:`FieldView` that records them too, and so keeps apart any
@@ -53,16 +59,18 @@ from __future__ import annotations
 
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from ._machine import StepError, env_of, fire
 from .errors import CompileError
+from .guards import Guard
 from .protocol import Outcome, Protocol
 
-__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "reduce_protocol"]
+__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "Watch",
+           "reduce_protocol", "watch_key"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
 
@@ -152,6 +160,8 @@ class Node:
         Stop: the stopping rule or option closed a dose for toxicity.
     horizon : int
         The most patients the future of this class can enrol.
+    facts : tuple of (str, bool)
+        Decide nodes: each watched guard of the rule (by its text) and whether it holds.
     """
 
     kind: int
@@ -164,6 +174,23 @@ class Node:
     mtd: int | None
     closes: bool
     horizon: int
+    facts: tuple[tuple[str, bool], ...] = ()
+
+
+#: Guards watched at decision points: rule id to guards.
+Watch = Mapping[str, Iterable[Guard]]
+
+
+def watch_key(watch: Watch | None) -> frozenset[tuple[str, str]]:
+    """The watched guards as a set of (rule id, guard text).
+
+    Examples
+    --------
+    >>> from escalation_rules.guards import INT, parse_guard
+    >>> sorted(watch_key({"fill-complete": [parse_guard("tox <= 1", {"tox": INT})]}))
+    [('fill-complete', 'tox <= 1')]
+    """
+    return frozenset((rule, guard.text) for rule, guards in (watch or {}).items() for guard in guards)
 
 
 @attrs.frozen
@@ -188,6 +215,8 @@ class ReducedGraph:
     stats: dict[str, int] = attrs.field(eq=False)
     #: What an observer checked: (node id, child index or None, check key, failure or None).
     checks: tuple[tuple[int, int | None, Any, str | None], ...] = attrs.field(default=(), eq=False, repr=False)
+    #: The guards watched at decision points, as (rule id, guard text) (see :func:`watch_key`).
+    watched: frozenset[tuple[str, str]] = attrs.field(default=frozenset(), eq=False, repr=False)
 
     @property
     def doses(self) -> int:
@@ -239,8 +268,9 @@ class _Bucket:
 
 
 class _Explorer:
-    def __init__(self, protocol: Protocol, observer: Observer | None = None) -> None:
+    def __init__(self, protocol: Protocol, observer: Observer | None = None, watch: Watch | None = None) -> None:
         self.p = protocol
+        self.watch = {rule: tuple(guards) for rule, guards in (watch or {}).items()}
         self.k = len(protocol.doses)
         self.cap = protocol.cap
         self.enrolled = 4 * self.k  # index of the enrolment in a data vector (see FIELDS)
@@ -420,7 +450,9 @@ class _Explorer:
                 children.append(cid)
                 labels.append(option.id)
             horizon = max(self.nodes[c].horizon for c in children)
-            node = Node(DECIDE, stage_id, dose, 0, rule_id, tuple(children), tuple(labels), None, False, horizon)
+            facts = tuple((g.text, bool(g.evaluate(env))) for g in self.watch.get(rule_id, ()))
+            node = Node(DECIDE, stage_id, dose, 0, rule_id, tuple(children), tuple(labels), None, False, horizon,
+                        facts)
         nid = len(self.nodes)
         self.nodes.append(node)
         self.checks.extend((nid, child, key, failure) for child, key, failure in checks)
@@ -455,8 +487,11 @@ class _Explorer:
             nid = node.children[i]
 
 
-def reduce_protocol(protocol: Protocol, observer: Observer | None = None) -> ReducedGraph:
+def reduce_protocol(protocol: Protocol, observer: Observer | None = None, watch: Watch | None = None) -> ReducedGraph:
     """Explore every reachable class of states of ``protocol`` (see the module docstring).
+
+    ``watch`` maps decision rule ids to guards whose truth each decide node of
+    that rule records in ``facts`` (the classes are split as far as they need).
 
     Raises
     ------
@@ -472,7 +507,7 @@ def reduce_protocol(protocol: Protocol, observer: Observer | None = None) -> Red
     >>> graph.decision_rules()[:2]
     ('at-pass-one', 'at-pass-three')
     """
-    explorer = _Explorer(protocol, observer)
+    explorer = _Explorer(protocol, observer, watch)
     stage = protocol.stage(protocol.start_stage)
     start = (TREAT, stage.id, protocol.dose_index(protocol.start_dose), min(stage.cohort, protocol.cap))
     # One frame per step (cohort or decision), at most 2 * cap + 1 steps deep, plus the guards'
@@ -488,4 +523,4 @@ def reduce_protocol(protocol: Protocol, observer: Observer | None = None) -> Red
         "decide": sum(n.kind == DECIDE for n in nodes),
         "stop": sum(n.kind == STOP for n in nodes),
     }
-    return ReducedGraph(protocol, nodes, root, stats, tuple(explorer.checks))
+    return ReducedGraph(protocol, nodes, root, stats, tuple(explorer.checks), watch_key(watch))

@@ -55,7 +55,7 @@ from .engine import decide
 from .errors import EscalationRulesError, ProtocolError
 from .graph import CompiledProtocol
 from .history import parse_history_json
-from .protocol import Protocol
+from .protocol import ConditionalChoice, Protocol
 from .verify import VerificationReport, verify
 
 __all__ = [
@@ -1094,6 +1094,14 @@ def _attr(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
+def _default_mark(entry: Any, option: str) -> str:
+    """The Default column: ``yes``, or the cases of a data-dependent entry in which the option is taken."""
+    if not isinstance(entry, ConditionalChoice):
+        return "yes" if entry == option else ""
+    cases = [case for case in entry.cases if case.option == option]
+    return "; ".join("otherwise" if c.when is None else f"when {_lit(c.when.text)}" for c in cases)
+
+
 def _decisions(ctx: AuditContext) -> str:
     p = ctx.compiled.protocol
     out = ["At a decision point the rules do not choose: the people named must agree on one of the options. "
@@ -1111,7 +1119,7 @@ def _decisions(ctx: AuditContext) -> str:
                        f"Must be signed by: {_signers(rule.signoff)}.\n\n")
             default = p.default_policy.get(rule.id)
             rows = [[_lit(o.id), _esc(o.label), _esc(outcome_text(o.outcome)),
-                     _signers(o.signoff) if o.signoff else "\\-", "yes" if o.id == default else ""]
+                     _signers(o.signoff) if o.signoff else "\\-", _default_mark(default, o.id)]
                     for o in rule.options]
             out.append(_table(["Option", "Label", "What happens", "Signed by", "Default"], rows,
                               [14, 30, 30, 16, 10], "escalation-decision-options"))

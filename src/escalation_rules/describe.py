@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .graph import CompiledProtocol
-from .protocol import Outcome, Rule
+from .protocol import Outcome, Rule, policy_entry_data
 
 __all__ = ["outcome_text", "protocol_summary", "protocol_text", "rule_text"]
 
@@ -69,7 +69,7 @@ def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
         "early_termination": None if p.early_termination is None else {
             "signoff": list(p.early_termination.signoff), "clause": p.early_termination.clause,
             "paraphrase": p.early_termination.paraphrase},
-        "default_policy": dict(p.default_policy),
+        "default_policy": {k: policy_entry_data(v) for k, v in p.default_policy.items()},
         "clauses": dict(p.clauses),
         "graph": dict(compiled.stats),
         "warnings": list(compiled.warnings),

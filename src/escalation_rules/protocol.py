@@ -20,9 +20,10 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,21 @@ from .guards import BOOL, INT, Guard, parse_guard, parse_int_expression
 
 __all__ = [
     "GUARD_NAMES",
+    "ConditionalChoice",
     "Dose",
     "EarlyTermination",
     "Option",
     "Outcome",
+    "PolicyCase",
+    "PolicyEntry",
     "Protocol",
     "Rule",
     "Stage",
     "Window",
     "load_protocol",
+    "policy_entry_data",
     "protocol_from_mapping",
+    "read_policy_entry",
 ]
 
 #: The names a rule's guard may read, with their types.  The counts are those
@@ -270,6 +276,81 @@ class Stage:
 
 
 @attrs.frozen
+class PolicyCase:
+    """One case of a :class:`ConditionalChoice`: take ``option`` when ``when`` holds (None: otherwise)."""
+
+    when: Guard | None
+    option: str
+
+
+@attrs.frozen
+class ConditionalChoice:
+    """A policy entry that depends on the data: the option of the first case whose guard holds.
+
+    The guards are written in the guard language of the rules and read the
+    state at the decision point (``n`` and ``tox`` are the counts at the dose
+    where the decision arose).  The cases cover every state: the loader
+    refuses a list that leaves one out.
+
+    Examples
+    --------
+    >>> names = {"n": INT, "tox": INT}
+    >>> entry = ConditionalChoice((PolicyCase(parse_guard("3 * tox <= n", names), "declare"),
+    ...                            PolicyCase(None, "no-mtd")))
+    >>> entry.choose(lambda g: g.evaluate({"n": 6, "tox": 2})), entry.choose(lambda g: g.evaluate({"n": 3, "tox": 2}))
+    ('declare', 'no-mtd')
+    >>> str(entry)
+    'declare when 3 * tox <= n, otherwise no-mtd'
+    """
+
+    cases: tuple[PolicyCase, ...]
+
+    @property
+    def guards(self) -> tuple[Guard, ...]:
+        """The guards of the cases, in order (the otherwise case has none)."""
+        return tuple(case.when for case in self.cases if case.when is not None)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The option ids the entry may choose."""
+        return tuple(dict.fromkeys(case.option for case in self.cases))
+
+    def choose(self, holds: Callable[[Guard], Any]) -> str:
+        """The option of the first case whose guard ``holds`` (a function of the guard)."""
+        for case in self.cases:
+            if case.when is None or holds(case.when):
+                return case.option
+        raise ValueError(f"no case of {self} applies")  # the loader refuses lists that leave a state out
+
+    def __str__(self) -> str:
+        return ", ".join(_case_text(case) for case in self.cases)
+
+
+def _case_text(case: PolicyCase) -> str:
+    return f"otherwise {case.option}" if case.when is None else f"{case.option} when {case.when.text}"
+
+
+#: A policy entry: an option id, or options that depend on the data.
+PolicyEntry = str | ConditionalChoice
+
+
+def policy_entry_data(entry: PolicyEntry) -> Any:
+    """A policy entry as TOML/JSON data: the option id, or a list of ``{when, option}`` tables.
+
+    Examples
+    --------
+    >>> policy_entry_data("declare")
+    'declare'
+    >>> policy_entry_data(load_protocol("spec/nct07117175").default_policy["fill-complete"])
+    [{'when': '3 * tox <= n', 'option': 'declare'}, {'option': 'no-mtd'}]
+    """
+    if isinstance(entry, str):
+        return entry
+    return [{"option": c.option} if c.when is None else {"when": c.when.text, "option": c.option}
+            for c in entry.cases]
+
+
+@attrs.frozen
 class EarlyTermination:
     """People may end the trial at any time, with these roles signing."""
 
@@ -301,7 +382,8 @@ class Protocol:
     clauses : dict
         Clause reference to a short description of the clause, for traceability.
     default_policy : dict
-        Rule id to the option id taken by default at that decision point.
+        Rule id to the option taken by default at that decision point: an
+        option id, or a :class:`ConditionalChoice` that depends on the data.
     """
 
     id: str
@@ -316,7 +398,7 @@ class Protocol:
     escalation_signoff: tuple[str, ...]
     early_termination: EarlyTermination | None
     clauses: Mapping[str, str]
-    default_policy: Mapping[str, str]
+    default_policy: Mapping[str, PolicyEntry]
     extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     files: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -513,6 +595,143 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
     return Rule(rule_id, when, action, outcome, tuple(options), signoff, clause, paraphrase, window)
 
 
+#: Coverage of a policy entry's cases is checked on every combination of the values its guards
+#: read, up to this many; beyond, the list must end with a case without ``when``.
+COVERAGE_LIMIT = 200_000
+_DOSE_NAMES = ("dose", "has_prev", "has_next", "next_provisional", "next_closed", "n_prev", "tox_prev",
+               "n_next", "tox_next")
+
+
+def _coverage_gap(guards: Iterable[Guard], cap: int, doses: tuple[Dose, ...]) -> dict[str, Any] | str | None:
+    """A state no guard holds in (the values of the names they read), ``"too many"``, or None when covered.
+
+    The states are every combination of values the guards' names can take
+    together: counts from 0 to the cap with no more DLTs than patients, a
+    dose on the ladder (``has_prev``, ``has_next`` and ``next_provisional``
+    follow from it, a dose that does not exist counts 0), the enrolment with
+    ``remaining = cap - enrolled``.
+    """
+    guards = tuple(guards)
+    names = set().union(*(g.names for g in guards))
+    k = max(len(doses), 1)
+    axes: list[tuple[str, range | tuple[bool, ...]]] = []
+    if names & set(_DOSE_NAMES):
+        axes.append(("dose", range(1, k + 1)))
+    for suffix in ("", "_prev", "_next"):
+        if names & {"n" + suffix, "tox" + suffix}:
+            axes += [("n" + suffix, range(cap + 1)), ("tox" + suffix, range(cap + 1))]
+    if names & {"enrolled", "remaining"}:
+        axes.append(("enrolled", range(cap + 1)))
+    if "next_closed" in names:
+        axes.append(("next_closed", (False, True)))
+    if math.prod(len(values) for _, values in axes) > COVERAGE_LIMIT:
+        return "too many"
+    keys = [name for name, _ in axes]
+    for combo in itertools.product(*(values for _, values in axes)):
+        env: dict[str, Any] = dict(zip(keys, combo, strict=True))
+        dose = env.get("dose", 1)
+        if "dose" in env:
+            env["has_prev"], env["has_next"] = dose > 1, dose < k
+            env["next_provisional"] = dose < k and doses[dose].provisional
+            if (dose == 1 and env.get("n_prev", 0)) or (dose == k and (env.get("n_next", 0) or env.get("next_closed"))):
+                continue
+        if any(env.get("tox" + x, 0) > env.get("n" + x, 0) for x in ("", "_prev", "_next")):
+            continue
+        if "enrolled" in env:
+            env["remaining"] = cap - env["enrolled"]
+            if env.get("n", 0) + env.get("n_prev", 0) + env.get("n_next", 0) > env["enrolled"]:
+                continue
+        env["doses"], env["cap"] = k, cap
+        if not any(g.evaluate(env) for g in guards):
+            return {name: env[name] for name in sorted(names)}
+    return None
+
+
+def read_policy_entry(value: Any, rule: Rule, cap: int, doses: tuple[Dose, ...],
+                      problem: Callable[[str, str], None]) -> PolicyEntry | None:
+    """Read one policy entry for a decision ``rule``: an option id, or a list of ``{when, option}`` cases.
+
+    ``problem(path, message)`` is told each mistake, with the path below the
+    entry (``""`` for the entry itself, ``"[1].when"`` for a case's guard);
+    the result is None when there was one.
+
+    Examples
+    --------
+    >>> nct = load_protocol("spec/nct07117175")
+    >>> rule, report = nct.rule("fill-complete"), lambda path, message: print(f"[{path}] {message}")
+    >>> str(read_policy_entry([{"when": "tox <= 1", "option": "declare"}, {"option": "no-mtd"}], rule, 18,
+    ...                       nct.doses, report))
+    'declare when tox <= 1, otherwise no-mtd'
+    >>> read_policy_entry([{"when": "tox <= 1", "option": "declare"}], rule, 18, nct.doses, report)
+    [] the cases leave out some states (none applies when tox = 2): add a last case without 'when' (otherwise)
+    >>> read_policy_entry([{"when": "dlts <= 1", "option": "end"}], rule, 18, nct.doses, report)  # doctest: +ELLIPSIS
+    [[0].option] unknown option 'end' (offered: declare, no-mtd)
+    [[0].when] unknown name 'dlts' (known: ...)
+    """
+    offered = [o.id for o in rule.options]
+
+    def option_ok(option: Any, path: str) -> bool:
+        if isinstance(option, str) and option in offered:
+            return True
+        problem(path, f"unknown option {option!r} (offered: {', '.join(offered)})")
+        return False
+
+    if isinstance(value, str):
+        return value if option_ok(value, "") else None
+    if not isinstance(value, list) or not value:
+        problem("", f"expected an option id or a list of {{when, option}} cases (got {value!r})")
+        return None
+    cases: list[PolicyCase] = []
+    ok = True
+    for i, raw in enumerate(value):
+        path = f"[{i}]"
+        if not isinstance(raw, dict):
+            problem(path, f"expected a table with 'when' and 'option' (got {raw!r})")
+            ok = False
+            continue
+        unknown = sorted(set(raw) - {"when", "option"})
+        if unknown:
+            problem(f"{path}.{unknown[0]}", "unknown key (expected one of: option, when)")
+            ok = False
+        if "option" not in raw:
+            problem(f"{path}.option", "missing")
+            ok = False
+        elif not option_ok(raw["option"], f"{path}.option"):
+            ok = False
+        when = None
+        if "when" in raw:
+            text = raw["when"]
+            if not isinstance(text, str):
+                problem(f"{path}.when", f"expected an expression string (got {text!r})")
+                ok = False
+            else:
+                try:
+                    when = parse_guard(text, GUARD_NAMES)
+                except GuardSyntaxError as err:
+                    problem(f"{path}.when", err.message)
+                    ok = False
+        elif i < len(value) - 1:
+            problem(f"{path}", "only the last case may leave out 'when' (it applies otherwise)")
+            ok = False
+        if ok:
+            cases.append(PolicyCase(when, raw["option"]))
+    if not ok:
+        return None
+    if cases[-1].when is not None:
+        gap = _coverage_gap((c.when for c in cases if c.when is not None), cap, doses)
+        if gap == "too many":
+            problem("", f"the cases read too many values to check that they cover every state "
+                        f"(more than {COVERAGE_LIMIT:,}): add a last case without 'when' (otherwise)")
+            return None
+        if gap is not None:
+            assert isinstance(gap, dict)
+            where = ", ".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in gap.items())
+            problem("", f"the cases leave out some states (none applies when {where}): "
+                        "add a last case without 'when' (otherwise)")
+            return None
+    return ConditionalChoice(tuple(cases))
+
+
 def _read_window(r: _Reader, raw: Mapping[str, Any], path: str) -> Window | None:
     value = r.get(raw, "window_days", path, list, None)
     if value is None:
@@ -686,7 +905,8 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     policy_raw = r.get(data, "policy", "", dict, {}) or {}
     r.unknown_keys(policy_raw, "policy", ("default",))
     default_policy = r.get(policy_raw, "default", "policy", dict, {}) or {}
-    for rule_id, option_id in default_policy.items():
+    entries: dict[str, PolicyEntry] = {}
+    for rule_id, value in default_policy.items():
         try:
             rule = next(x for s in stages for x in s.rules if x.id == rule_id)
         except StopIteration:
@@ -695,16 +915,20 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
             continue
         if rule.action != "decide":
             r.problem(f"policy.default.{rule_id}", f"rule {rule_id!r} is not a decision point")
-        elif option_id not in [o.id for o in rule.options]:
-            r.problem(f"policy.default.{rule_id}",
-                      f"unknown option {option_id!r} (offered: {', '.join(o.id for o in rule.options)})")
+            continue
+        def report(path: str, message: str, rid: str = rule_id) -> None:
+            r.problem(f"policy.default.{rid}{path}", message)
+
+        entry = read_policy_entry(value, rule, cap if isinstance(cap, int) else 0, tuple(doses), report)
+        if entry is not None:
+            entries[rule_id] = entry
 
     if r.problems:
         raise ProtocolError(r.problems)
     extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
     return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
                     start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
-                    dict(default_policy), extra, dict(owners or {}))
+                    entries, extra, dict(owners or {}))
 
 
 def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str, str]]:

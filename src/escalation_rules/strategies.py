@@ -354,7 +354,7 @@ def histories(protocol: Protocol | CompiledProtocol, *, complete: bool = True, m
 
     >>> nct = load_protocol("spec/nct07117175")
     >>> find(histories(nct), lambda h: h.startswith("1N 2"))
-    '1N 2NNN 3NNN 4NNN 4NNNNNNNN [declare]'
+    '1N 2NNN 3NNN 4NNN 4NNN 4NNN 4NN [declare]'
     >>> find(histories(nct), lambda h: "[" in h)
     '[terminate]'
     >>> h = find(histories(nct, form="json"), lambda h: len(h) > 1 and "decision" in h[-1])

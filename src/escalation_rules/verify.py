@@ -35,7 +35,7 @@ Invariants
 ``mtd-accepted``
     A declared MTD is not closed, and the rules accepted it: escalated from
     it, or it holds 0 DLT in 3 or at most 1 in 6 (for a fill stage: when the
-    fill began).
+    fill began at that dose, also when a fill moves to a lower dose).
 ``coherence``
     One more DLT in a cohort never gives a more aggressive decision (a higher
     next dose, highest option, or MTD).
@@ -213,7 +213,7 @@ class _Invariants(Observer):
             back = any(view.closed(i) for i in range(target + 1))
             checks.append(("no-return-to-closed-dose", f"treats dose {target + 1} after a dose at or below it "
                                                        f"was closed" if back else None))
-            if self.kinds[child_stage] == "fill" and self.kinds[stage] != "fill":
+            if self.kinds[child_stage] == "fill" and (self.kinds[stage] != "fill" or target != dose):
                 n, tox = view.n(target), view.tox(target)
                 ok = view.passed(target) or _acceptable(n, tox)
                 failure = None if ok else f"fill begins at dose {target + 1} with {tox} DLT in {n}"

@@ -47,7 +47,8 @@ def _common(parser: argparse.ArgumentParser, truth: bool = True) -> None:
                             help="true DLT probability per dose, e.g. 0.05,0.1,0.25 or 1/20,1/10,1/4 (exact)")
     parser.add_argument("--policy", default=None, metavar="P",
                         help="choices at decision points: default, most-aggressive, most-cautious, "
-                             "or a TOML/JSON file of rule id = option id (default: the protocol's)")
+                             "or a TOML/JSON file of rule id = option id, or = a list of "
+                             "{when = GUARD, option = ID} cases (default: the protocol's)")
     parser.add_argument("--target", default="0.3", metavar="T",
                         help="target DLT probability defining the true MTD (default 0.3)")
     parser.add_argument("--overdose-patients", type=int, default=3, metavar="M",

@@ -156,7 +156,7 @@ def _protocol(spec: str, doses: int) -> Protocol:
     return _PROTOCOLS[key]
 
 
-def _task(spec: str, scenario: Scenario, policy: str | Mapping[str, str] | None, target: Number,
+def _task(spec: str, scenario: Scenario, policy: str | Mapping[str, Any] | None, target: Number,
           overdose_patients: int, bounds: bool) -> OperatingCharacteristics:
     """One cell of the grid (runs in a worker: only picklable arguments and results)."""
     try:
@@ -244,7 +244,7 @@ def run_grid(
     designs: Sequence[str],
     scenarios: Sequence[Scenario | Sequence[Number]],
     *,
-    policy: str | Mapping[str, str] | None = None,
+    policy: str | Mapping[str, Any] | None = None,
     target: Number = 0.3,
     overdose_patients: int = 3,
     bounds: bool = True,

@@ -51,7 +51,7 @@ from typing import Any
 
 import attrs
 
-from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
+from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, Watch, reduce_protocol, watch_key
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
 from .policy import Policy, resolve_policy
@@ -193,11 +193,15 @@ def _json_number(value: Number) -> Any:
     return str(value) if isinstance(value, Fraction) else float(value)
 
 
-_CACHE: dict[int, tuple[Protocol, ReducedGraph]] = {}
+_CACHE: dict[tuple[int, frozenset[tuple[str, str]]], tuple[Protocol, ReducedGraph]] = {}
 
 
-def merged_graph(protocol: Protocol | ReducedGraph) -> ReducedGraph:
+def merged_graph(protocol: Protocol | ReducedGraph, watch: Watch | None = None) -> ReducedGraph:
     """The merged state graph of ``protocol`` (kept for the protocol objects last used).
+
+    ``watch`` (decision rule id to guards, see :meth:`Policy.guards`) asks for
+    the guards a data-dependent policy reads to be recorded at its decision
+    points; a graph given here that does not watch them is explored again.
 
     Examples
     --------
@@ -205,16 +209,30 @@ def merged_graph(protocol: Protocol | ReducedGraph) -> ReducedGraph:
     >>> merged_graph(builtin_design("3+3-deescalate", doses=5)).stats["nodes"]
     50
     """
+    key = watch_key(watch)
     if isinstance(protocol, ReducedGraph):
-        return protocol
-    hit = _CACHE.get(id(protocol))
+        if key <= protocol.watched:
+            return protocol
+        protocol = protocol.protocol
+    hit = _CACHE.get((id(protocol), key))
     if hit is not None and hit[0] is protocol:
         return hit[1]
-    graph = reduce_protocol(protocol)
+    graph = reduce_protocol(protocol, watch=watch)
     if len(_CACHE) >= 32:
         _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[id(protocol)] = (protocol, graph)
+    _CACHE[(id(protocol), key)] = (protocol, graph)
     return graph
+
+
+def _protocol_of(protocol: Protocol | ReducedGraph) -> Protocol:
+    return protocol.protocol if isinstance(protocol, ReducedGraph) else protocol
+
+
+def policy_graph(protocol: Protocol | ReducedGraph, policy: str | Mapping[str, Any] | Policy | None
+                 ) -> tuple[ReducedGraph, Policy]:
+    """The policy named by ``policy`` and the merged graph that records what it reads at decision points."""
+    pol = resolve_policy(_protocol_of(protocol), policy)
+    return merged_graph(protocol, pol.guards()), pol
 
 
 @attrs.frozen
@@ -395,7 +413,7 @@ def _chosen(graph: ReducedGraph, policy: Policy) -> list[int]:
                 if chosen[c] == -2:
                     chosen[c] = -1
         elif node.kind == DECIDE:
-            option = policy.option(node.rule)
+            option = policy.option(node.rule, facts=dict(node.facts))
             if option is None or option not in node.labels:
                 offered = ", ".join(node.labels)
                 raise EscalationRulesError(f"policy {policy.name}: no option for decision rule {node.rule!r} "
@@ -462,7 +480,7 @@ def operating_characteristics(
     protocol: Protocol | ReducedGraph,
     truth: Sequence[Number],
     *,
-    policy: str | Mapping[str, str] | Policy | None = None,
+    policy: str | Mapping[str, Any] | Policy | None = None,
     target: Number = 0.3,
     overdose_patients: int = 3,
     bounds: bool = True,
@@ -497,16 +515,15 @@ def operating_characteristics(
     >>> from escalation_rules import load_protocol
     >>> oc = operating_characteristics(load_protocol("spec/nct07117175"), [0.05, 0.1, 0.2, 0.35])
     >>> round(sum(oc.mtd), 12), round(oc.expected_patients, 2)
-    (1.0, 17.93)
+    (1.0, 17.92)
     >>> lo, hi = oc.bounds["expected_patients"]
     >>> round(lo, 3), round(hi, 3)     # stop at the first decision point, or never
     (1.1, 17.927)
     """
-    graph = merged_graph(protocol)
+    graph, pol = policy_graph(protocol, policy)
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
         raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
     model = _Model(graph, truth, target, overdose_patients)
-    pol = resolve_policy(graph.protocol, policy)
     chosen = _chosen(graph, pol)
     zero, one, k, m = model.zero, model.one, graph.doses, model.m
     nodes = graph.nodes

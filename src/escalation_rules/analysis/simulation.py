@@ -37,8 +37,9 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
+from .._machine import env_of
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph
-from ..engine import decide
+from ..engine import replay
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
 from .oc import (
@@ -47,11 +48,11 @@ from .oc import (
     _check_truth,
     _chosen,
     format_number,
-    merged_graph,
     operating_characteristics,
+    policy_graph,
     shown,
 )
-from .policy import Policy, resolve_policy
+from .policy import Policy
 
 __all__ = ["MAX_TRIALS", "SimulationResult", "simulate"]
 
@@ -292,7 +293,7 @@ def _engine_trial(protocol: Protocol, policy: Policy, truth: Sequence[float], rn
     dlts = np.zeros(k, dtype=np.int32)
     history: list[str] = []
     while True:
-        decision = decide(protocol, " ".join(history))
+        state, decision = replay(protocol, " ".join(history))
         if decision.action == "treat":
             assert decision.dose is not None and decision.cohort_size is not None
             d = decision.dose - 1
@@ -301,7 +302,8 @@ def _engine_trial(protocol: Protocol, policy: Policy, truth: Sequence[float], rn
             patients[d] += decision.cohort_size
             dlts[d] += int(outcomes.sum())
         elif decision.action == "decide":
-            option = policy.option(decision.rule)
+            env = env_of(protocol, state.dose, state.counts, state.enrolled, state.closed)
+            option = policy.option(decision.rule, env)
             if option is None:
                 offered = ", ".join(o.id for o in decision.options)
                 raise EscalationRulesError(f"policy {policy.name}: no option for decision rule {decision.rule!r} "
@@ -321,7 +323,7 @@ def simulate(
     *,
     trials: int = 10_000,
     seed: int | None = None,
-    policy: str | Mapping[str, str] | Policy | None = None,
+    policy: str | Mapping[str, Any] | Policy | None = None,
     target: float = 0.3,
     overdose_patients: int = 3,
     engine: str = "graph",
@@ -365,9 +367,8 @@ def simulate(
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
         raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
     start = time.perf_counter()
-    graph = merged_graph(protocol)
+    graph, pol = policy_graph(protocol, policy)
     probs = tuple(float(p) for p in _check_truth(graph, truth))
-    pol = resolve_policy(graph.protocol, policy)
     k = graph.doses
     target_f = float(target)
     first_over = next((d for d, p in enumerate(probs) if p > target_f), k)
