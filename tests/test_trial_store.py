@@ -17,7 +17,7 @@ from escalation_rules import load_protocol
 from escalation_rules.cli import main
 from escalation_rules.trial.events import TrialError
 from escalation_rules.trial.status import trial_status
-from escalation_rules.trial.store import TrialStore
+from escalation_rules.trial.store import _TRIGGERS, TrialStore
 
 SPEC = "spec/nct07117175"
 
@@ -61,6 +61,8 @@ def tamper(path: Path, *statements: str) -> None:
     conn.execute("DROP TRIGGER events_append_only_delete")
     for statement in statements:
         conn.execute(statement)
+    for sql in _TRIGGERS.values():  # put the triggers back: the tampering under test is the change itself
+        conn.execute(sql)
     conn.close()
 
 
@@ -80,7 +82,7 @@ def test_store_keeps_its_protocol(tmp_path: Path) -> None:
     shutil.rmtree(spec)
     with TrialStore(tmp_path / "t.db") as s:
         assert s.protocol.id == "NCT07117175"
-        assert s.record(START[:1]) == [1]
+        assert s.record(START[:1]).events == (1,)
 
 
 def test_events_are_append_only_inside_sqlite(store: TrialStore) -> None:
@@ -188,7 +190,7 @@ def test_export_replays_to_the_same_status_in_a_fresh_store(store: TrialStore, t
     store.close()
     out = tmp_path / "events.jsonl"
     assert cli("export", store.path, "-o", out) == 0
-    assert len(out.read_text(encoding="utf-8").splitlines()) == len(START)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(START) + 1  # a header, then the events
     fresh = tmp_path / "fresh.db"
     assert cli("init", "--spec", SPEC, fresh) == 0
     assert cli("import", fresh, out) == 0

@@ -39,7 +39,6 @@ escalation_rules.trial.events.TrialError: event 4 (enrolled P02, 2025-01-06T00:0
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -318,8 +317,17 @@ class _Trial:
     count: int = 0
 
     def clone(self) -> _Trial:
-        memo = {id(self.protocol): self.protocol, id(self.dlt): self.dlt}
-        return copy.deepcopy(self, memo)
+        """An independent copy, made field by field (cheap: the screened set is copied, not deep-copied)."""
+        return attrs.evolve(
+            self, screened=dict(self.screened),
+            patients={pid: _clone_patient(pat) for pid, pat in self.patients.items()},
+            cohorts=[attrs.evolve(c, patients=list(c.patients)) for c in self.cohorts],
+            choices=list(self.choices), signatures={k: dict(v) for k, v in self.signatures.items()},
+            terminate_points=dict(self.terminate_points), gates=set(self.gates), amendments=list(self.amendments))
+
+
+def _clone_patient(pat: _Patient) -> _Patient:
+    return attrs.evolve(pat, episodes={k: attrs.evolve(e, points=list(e.points)) for k, e in pat.episodes.items()})
 
 
 def _patient_view(trial: _Trial, pat: _Patient, t: datetime) -> PatientStatus:
@@ -797,7 +805,11 @@ def fold(protocol: Protocol, events: Sequence[Event], labels: Sequence[str] | No
     ``labels`` name the events in error messages (default ``event N``).
     """
     labels = list(labels) if labels is not None else [f"event {i + 1}" for i in range(len(events))]
-    trial = _Trial(protocol, dlt_definition(protocol))
+    return _fold_onto(_Trial(protocol, dlt_definition(protocol)), events, labels, until)
+
+
+def _fold_onto(trial: _Trial, events: Sequence[Event], labels: Sequence[str], until: datetime | None = None) -> _Trial:
+    """Apply ``events`` to ``trial`` (changed in place, also when an event is refused) in time order."""
     order = sorted(range(len(events)), key=lambda i: events[i].at)
     groups: list[list[int]] = []
     for i in order:
@@ -833,6 +845,63 @@ def fold(protocol: Protocol, events: Sequence[Event], labels: Sequence[str] | No
                 index, refused = failure
                 raise TrialError(f"{labels[index]} ({_describe(events[index])}): {refused}", index) from None
     return trial
+
+
+def _key(event: Event) -> tuple[datetime, str]:
+    """Where an event falls in the order of application: its time, then its canonical JSON."""
+    return (event.at, canonical_json(event))
+
+
+@attrs.define
+class Folded:
+    """Events already folded, kept so that later events are applied without re-deriving the trial.
+
+    ``last`` is the greatest :func:`_key` among ``events``; ``trial`` is the
+    state after all of them (never changed once made: :func:`extend` works on
+    a copy).
+    """
+
+    protocol: Protocol
+    events: list[Event]
+    trial: _Trial
+    last: tuple[datetime, str] | None
+
+
+def extend(folded: Folded | None, protocol: Protocol, new: Sequence[Event], labels: Sequence[str],
+           stored: str = "stored event") -> Folded:
+    """``folded`` with ``new`` applied after it, as :func:`fold` over all of them would give.
+
+    When every new event comes after every folded one in the order of
+    application (time, then canonical JSON; the usual case), only the new
+    events are applied, to a copy of the folded trial; otherwise (an event
+    dated before the latest one) the whole list is folded again.  Events with
+    the same time as the latest ones are applied in the same order a full
+    fold gives: the folded ones come first in canonical order, and a full
+    fold takes them first too.  ``stored`` names the folded events in errors
+    (``"{stored} N"``, N from 1).
+
+    Raises
+    ------
+    TrialError
+        The first new event refused (``folded`` is unchanged).
+    """
+    new = list(new)
+    if folded is not None and folded.protocol is protocol and new:
+        keys = [_key(ev) for ev in new]
+        if folded.last is None or min(keys) > folded.last:
+            trial = _fold_onto(folded.trial.clone(), new, labels)
+            return Folded(protocol, [*folded.events, *new], trial, max(keys))
+    old = folded.events if folded is not None and folded.protocol is protocol else []
+    events = [*old, *new]
+    trial = fold(protocol, events, [*(f"{stored} {i + 1}" for i in range(len(old))), *labels])
+    return Folded(protocol, events, trial, max((_key(ev) for ev in events), default=None))
+
+
+def status_of(folded: Folded, as_of: datetime) -> TrialStatus:
+    """The status at ``as_of`` from folded events (folding again only when ``as_of`` is before one of them)."""
+    if folded.last is None or as_of >= folded.last[0]:
+        return _evaluate(folded.trial, as_of)
+    return _evaluate(fold(folded.protocol, folded.events, until=as_of), as_of)
 
 
 def _moment(value: datetime | str | None, events: Sequence[Event]) -> datetime:
