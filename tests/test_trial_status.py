@@ -258,3 +258,56 @@ def test_same_timestamp_events_in_any_order_give_the_same_status(events: list[di
     expected = trial_status(NCT, _day_events(), "2025-03-20").to_dict()
     assert trial_status(NCT, events, "2025-03-20").to_dict() == expected
     assert expected["history"] == "1N [escalate] 2NT"
+
+
+def _timed_events() -> list[dict[str, Any]]:
+    """A trial with date-times, plus screenings that fail, so that extend's fast path and checkpoints both run."""
+    events = [*first_patient_passed(), *patient("P02", "2025-02-02", 2, "2025-02-03"),
+              *patient("P03", "2025-02-02", 2, "2025-02-04")]
+    events += [ev("screened", f"2025-02-0{1 + i % 5}T0{i % 9}:00Z", patient=f"X{i}", eligible=False)
+               for i in range(12)]
+    return events
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([_day_events, _timed_events]).flatmap(
+    lambda make: st.tuples(st.permutations(make()), st.lists(st.integers(1, 4), min_size=1, max_size=30))))
+def test_extending_a_fold_equals_folding_everything(case: tuple[list[dict[str, Any]], list[int]]) -> None:
+    """Invariant: events appended in batches (in any order, refused ones dropped) give the status of one fold.
+
+    extend (the store's incremental path: fast path, checkpoints, full refold) accepts and refuses exactly
+    what a fold over all accepted events accepts and refuses, and ends with the same status.
+    """
+    from escalation_rules.trial import status as status_module
+
+    events, sizes = case
+    parsed = [parse_event(e) for e in events]
+    folded = None
+    accepted: list[Any] = []
+    saved = status_module.CHECKPOINT_EVERY
+    status_module.CHECKPOINT_EVERY = 1
+    try:
+        i = 0
+        for size in sizes * len(parsed):
+            batch = parsed[i:i + size]
+            if not batch:
+                break
+            i += size
+            try:
+                trial_status(NCT, [*accepted, *batch])
+                full_ok = True
+            except TrialError:
+                full_ok = False
+            try:
+                folded = status_module.extend(folded, NCT, batch, [f"new {j}" for j in range(len(batch))])
+                ok = True
+            except TrialError:
+                ok = False
+            assert ok == full_ok
+            if ok:
+                accepted += batch
+    finally:
+        status_module.CHECKPOINT_EVERY = saved
+    if folded is not None:
+        moment = max(e.at for e in accepted)
+        assert status_module.status_of(folded, moment).to_dict() == trial_status(NCT, accepted, moment).to_dict()

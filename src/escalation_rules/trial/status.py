@@ -831,7 +831,8 @@ def _fold_onto(trial: _Trial, events: Sequence[Event], labels: Sequence[str], un
         while remaining:
             failure: tuple[int, TrialError] | None = None
             for i in remaining:
-                attempt = trial.clone()
+                # a screening is refused before it changes anything; other events may be refused after
+                attempt = trial if isinstance(events[i], PatientScreened) else trial.clone()
                 try:
                     _apply(attempt, events[i])
                 except TrialError as problem:
@@ -852,19 +853,66 @@ def _key(event: Event) -> tuple[datetime, str]:
     return (event.at, canonical_json(event))
 
 
-@attrs.define
+#: Extend keeps a checkpoint (the trial before a batch) at least this many events apart ...
+CHECKPOINT_EVERY = 16
+#: ... and this many checkpoints: an event dated before the latest ones is applied from the nearest checkpoint
+#: before it, so only the events after that checkpoint are applied again.
+CHECKPOINTS = 8
+
+
+@attrs.frozen
+class _Checkpoint:
+    """The trial after ``events[:index]``, every one of them dated before ``at`` (every later one at or after)."""
+
+    at: datetime
+    index: int
+    trial: _Trial
+
+
+@attrs.frozen
 class Folded:
     """Events already folded, kept so that later events are applied without re-deriving the trial.
 
     ``last`` is the greatest :func:`_key` among ``events``; ``trial`` is the
-    state after all of them (never changed once made: :func:`extend` works on
-    a copy).
+    state after all of them, ``checkpoints`` earlier states.  Nothing here is
+    changed once made: :func:`extend` works on copies.
     """
 
     protocol: Protocol
-    events: list[Event]
+    events: tuple[Event, ...]
     trial: _Trial
     last: tuple[datetime, str] | None
+    checkpoints: tuple[_Checkpoint, ...] = ()
+    #: for each patient, the latest time of an event about them
+    mentions: Mapping[str, datetime] = attrs.field(factory=dict)
+
+
+def _last(events: Sequence[Event]) -> tuple[datetime, str] | None:
+    """The greatest :func:`_key` (the canonical JSON made only for the events at the latest time)."""
+    if not events:
+        return None
+    latest = max(ev.at for ev in events)
+    return max(_key(ev) for ev in events if ev.at == latest)
+
+
+def _mentions(base: Mapping[str, datetime], events: Iterable[Event]) -> dict[str, datetime]:
+    out = dict(base)
+    for ev in events:
+        pid = getattr(ev, "patient", None)
+        if pid is not None and (pid not in out or out[pid] < ev.at):
+            out[pid] = ev.at
+    return out
+
+
+def _commutes(folded: Folded, new: Sequence[Event]) -> bool:
+    """True when ``new`` are screenings of patients no folded event at or after their time is about.
+
+    Such a screening changes nothing any of those events is checked against
+    (only the enrolment of its own patient reads it), so applying it after
+    them gives the state a fold in time order gives.
+    """
+    return all(isinstance(ev, PatientScreened) and not (ev.patient in folded.mentions
+                                                          and folded.mentions[ev.patient] >= ev.at) for ev in new)
 
 
 def extend(folded: Folded | None, protocol: Protocol, new: Sequence[Event], labels: Sequence[str],
@@ -873,12 +921,14 @@ def extend(folded: Folded | None, protocol: Protocol, new: Sequence[Event], labe
 
     When every new event comes after every folded one in the order of
     application (time, then canonical JSON; the usual case), only the new
-    events are applied, to a copy of the folded trial; otherwise (an event
-    dated before the latest one) the whole list is folded again.  Events with
-    the same time as the latest ones are applied in the same order a full
-    fold gives: the folded ones come first in canonical order, and a full
-    fold takes them first too.  ``stored`` names the folded events in errors
-    (``"{stored} N"``, N from 1).
+    events are applied, to a copy of the folded trial.  Events with the same
+    time as the latest ones are applied in the order a full fold gives: the
+    folded ones come first in canonical order, and a full fold takes them
+    first too.  An event dated before the latest ones is applied from the
+    nearest checkpoint before it (the trial as it stood before a time all
+    later events are at or after), with the events folded since; without
+    such a checkpoint, everything is folded again.  ``stored`` names the
+    folded events in errors (``"{stored} N"``, N from 1).
 
     Raises
     ------
@@ -886,15 +936,33 @@ def extend(folded: Folded | None, protocol: Protocol, new: Sequence[Event], labe
         The first new event refused (``folded`` is unchanged).
     """
     new = list(new)
-    if folded is not None and folded.protocol is protocol and new:
-        keys = [_key(ev) for ev in new]
-        if folded.last is None or min(keys) > folded.last:
-            trial = _fold_onto(folded.trial.clone(), new, labels)
-            return Folded(protocol, [*folded.events, *new], trial, max(keys))
-    old = folded.events if folded is not None and folded.protocol is protocol else []
-    events = [*old, *new]
-    trial = fold(protocol, events, [*(f"{stored} {i + 1}" for i in range(len(old))), *labels])
-    return Folded(protocol, events, trial, max((_key(ev) for ev in events), default=None))
+    if folded is None or folded.protocol is not protocol:
+        events = tuple(new)
+        trial = fold(protocol, events, labels)
+        return Folded(protocol, events, trial, _last(events), (), _mentions({}, events))
+    if not new:
+        return folded
+    keys = [_key(ev) for ev in new]
+    first = min(keys)
+    events = (*folded.events, *new)
+    mentions = _mentions(folded.mentions, new)
+    if folded.last is None or first > folded.last:
+        trial = _fold_onto(folded.trial.clone(), new, labels)
+        checkpoints = folded.checkpoints
+        since = len(folded.events) - (checkpoints[-1].index if checkpoints else 0)
+        if folded.last is not None and first[0] > folded.last[0] and since >= CHECKPOINT_EVERY:
+            checkpoints = (*checkpoints, _Checkpoint(first[0], len(folded.events), folded.trial))[-CHECKPOINTS:]
+        return Folded(protocol, events, trial, max(folded.last or first, max(keys)), checkpoints, mentions)
+    usable = tuple(c for c in folded.checkpoints if c.at <= first[0])
+    if _commutes(folded, new):  # e.g. screenings by concurrent writers within the same second
+        trial = _fold_onto(folded.trial.clone(), new, labels)
+        return Folded(protocol, events, trial, max(folded.last, max(keys)), usable, mentions)
+    start = usable[-1] if usable else None
+    index = start.index if start else 0
+    names = [*(f"{stored} {i + 1}" for i in range(index, len(folded.events))), *labels]
+    base = start.trial.clone() if start else _Trial(protocol, dlt_definition(protocol))
+    trial = _fold_onto(base, events[index:], names)
+    return Folded(protocol, events, trial, max(folded.last, max(keys)), usable, mentions)
 
 
 def status_of(folded: Folded, as_of: datetime) -> TrialStatus:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import time as _time
 import tomllib
@@ -64,7 +65,16 @@ from ..errors import EscalationRulesError
 from ..graph import compile_protocol
 from ..protocol import Protocol, protocol_from_mapping, read_protocol_data
 from .dlt import dlt_definition
-from .events import EVENT_TYPES, Event, TrialError, canonical_json, event_to_dict, format_time, parse_event
+from .events import (
+    EVENT_TYPES,
+    Event,
+    ProtocolAmended,
+    TrialError,
+    canonical_json,
+    event_to_dict,
+    format_time,
+    parse_event,
+)
 from .status import Folded, TrialStatus, extend, fold, status_of
 
 if TYPE_CHECKING:
@@ -201,9 +211,11 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
     return raw
 
 
-def _build(raw: Mapping[str, Any]) -> Protocol:
+def _build(raw: Mapping[str, Any], check: bool = True) -> Protocol:
+    """The protocol of raw data; ``check``: also its build checks (done when a store is made and verified)."""
     protocol = protocol_from_mapping(raw["data"], raw["source"], raw.get("owners") or {})
-    compile_protocol(protocol)
+    if check:
+        compile_protocol(protocol)
     dlt_definition(protocol)
     return protocol
 
@@ -394,7 +406,8 @@ class TrialStore:
         self._protocol: Protocol | None = None
         self._protocol_problem: str | None = None
         try:
-            self._protocol = _build(json.loads(meta.get("protocol", ""), object_hook=_untag))
+            # the build checks ran when the store was made; verify runs them again
+            self._protocol = _build(json.loads(meta.get("protocol", ""), object_hook=_untag), check=False)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             # reported by verify (exit 1); every command that needs the protocol refuses
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -561,37 +574,52 @@ class TrialStore:
     def _sync(self) -> list[str]:
         """Bring this connection's view up to the store's head: check what is new, fold it; return problems."""
         conn = self._conn
-        seen = self._seen
         try:
             conn.execute("BEGIN")  # one snapshot: metadata, head and events agree
             try:
-                meta = self._meta()
-                body = {k: v for k, v in meta.items() if k != "head"}
-                if seen is None or body != seen.meta:
-                    rows = self._rows()
-                    problems = self._chain_problems(meta, rows)
-                    base: Folded | None = None
-                else:
-                    rows = self._rows(seen.seq)
-                    links, prev = self._link_problems(rows, seen.hash, seen.seq + 1)
-                    problems = links or self._head_problems(meta, rows[-1][0] if rows else seen.seq, prev)
-                    base = seen.folded
-                problems += self._trigger_problems()
+                look = self._look()
             finally:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as err:
             return [f"{self.path}: cannot be read ({err}; damaged behind the store's back?)"]
         except TrialError as err:
             return [str(err)]
+        return self._take(*look)
+
+    def _look(self) -> tuple[list[str], dict[str, str], list[_Row], Folded | None]:
+        """Inside a transaction: what is new since this connection last looked, checked (problems, meta, rows, base).
+
+        ``base`` is the fold the rows extend (None: the rows are the whole chain).
+        """
+        seen = self._seen
+        meta = self._meta()
+        body = {k: v for k, v in meta.items() if k != "head"}
+        base: Folded | None = None
+        if seen is None or body != seen.meta:
+            rows = self._rows()
+            problems = self._chain_problems(meta, rows)
+        else:
+            rows = self._rows(seen.seq)
+            links, prev = self._link_problems(rows, seen.hash, seen.seq + 1)
+            problems = links or self._head_problems(meta, rows[-1][0] if rows else seen.seq, prev)
+            base = seen.folded
+        return problems + self._trigger_problems(), meta, rows, base
+
+    def _take(self, problems: list[str], meta: dict[str, str], rows: list[_Row], base: Folded | None) -> list[str]:
+        """Fold checked rows into this connection's view (or return the problems that prevent it)."""
         if problems:
             return problems
+        seen = self._seen
         new = [parse_event(text, f"stored event {seq}") for seq, _, text, _, _ in rows]
         folded = extend(base, self.protocol, new, [f"stored event {r[0]}" for r in rows])
-        last = rows[-1] if rows else None
         head = _read_head(meta) or {}
-        self._seen = _Seen(body, last[0] if last else (seen.seq if seen and base else 0),
-                           last[4] if last else (seen.hash if seen and base else meta_hash(meta)), folded,
-                           head.get("sig"))
+        if rows:
+            seq, digest = rows[-1][0], rows[-1][4]
+        elif base is not None and seen is not None:
+            seq, digest = seen.seq, seen.hash
+        else:
+            seq, digest = 0, meta_hash(meta)
+        self._seen = _Seen({k: v for k, v in meta.items() if k != "head"}, seq, digest, folded, head.get("sig"))
         return []
 
     # -- writing
@@ -656,44 +684,81 @@ class TrialStore:
     def _append(self, parsed: Sequence[Event], names: Sequence[str], signer: StoreKey | None) -> Receipt:
         conn = self._conn
         deadline = _time.monotonic() + self.timeout
+        amending = any(isinstance(event, ProtocolAmended) for event in parsed)
+        problems = self._sync()
         while True:
-            problems = self._sync()
             if problems:
                 raise TrialError(f"{self.path}: refusing to append to a store that fails verification: {problems[0]}")
             seen = self._seen
             assert seen is not None
             # the long part (checking the events against the trial, an amendment's build checks) holds no lock
             after = extend(seen.folded, self.protocol, parsed, names)
-            rows: list[_Row] = []
-            prev, seq = seen.hash, seen.seq
-            for event in parsed:
-                seq += 1
-                recorded = format_time(self.clock())
-                body = canonical_json(event)
-                digest = link_hash(prev, seq, recorded, body)
-                rows.append((seq, recorded, body, prev, digest))
-                prev = digest
-            head: dict[str, Any] = {"seq": seq, "hash": prev}
-            if signer is not None:
-                head["sig"] = signer.sign(head_message(signer.id, seq, prev))
-            conn.execute("BEGIN IMMEDIATE")
+            self._lock(deadline)
             try:
-                if self._head_now() == (seen.seq, seen.hash):
-                    conn.executemany("INSERT INTO events (seq, recorded_at, body, prev, hash) VALUES (?, ?, ?, ?, ?)",
-                                     rows)
-                    conn.execute("UPDATE meta SET value = ? WHERE key = 'head'", (json.dumps(head),))
-                    conn.execute("COMMIT")
-                    self._seen = attrs.evolve(seen, seq=seq, hash=prev, folded=after, signature=head.get("sig"))
-                    return Receipt(seq, prev, tuple(r[0] for r in rows), head.get("sig"),
-                                   signer.id if signer is not None else None)
-                conn.execute("ROLLBACK")  # another writer appended meanwhile: check against its events too
+                if self._head_now() != (seen.seq, seen.hash):
+                    # another writer appended meanwhile: take in its events and check ours against them; under
+                    # the lock only when that is quick (no amendment on either side), else outside it again
+                    problems, meta, rows, base = self._look()
+                    quick = not amending and not any('"type":"protocol_amended"' in row[2] for row in rows)
+                    if problems or not quick:
+                        conn.execute("ROLLBACK")
+                        problems = problems or self._sync()
+                        continue
+                    self._take(problems, meta, rows, base)
+                    seen = self._seen
+                    after = extend(seen.folded, self.protocol, parsed, names)
+                receipt, head, rows = self._rows_for(seen, parsed, signer)
+                conn.executemany("INSERT INTO events (seq, recorded_at, body, prev, hash) VALUES (?, ?, ?, ?, ?)",
+                                 rows)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'head'", (json.dumps(head),))
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            if _time.monotonic() > deadline:
-                raise TrialError(f"{self.path}: other writers kept appending for {self.timeout:g} s; "
-                                 f"nothing was stored (try again)")
+            self._seen = attrs.evolve(seen, seq=receipt.seq, hash=receipt.hash, folded=after,
+                                      signature=receipt.signature)
+            return receipt
+
+    def _rows_for(self, seen: _Seen, parsed: Sequence[Event], signer: StoreKey | None
+                  ) -> tuple[Receipt, dict[str, Any], list[_Row]]:
+        """The rows that append ``parsed`` after ``seen``, the new head record and the receipt."""
+        rows: list[_Row] = []
+        prev, seq = seen.hash, seen.seq
+        for event in parsed:
+            seq += 1
+            recorded = format_time(self.clock())
+            body = canonical_json(event)
+            digest = link_hash(prev, seq, recorded, body)
+            rows.append((seq, recorded, body, prev, digest))
+            prev = digest
+        head: dict[str, Any] = {"seq": seq, "hash": prev}
+        if signer is not None:
+            head["sig"] = signer.sign(head_message(signer.id, seq, prev))
+        receipt = Receipt(seq, prev, tuple(r[0] for r in rows), head.get("sig"),
+                          signer.id if signer is not None else None)
+        return receipt, head, rows
+
+    def _lock(self, deadline: float) -> None:
+        """``BEGIN IMMEDIATE``, retried every millisecond or so (SQLite's own busy wait sleeps far longer)."""
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            delay = 0.0005
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) and "busy" not in str(err):
+                        raise
+                if _time.monotonic() > deadline:
+                    raise TrialError(f"{self.path}: another writer held the store for {self.timeout:g} s; "
+                                     f"nothing was stored (try again)")
+                _time.sleep(random.uniform(0.0001, delay))
+                delay = min(delay * 2, 0.004)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
 
     def _head_now(self) -> tuple[int, str] | None:
         """The head as stored now (inside the write transaction), if it agrees with the last event."""
@@ -912,6 +977,11 @@ class TrialStore:
             if line.startswith("event "):
                 first = int(line.split()[1].rstrip(":"))
                 break
+        if not problems and events:
+            try:
+                compile_protocol(self.protocol)
+            except EscalationRulesError as err:
+                problems.append(f"protocol: the stored protocol fails its build checks ({str(err).splitlines()[0]})")
         if not problems and events:
             try:
                 parsed = [parse_event(body, f"event {seq}") for seq, _, body, _, _ in rows]
