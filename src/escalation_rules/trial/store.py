@@ -533,9 +533,20 @@ class TrialStore:
                              f"behind the store's back?); run: escalation-rules trial verify") from None
 
     def events(self, after: int = 0) -> list[StoredEvent]:
-        """Every stored event (or those after sequence number ``after``), in the order recorded."""
-        return [StoredEvent(seq, at, parse_event(body, f"{self.path}: event {seq}"), prev, digest)
-                for seq, at, body, prev, digest in self._rows(after)]
+        """Every stored event (or those after sequence number ``after``), in the order recorded.
+
+        Raises
+        ------
+        TrialError
+            For a stored event that cannot be read (see :meth:`verify`).
+        """
+        out = []
+        for seq, at, body, prev, digest in self._rows(after):
+            if any(_damaged(text) for text in (at, body, prev, digest)):
+                raise TrialError(f"{self.path}: event {seq}: holds bytes that are not UTF-8 text (damaged); "
+                                 f"run: escalation-rules trial verify")
+            out.append(StoredEvent(seq, at, parse_event(body, f"{self.path}: event {seq}"), prev, digest))
+        return out
 
     def chain_problems(self) -> list[str]:
         """Check the chain (and signature, with a key) as far as this connection has not yet; one line per problem.
@@ -705,6 +716,7 @@ class TrialStore:
                         problems = problems or self._sync()
                         continue
                     self._take(problems, meta, rows, base)
+                    assert self._seen is not None
                     seen = self._seen
                     after = extend(seen.folded, self.protocol, parsed, names)
                 receipt, head, rows = self._rows_for(seen, parsed, signer)
