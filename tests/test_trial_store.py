@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -606,3 +607,54 @@ def test_import_creates_the_store_from_an_export(store: TrialStore, tmp_path: Pa
     assert cli("import", tmp_path / "new.db", tmp_path / "bad.jsonl") == 2
     capsys.readouterr()
     assert not any(p.name.startswith("new.db") for p in tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- amendments: limits, and no lock while checking
+
+
+def test_an_amendment_past_the_limits_is_refused(store: TrialStore) -> None:
+    """Regression (issue 13): `change-cap 100000` is refused at once (it used to hang holding the write lock)."""
+    with pytest.raises(TrialError, match="cap: at most 1,000"):
+        store.record(ev("protocol_amended", "2025-03-01", reference="A9", change="change-cap", cap=100_000))
+    assert store.verify().ok and len(store.events()) == len(START)
+
+
+def test_a_long_amendment_check_holds_no_lock(store: TrialStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 13): while one writer checks an amendment, another appends (it used to wait 31 s, then fail).
+
+    The amended protocol's build checks are held until the second writer has committed: if the first held the
+    write lock meanwhile, the second (2 s timeout) would fail.  The first then checks again against the second's
+    event and commits after it.
+    """
+    from escalation_rules.trial import status as status_module
+
+    real = status_module.compile_protocol
+    entered, second_done = threading.Event(), threading.Event()
+
+    def slow(protocol: Any) -> Any:
+        if protocol.cap == 30:
+            entered.set()
+            assert second_done.wait(30)
+        return real(protocol)
+
+    monkeypatch.setattr(status_module, "compile_protocol", slow)
+    store.close()
+    result: dict[str, Any] = {}
+
+    def amend() -> None:
+        with TrialStore(store.path, timeout=60) as first:
+            result["receipt"] = first.record(ev("protocol_amended", "2025-03-01", reference="A2",
+                                                change="change-cap", cap=30))
+
+    thread = threading.Thread(target=amend)
+    thread.start()
+    try:
+        assert entered.wait(30)
+        with TrialStore(store.path, timeout=2) as second:
+            assert second.record(ev("screened", "2025-03-01T01:00Z", patient="P50", eligible=False)).seq == 9
+    finally:
+        second_done.set()
+        thread.join(60)
+    assert result["receipt"].seq == 10
+    with TrialStore(store.path) as reopened:
+        assert reopened.verify().ok and reopened.status("2025-03-02").cap == 30

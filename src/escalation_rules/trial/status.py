@@ -718,6 +718,13 @@ def _check_ladder(doses: Sequence[Dose], changed: int, spec: Mapping[str, Any]) 
                       f"(dose {above[0][0] + 1}) (got {dose.amount:g})")
 
 
+#: The largest enrolment cap an amendment may set, and the most doses an amended ladder may have: an amended
+#: protocol is built and checked whenever the events are folded, and within these limits that takes seconds at
+#: most (the protocol loader's limits apply to the protocol a store is created with).
+AMENDED_CAP = 1000
+AMENDED_DOSES = 100
+
+
 def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
     p = trial.protocol
     used = {c.dose for c in trial.cohorts}
@@ -771,6 +778,11 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
         if ev.cap < enrolled:
             raise _refuse(f"cap: {ev.cap} is below the {enrolled} patients already enrolled")
         cap = ev.cap
+    if cap > AMENDED_CAP:
+        raise _refuse(f"cap: at most {AMENDED_CAP:,} (the limit a protocol's build checks finish under in "
+                      f"seconds; got {cap:,})")
+    if len(doses) > AMENDED_DOSES:
+        raise _refuse(f"dose: the amended ladder would have {len(doses)} doses; at most {AMENDED_DOSES}")
     amended = attrs.evolve(p, doses=tuple(doses), stages=tuple(stages), cap=cap)
     try:
         compile_protocol(amended)
