@@ -311,3 +311,35 @@ def test_extending_a_fold_equals_folding_everything(case: tuple[list[dict[str, A
     if folded is not None:
         moment = max(e.at for e in accepted)
         assert status_module.status_of(folded, moment).to_dict() == trial_status(NCT, accepted, moment).to_dict()
+
+
+@pytest.mark.parametrize("other", ["Dr A ", "Dr A\u200b", "dr a", "Dr  A", "\uff24r A", "Dr\u00a0A", "\u200eDr A"])
+def test_one_person_cannot_sign_two_roles_under_a_variant_of_their_name(other: str) -> None:
+    """Regression (issue 13): names are compared after NFKC, invisible characters, spaces and case are normalised."""
+    events = [*patient("P01", "2025-01-01", 1, "2025-01-02"),
+              ev("decision_signed", "2025-02-01T12:00Z", option="escalate", role="investigator", person="Dr A"),
+              ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor", person=other)]
+    with pytest.raises(TrialError, match="already signed this decision as investigator"):
+        check_events(NCT, events)
+
+
+def test_person_ids_decide_when_both_signatures_give_one() -> None:
+    """Stable person ids are compared first: the same id under two names is one person; two ids are two people."""
+    base = [*patient("P01", "2025-01-01", 1, "2025-01-02"),
+            ev("decision_signed", "2025-02-01T12:00Z", option="escalate", role="investigator", person="Dr A",
+               person_id="u-1")]
+    with pytest.raises(TrialError, match="one person cannot sign in two roles"):
+        check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                     person="Ms B", person_id="u-1")])
+    check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                 person="Dr A", person_id="u-2")])
+    with pytest.raises(TrialError, match="one person cannot sign in two roles"):  # no id on one side: names decide
+        check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                     person="DR A")])
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200d", "\u2060 \ufeff"])
+def test_a_person_made_of_invisible_characters_is_refused(name: str) -> None:
+    """A name with nothing visible in it names nobody: refused where the event is read."""
+    with pytest.raises(TrialError, match="person: expected visible characters"):
+        parse_event(ev("decision_signed", "2025-02-01", option="escalate", role="sponsor", person=name))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from escalation_rules import load_protocol
 from escalation_rules.cli import main
-from escalation_rules.trial.events import TrialError
+from escalation_rules.trial.events import TrialError, canonical_json
 from escalation_rules.trial.status import trial_status
 from escalation_rules.trial.store import _TRIGGERS, TrialStore
 
@@ -296,6 +296,34 @@ def test_screen_flag_records_the_eligibility_result(tmp_path: Path, capsys: pyte
     assert all(getattr(e, "result", None) for e in screened)
     assert cli("record", db, "--screen", records[0], "--eligible", "yes") == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_an_undetermined_screening_is_stored_as_undetermined(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12: `--screen` of a record missing an item stores eligible null (not false) with what it needs.
+
+    Enrolment is then refused saying the screening was undetermined and what to do; a new screening with the
+    missing data lets the patient in.
+    """
+    pytest.importorskip("escalation_rules.eligibility")
+    db = tmp_path / "t.db"
+    assert cli("init", "--spec", SPEC, db) == 0
+    assert cli("record", db, "--screen", "spec/patients/undetermined.json", "--patient", "P01",
+               "--at", "2026-03-02T09:00Z") == 0
+    with TrialStore(db) as store:
+        (stored,) = store.events()
+    assert stored.event.eligible is None and any(r.startswith("needs ") for r in stored.event.reasons)
+    assert '"eligible":null' in canonical_json(stored.event)
+    capsys.readouterr()
+    assert cli("record", db, "--type", "enrolled", "--patient", "P01", "--dose", "1", "--at", "2026-03-02T10:00Z") == 2
+    err = capsys.readouterr().err
+    assert "screening on 2026-03-02T09:00:00Z was undetermined (needs " in err and "new screening" in err
+    assert cli("record", db, "--type", "screened", "--patient", "P01", "--eligible", "yes",
+               "--at", "2026-03-03T09:00Z") == 0
+    assert cli("record", db, "--type", "enrolled", "--patient", "P01", "--dose", "1", "--at", "2026-03-03T10:00Z") == 0
+    assert cli("record", db, "--type", "screened", "--patient", "P02", "--eligible", "undetermined",
+               "--at", "2026-03-03T11:00Z") == 0
+    assert cli("verify", db) == 0
 
 
 def test_toml_dates_in_the_protocol_survive_the_store(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ _FLAG_FIELDS: tuple[tuple[str, Any, str], ...] = (
     ("option", str, "option signed (an option id, treat, stop or terminate)"),
     ("role", str, "role of the person signing or adjudicating"),
     ("person", str, "the person signing or adjudicating"),
+    ("person_id", str, "a stable id of that person (e.g. the user id of the host system); compared before names"),
     ("rule", str, "rule of the decision signed (checked)"),
     ("reason", str, "why a patient is not evaluable"),
     ("reference", str, "protocol amendment reference"),
@@ -99,7 +100,7 @@ def _flag_event(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("eligible", "dlt"):
         value = getattr(args, f"f_{name}")
         if value is not None:
-            event[name] = value == "yes"
+            event[name] = None if value == "undetermined" else value == "yes"
     if args.f_dose_id or args.f_dose_label or args.f_amount is not None or args.f_unit:
         dose = {"id": args.f_dose_id, "label": args.f_dose_label, "amount": args.f_amount, "unit": args.f_unit}
         event["dose"] = {k: v for k, v in dose.items() if v is not None}
@@ -119,8 +120,10 @@ def _screening(store: TrialStore, path: str, event: dict[str, Any]) -> dict[str,
     result = screen(load_eligibility(store.protocol), data, path)
     failed = [r.criterion.id for r in result.failed]
     needed = [f"needs {item}" for item in result.needed]
+    # undetermined (an item the criteria need is missing) is stored as undetermined: eligible null
+    eligible = {"eligible": True, "undetermined": None}.get(result.outcome, False)
     return {**event, "type": "screened", "patient": event.get("patient") or result.record_id,
-            "eligible": result.outcome == "eligible", "reasons": [*failed, *needed], "result": result.to_dict()}
+            "eligible": eligible, "reasons": [*failed, *needed], "result": result.to_dict()}
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -262,8 +265,9 @@ def register(subparsers: Any) -> None:
                    help="a JSON event object or a list of them ('-' for stdin); a list is one transaction")
     p.add_argument("--type", default=None, help="event type, with the flags below for its fields")
     for name, kind, text in _FLAG_FIELDS:
-        p.add_argument(f"--{name}", dest=f"f_{name}", type=kind, default=None, help=text)
-    p.add_argument("--eligible", dest="f_eligible", choices=("yes", "no"), default=None, help="screening result")
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"f_{name}", type=kind, default=None, help=text)
+    p.add_argument("--eligible", dest="f_eligible", choices=("yes", "no", "undetermined"), default=None,
+                   help="screening result (undetermined: an item the criteria need is missing)")
     p.add_argument("--dlt", dest="f_dlt", choices=("yes", "no"), default=None, help="adjudication: DLT or not")
     p.add_argument("--screen", dest="f_screen", default=None, metavar="RECORD.json",
                    help="screen this patient record with the protocol's eligibility criteria (when eligibility "

@@ -75,6 +75,7 @@ from .events import (
     format_time,
     parse_event,
     parse_time,
+    person_key,
 )
 
 __all__ = ["CohortStatus", "EpisodeStatus", "NextStep", "PatientStatus", "TrialStatus", "check_events",
@@ -304,11 +305,12 @@ class _Cohort:
 class _Trial:
     protocol: Protocol
     dlt: DltDefinition
-    screened: dict[str, bool] = attrs.field(factory=dict)
+    screened: dict[str, PatientScreened] = attrs.field(factory=dict)
     patients: dict[str, _Patient] = attrs.field(factory=dict)
     cohorts: list[_Cohort] = attrs.field(factory=list)
     choices: list[tuple[int, Choice]] = attrs.field(factory=list)
-    signatures: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
+    # decision point -> role -> (person, option, who: the person id, else the normalised name)
+    signatures: dict[str, dict[str, tuple[str, str, str]]] = attrs.field(factory=dict)
     # for each early-termination signature (by role): the decision point open when it was signed, if any
     terminate_points: dict[str, str | None] = attrs.field(factory=dict)
     gates: set[str] = attrs.field(factory=set)
@@ -453,7 +455,7 @@ def _point(trial: _Trial, decision: Decision) -> str:
 
 def _decision_step(trial: _Trial, decision: Decision, current: _Cohort | None, evaluated: int) -> NextStep:
     point = _point(trial, decision)
-    signed = {role: option for role, (_, option) in trial.signatures.get(point, {}).items()}
+    signed = {role: option for role, (_, option, _) in trial.signatures.get(point, {}).items()}
     if decision.action == "decide":
         return NextStep("sign", decision.reason, options=tuple(o.id for o in decision.options),
                         roles=decision.signoff, signed=signed, point=point)
@@ -514,7 +516,7 @@ def _apply(trial: _Trial, ev: Event) -> None:
     if isinstance(ev, PatientScreened):
         if ev.patient in trial.patients:
             raise _refuse(f"{ev.patient} is already enrolled")
-        trial.screened[ev.patient] = ev.eligible
+        trial.screened[ev.patient] = ev
     elif isinstance(ev, Enrolled):
         _enrol(trial, ev)
     elif isinstance(ev, Infused):
@@ -607,9 +609,15 @@ def _enrol(trial: _Trial, ev: Enrolled) -> None:
         other = trial.patients[ev.patient]
         raise _refuse(f"duplicate enrolment: {ev.patient} was enrolled at dose {other.dose} "
                       f"on {format_time(other.enrolled)}")
-    if not trial.screened.get(ev.patient, False):
-        what = "screened not eligible" if ev.patient in trial.screened else "never screened eligible"
-        raise _refuse(f"{ev.patient} was {what}")
+    screening = trial.screened.get(ev.patient)
+    if screening is None:
+        raise _refuse(f"{ev.patient} was never screened eligible")
+    if screening.eligible is None:
+        needs = f" ({', '.join(screening.reasons)})" if screening.reasons else ""
+        raise _refuse(f"{ev.patient}'s screening on {format_time(screening.at)} was undetermined{needs}: record a "
+                      f"new screening once the missing data is in")
+    if not screening.eligible:
+        raise _refuse(f"{ev.patient} was screened not eligible")
     status = _evaluate(trial, ev.at)
     step = status.next
     if step.action != "enrol":
@@ -658,7 +666,7 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
         raise _refuse(f"role {ev.role!r} is not named for this decision (required: {', '.join(required)})")
     signatures = trial.signatures.setdefault(point, {})
     if ev.role in signatures:
-        person, option = signatures[ev.role]
+        person, option, _ = signatures[ev.role]
         raise _refuse(f"{ev.role} already signed this decision ({option!r} by {person})")
     # at an open decision point, an early termination and the point's options are one choice: a role signs
     # once, and every signature is for the same option
@@ -667,16 +675,21 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
     if open_point is not None:
         others.update(_signed_at(trial, open_point))
     if ev.role in others:
-        person, option = others[ev.role]
+        person, option, _ = others[ev.role]
         raise _refuse(f"{ev.role} already signed at this decision point ({option!r} by {person}); "
                       f"a role signs once")
-    for role, (person, option) in others.items():
-        if person == ev.person:
-            raise _refuse(f"{ev.person} already signed this decision as {role}; one person cannot sign in two roles")
+    who = _who(ev)
+    for role, (person, option, other) in others.items():
+        # the same person id, or (unless both give ids, which then decide) the same normalised name
+        both_ids = other.startswith("id:") and who.startswith("id:")
+        if other == who or (not both_ids and person_key(person) == person_key(ev.person)):
+            same = f" (as {person!r})" if person != ev.person else ""
+            raise _refuse(f"{ev.person} already signed this decision as {role}{same}; one person cannot sign in "
+                          f"two roles")
         if option != ev.option:
             raise _refuse(f"{role} signed {option!r} at this decision point; all signatures must be for the same "
                           f"option (got {ev.option!r})")
-    signatures[ev.role] = (ev.person, ev.option)
+    signatures[ev.role] = (ev.person, ev.option, who)
     if kind == "terminate":
         trial.terminate_points[ev.role] = open_point
     if set(required) <= set(signatures):
@@ -688,7 +701,12 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
             trial.terminated = ev.at
 
 
-def _signed_at(trial: _Trial, point: str) -> dict[str, tuple[str, str]]:
+def _who(ev: DecisionSigned) -> str:
+    """Who signs: the stable person id when given, else the normalised name (:func:`.events.person_key`)."""
+    return f"id:{person_key(ev.person_id)}" if ev.person_id is not None else f"name:{person_key(ev.person)}"
+
+
+def _signed_at(trial: _Trial, point: str) -> dict[str, tuple[str, str, str]]:
     """Every signature given while decision point ``point`` was open: for its options and for early termination."""
     signed = dict(trial.signatures.get(point, {}))
     for role, sig in trial.signatures.get("terminate", {}).items():
