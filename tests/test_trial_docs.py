@@ -28,5 +28,6 @@ def test_worked_example_runs_a_whole_trial_to_the_mtd() -> None:
                             cwd=ROOT, timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "MTD: dose 3 (5×10^7 CAR-NK cells/kg)" in result.stdout
-    assert "ok: 82 events, hash chain intact" in result.stdout
+    assert "ok: 83 events, hash chain intact, signature valid" in result.stdout
+    assert "created " in result.stdout and "/replay.db; imported 83 events" in result.stdout
     assert "replayed status identical" in result.stdout
