@@ -350,6 +350,11 @@ def _read_head(meta: Mapping[str, str]) -> dict[str, Any] | None:
     return head
 
 
+def _body(meta: Mapping[str, str]) -> dict[str, str]:
+    """The metadata that must not change between appends: all but the head (and the protocol text, under its hash)."""
+    return {k: v for k, v in meta.items() if k not in ("head", "protocol")}
+
+
 def _key_arg(key: StoreKey | str | os.PathLike[str] | None) -> StoreKey | None:
     if key is None or not isinstance(key, str | os.PathLike):
         return key
@@ -520,8 +525,10 @@ class TrialStore:
 
     # -- reading
 
-    def _meta(self) -> dict[str, str]:
-        return {_text(k): _text(v) for k, v in self._conn.execute("SELECT key, value FROM meta").fetchall()}
+    def _meta(self, light: bool = False) -> dict[str, str]:
+        """The metadata; ``light``: without the protocol's text (its hash is there), for the checks between appends."""
+        query = "SELECT key, value FROM meta" + (" WHERE key <> 'protocol'" if light else "")
+        return {_text(k): _text(v) for k, v in self._conn.execute(query).fetchall()}
 
     def _rows(self, after: int = 0) -> list[_Row]:
         try:
@@ -603,10 +610,10 @@ class TrialStore:
         ``base`` is the fold the rows extend (None: the rows are the whole chain).
         """
         seen = self._seen
-        meta = self._meta()
-        body = {k: v for k, v in meta.items() if k != "head"}
+        meta = self._meta(light=seen is not None)
         base: Folded | None = None
-        if seen is None or body != seen.meta:
+        if seen is None or _body(meta) != seen.meta:
+            meta = self._meta() if seen is not None else meta
             rows = self._rows()
             problems = self._chain_problems(meta, rows)
         else:
@@ -630,7 +637,7 @@ class TrialStore:
             seq, digest = seen.seq, seen.hash
         else:
             seq, digest = 0, meta_hash(meta)
-        self._seen = _Seen({k: v for k, v in meta.items() if k != "head"}, seq, digest, folded, head.get("sig"))
+        self._seen = _Seen(_body(meta), seq, digest, folded, head.get("sig"))
         return []
 
     # -- writing
@@ -709,16 +716,19 @@ class TrialStore:
                 if self._head_now() != (seen.seq, seen.hash):
                     # another writer appended meanwhile: take in its events and check ours against them; under
                     # the lock only when that is quick (no amendment on either side), else outside it again
-                    problems, meta, rows, base = self._look()
+                    problems, _, rows, base = self._look()
                     quick = not amending and not any('"type":"protocol_amended"' in row[2] for row in rows)
                     if problems or not quick:
                         conn.execute("ROLLBACK")
                         problems = problems or self._sync()
                         continue
-                    self._take(problems, meta, rows, base)
-                    assert self._seen is not None
-                    seen = self._seen
-                    after = extend(seen.folded, self.protocol, parsed, names)
+                    # one fold for their events and ours (stored ones first when both share a time: as a full
+                    # fold orders them); the view is updated only once ours are stored
+                    stored = [parse_event(row[2], f"stored event {row[0]}") for row in rows]
+                    after = extend(base, self.protocol, [*stored, *parsed],
+                                   [*(f"stored event {row[0]}" for row in rows), *names])
+                    if rows:
+                        seen = attrs.evolve(seen, seq=rows[-1][0], hash=rows[-1][4])
                 receipt, head, rows = self._rows_for(seen, parsed, signer)
                 conn.executemany("INSERT INTO events (seq, recorded_at, body, prev, hash) VALUES (?, ?, ?, ?, ?)",
                                  rows)
