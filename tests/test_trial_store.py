@@ -686,3 +686,18 @@ def test_a_long_amendment_check_holds_no_lock(store: TrialStore, monkeypatch: py
     assert result["receipt"].seq == 10
     with TrialStore(store.path) as reopened:
         assert reopened.verify().ok and reopened.status("2025-03-02").cap == 30
+
+
+def test_a_stored_protocol_past_the_limits_is_reported_not_built(store: TrialStore,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 13): cap 10^18 swapped in with a recomputed chain made verify and status hang.
+
+    The limits are checked where the stored protocol is read: verify reports it (exit 1), status refuses.
+    """
+    store.close()
+    rechain(Path(store.path), "UPDATE meta SET value = replace(value, '\"cap\":18', '\"cap\":1000000000000000000') "
+                              "WHERE key = 'protocol'")
+    status, out = verify_cli(capsys, Path(store.path))
+    assert status == 1 and "cap: at most 1,000 in a trial record" in out
+    assert cli("status", store.path) == 1
+    assert "cap: at most 1,000" in capsys.readouterr().err

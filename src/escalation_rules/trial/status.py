@@ -736,11 +736,26 @@ def _check_ladder(doses: Sequence[Dose], changed: int, spec: Mapping[str, Any]) 
                       f"(dose {above[0][0] + 1}) (got {dose.amount:g})")
 
 
-#: The largest enrolment cap an amendment may set, and the most doses an amended ladder may have: an amended
-#: protocol is built and checked whenever the events are folded, and within these limits that takes seconds at
-#: most (the protocol loader's limits apply to the protocol a store is created with).
-AMENDED_CAP = 1000
-AMENDED_DOSES = 100
+#: The largest enrolment cap and the most doses of a protocol in the trial record (as created, and as amended):
+#: an amended protocol is built and checked whenever the events are folded, and within these limits that takes
+#: seconds at most.
+TRIAL_CAP = 1000
+TRIAL_DOSES = 100
+
+
+def limit_problem(cap: int, doses: int) -> str | None:
+    """What is wrong with a trial protocol's cap and number of doses under the limits, or None.
+
+    Examples
+    --------
+    >>> limit_problem(18, 4) is None, limit_problem(100_000, 4)
+    (True, 'cap: at most 1,000 in a trial record (a protocol within it is checked in seconds; got 100,000)')
+    """
+    if cap > TRIAL_CAP:
+        return f"cap: at most {TRIAL_CAP:,} in a trial record (a protocol within it is checked in seconds; got {cap:,})"
+    if doses > TRIAL_DOSES:
+        return f"doses: at most {TRIAL_DOSES} in a trial record (got {doses})"
+    return None
 
 
 def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
@@ -796,11 +811,9 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
         if ev.cap < enrolled:
             raise _refuse(f"cap: {ev.cap} is below the {enrolled} patients already enrolled")
         cap = ev.cap
-    if cap > AMENDED_CAP:
-        raise _refuse(f"cap: at most {AMENDED_CAP:,} (the limit a protocol's build checks finish under in "
-                      f"seconds; got {cap:,})")
-    if len(doses) > AMENDED_DOSES:
-        raise _refuse(f"dose: the amended ladder would have {len(doses)} doses; at most {AMENDED_DOSES}")
+    problem = limit_problem(cap, len(doses))
+    if problem:
+        raise _refuse(problem)
     amended = attrs.evolve(p, doses=tuple(doses), stages=tuple(stages), cap=cap)
     try:
         compile_protocol(amended)

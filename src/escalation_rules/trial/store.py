@@ -75,7 +75,7 @@ from .events import (
     format_time,
     parse_event,
 )
-from .status import Folded, TrialStatus, extend, fold, status_of
+from .status import Folded, TrialStatus, extend, fold, limit_problem, status_of
 
 if TYPE_CHECKING:
     from .keys import StoreKey
@@ -214,6 +214,9 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
 def _build(raw: Mapping[str, Any], check: bool = True) -> Protocol:
     """The protocol of raw data; ``check``: also its build checks (done when a store is made and verified)."""
     protocol = protocol_from_mapping(raw["data"], raw["source"], raw.get("owners") or {})
+    problem = limit_problem(protocol.cap, len(protocol.doses))
+    if problem:
+        raise TrialError(f"{protocol.source}: {problem}")
     if check:
         compile_protocol(protocol)
     dlt_definition(protocol)
