@@ -781,7 +781,7 @@ class TrialStore:
                     raise TrialError(f"{self.path}: another writer held the store for {self.timeout:g} s; "
                                      f"nothing was stored (try again)")
                 _time.sleep(random.uniform(0.0001, delay))
-                delay = min(delay * 2, 0.004)
+                delay = min(delay * 2, 0.001)
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
 
