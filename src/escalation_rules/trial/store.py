@@ -248,6 +248,16 @@ class Receipt:
     verify --expect-head SEQ:HASH``) proves that the store still holds
     event ``seq`` with this hash, so nothing up to it was cut off or
     rewritten.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> with TrialStore.create(os.path.join(folder, "t.db"), "spec/nct07117175") as store:
+    ...     receipt = store.record({"type": "screened", "at": "2025-01-02", "patient": "P01", "eligible": True})
+    ...     report = store.verify(expect=receipt.head)
+    >>> receipt.seq, receipt.events, len(receipt.hash), report.ok
+    (1, (1,), 64, True)
     """
 
     seq: int
@@ -1049,6 +1059,14 @@ def read_export_header(line: str, where: str) -> dict[str, Any] | None:
     ------
     TrialError
         A header that lacks its protocol.
+
+    Examples
+    --------
+    >>> read_export_header('{"type": "screened", "at": "2025-01-02", "patient": "P1", "eligible": true}', "x:1")
+    >>> read_export_header('{"type": "trial_store", "protocol": {}}', "x:1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    escalation_rules.trial.events.TrialError: x:1: protocol: expected the store's protocol (source and data) ...
     """
     if f'"{EXPORT_HEADER}"' not in line:
         return None
