@@ -1005,6 +1005,8 @@ class TrialStore:
         if problems and not rows:
             return VerifyReport(False, 0, tuple(problems))
         problems += self._chain_problems(meta, rows) + triggers
+        # with a key: the chain is intact and its head's signature verifies (it is checked only on an intact chain)
+        signed = not problems if self.key is not None else None
         if expect is not None:
             problems += self._receipt_problems(meta, rows, expect)
         first = None
@@ -1026,13 +1028,10 @@ class TrialStore:
                 first = getattr(err, "index", None)
                 first = rows[first][0] if isinstance(first, int) and first < len(rows) else first
         notes: list[str] = []
-        signed: bool | None = None
-        if self.key is not None:
-            signed = not any(p.startswith(("head: the signature", "key:", "format:")) for p in problems)
-        elif self.signed:
+        if self.key is None and self.signed:
             notes.append("note: the head's signature was not checked: give the store's key (--key FILE, the public "
                          "key is enough) to prove the chain was not rewritten")
-        else:
+        elif self.key is None:
             notes.append("note: an unsigned store: verification finds damage and edits that leave the hashes "
                          "stale, not a chain rewritten with recomputed hashes (sign stores: trial init --key)")
         head = f"{rows[-1][0]}:{rows[-1][4]}" if rows else f"0:{meta_hash(meta)}"
