@@ -236,7 +236,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise
     made = f"created {args.db}; " if created else ""
     span = f" (events {receipt.events[0]}-{receipt.events[-1]})" if receipt.events else ""
-    print(f"{made}imported {len(receipt.events)} events{span}")
+    count = len(receipt.events)
+    print(f"{made}imported {count} event{'' if count == 1 else 's'}{span}")
     _print_receipt(receipt, args.json)
     return 0
 
