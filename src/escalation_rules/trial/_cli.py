@@ -292,7 +292,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(handler=_cmd_log)
 
-    p = sub.add_parser("verify", help="check the hash chain and every event; exit 1 naming the first broken link")
+    p = sub.add_parser("verify", help="check the hash chain (and, with --key, its signature) and every event; "
+                                        "exit 1 naming the first broken link")
     p.add_argument("db", metavar="DB")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--key", default=None, metavar="KEY", help=key_help)
@@ -300,14 +301,15 @@ def register(subparsers: Any) -> None:
                    help="a receipt kept from an append: the store must still hold that event with that hash")
     p.set_defaults(handler=_cmd_verify)
 
-    p = sub.add_parser("export", help="every event as JSON lines")
+    p = sub.add_parser("export", help="the store's protocol (a header line) and every event as JSON lines")
     p.add_argument("db", metavar="DB")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default stdout)")
     p.add_argument("--events-only", action="store_true",
                    help="leave out the first line (the store's protocol, which lets import create a store)")
     p.set_defaults(handler=_cmd_export)
 
-    p = sub.add_parser("import", help="record events from JSON lines, in one transaction")
+    p = sub.add_parser("import", help="record events from JSON lines, in one transaction (creating DB from an "
+                                        "export's header if it does not exist)")
     p.add_argument("db", metavar="DB")
     p.add_argument("file", metavar="FILE", help="JSON lines ('-' for stdin)")
     p.add_argument("--key", default=None, metavar="KEY", help=key_help + "; signs a store the import creates")
