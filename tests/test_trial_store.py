@@ -471,6 +471,8 @@ def test_tampering_without_the_key_is_detected(signed: tuple[Path, str, Any], ca
     assert status == 1 and message in out
     assert cli("verify", path, "--key", key + ".pub", "--json") == 1
     assert json.loads(capsys.readouterr().out)["signed"] is False
+    assert cli("status", path, "--key", key + ".pub") == 1
+    assert "fails verification" in capsys.readouterr().err
     assert cli("record", path, "--key", key, "--type", "screened", "--patient", "P77", "--eligible", "no",
                "--at", "2025-03-01") == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -285,6 +285,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("db", metavar="DB")
     p.add_argument("--as-of", default=None, metavar="TIME", help="evaluate at this moment (default: now)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--key", default=None, metavar="KEY", help="also check the head's signature with this key "
+                                                              "(the public key is enough)")
     p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("log", help="every stored event, in the order recorded, with its hash")
