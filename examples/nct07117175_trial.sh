@@ -13,7 +13,7 @@ trap 'rm -rf "$WORK"' EXIT
 DB="$WORK/nct07117175.db"
 er() { escalation-rules "$@"; }
 # record a JSON event or list of events given on stdin (a list is one transaction)
-rec() { er trial record "$DB" -; }
+rec() { er trial record "$DB" - --key "$KEY"; }
 # a command that must be refused (exit status 2, one line on stderr)
 refused() {
   local status=0
@@ -23,11 +23,13 @@ refused() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
-step "create the store"
-er trial init --spec spec/nct07117175 "$DB"
+step "create a signing key (kept outside the store) and a signed store"
+KEY="$WORK/trial.key"
+er trial keygen "$KEY"
+er trial init --spec spec/nct07117175 --key "$KEY" "$DB"
 
 step "dose 1 (accelerated titration): one patient, 14-28 day window"
-er trial record "$DB" --type screened --at 2025-03-03T09:00Z --patient P01 --eligible yes
+er trial record "$DB" --key "$KEY" --type screened --at 2025-03-03T09:00Z --patient P01 --eligible yes
 rec <<'EOF'
 [{"type": "enrolled", "at": "2025-03-04T10:00Z", "patient": "P01", "dose": 1, "cohort": 1},
  {"type": "infused", "at": "2025-03-05T16:00Z", "patient": "P01", "date": "2025-03-05"},
@@ -37,23 +39,23 @@ rec <<'EOF'
  {"type": "ae_updated", "at": "2025-03-08T13:00Z", "patient": "P01", "ae": "crs-1", "resolved": "2025-03-08T12:00Z"}]
 EOF
 er trial status "$DB" --as-of 2025-03-10
-refused er trial record "$DB" --type screened --at 2025-03-11 --patient P01 --eligible yes
-refused er trial record "$DB" --type dlt_adjudicated --at 2025-03-12 --patient P01 --dlt no \
+refused er trial record "$DB" --key "$KEY" --type screened --at 2025-03-11 --patient P01 --eligible yes
+refused er trial record "$DB" --key "$KEY" --type dlt_adjudicated --at 2025-03-12 --patient P01 --dlt no \
   --role investigator --person "Dr L. Wang"
 
 step "day-14 safety assessment closes the first patient's window: 1N, a joint decision"
-er trial record "$DB" --type dlt_adjudicated --at 2025-03-19T10:00Z --patient P01 --dlt no \
+er trial record "$DB" --key "$KEY" --type dlt_adjudicated --at 2025-03-19T10:00Z --patient P01 --dlt no \
   --role investigator --person "Dr L. Wang" --note "day-14 safety assessment"
 er trial status "$DB" --as-of 2025-03-19T12:00Z
-refused er trial record "$DB" --type decision_signed --at 2025-03-20T09:00Z --option fill \
+refused er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-03-20T09:00Z --option fill \
   --role investigator --person "Dr L. Wang"
-er trial record "$DB" --type decision_signed --at 2025-03-20T09:00Z --option escalate \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-03-20T09:00Z --option escalate \
   --role investigator --person "Dr L. Wang"
-refused er trial record "$DB" --type decision_signed --at 2025-03-20T09:30Z --option escalate \
+refused er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-03-20T09:30Z --option escalate \
   --role sponsor --person "Dr L. Wang"
-refused er trial record "$DB" --type decision_signed --at 2025-03-20T09:30Z --option escalate \
+refused er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-03-20T09:30Z --option escalate \
   --role monitor --person "K. Ito"
-er trial record "$DB" --type decision_signed --at 2025-03-20T15:00Z --option escalate \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-03-20T15:00Z --option escalate \
   --role sponsor --person "R. Zhou"
 
 step "dose 2: three patients; grade 3 ICANS that improves within 72 h is no DLT"
@@ -74,8 +76,8 @@ rec <<'EOF'
   "date": "2025-04-01T06:00Z", "components": {"ice": 8}},
  {"type": "ae_updated", "at": "2025-04-03T08:00Z", "patient": "P03", "ae": "icans-1", "resolved": "2025-04-03T06:00Z"}]
 EOF
-er trial record "$DB" --type screened --at 2025-04-04 --patient P05 --eligible yes
-refused er trial record "$DB" --type enrolled --at 2025-04-05 --patient P05 --dose 3
+er trial record "$DB" --key "$KEY" --type screened --at 2025-04-04 --patient P05 --eligible yes
+refused er trial record "$DB" --key "$KEY" --type enrolled --at 2025-04-05 --patient P05 --dose 3
 er trial status "$DB" --as-of 2025-04-10
 rec <<'EOF'
 [{"type": "decision_signed", "at": "2025-04-23T09:00Z", "option": "escalate", "role": "investigator",
@@ -100,10 +102,10 @@ rec <<'EOF'
   "category": "crs", "components": {"fever": true, "hypotension": "one-vasopressor"},
   "onset": "2025-04-30T20:00Z", "attribution": "probable"}]
 EOF
-refused er trial record "$DB" --type enrolled --at 2025-04-30 --patient P06 --dose 3
-er trial record "$DB" --type screened --at 2025-04-30T09:00Z --patient P09 --eligible yes
-er trial record "$DB" --type enrolled --at 2025-05-02T09:00Z --patient P09 --dose 3 --cohort 3
-er trial record "$DB" --type infused --at 2025-05-03T18:00Z --patient P09 --date 2025-05-03
+refused er trial record "$DB" --key "$KEY" --type enrolled --at 2025-04-30 --patient P06 --dose 3
+er trial record "$DB" --key "$KEY" --type screened --at 2025-04-30T09:00Z --patient P09 --eligible yes
+er trial record "$DB" --key "$KEY" --type enrolled --at 2025-05-02T09:00Z --patient P09 --dose 3 --cohort 3
+er trial record "$DB" --key "$KEY" --type infused --at 2025-05-03T18:00Z --patient P09 --date 2025-05-03
 er trial status "$DB" --as-of 2025-05-03T19:00Z
 rec <<'EOF'
 [{"type": "ae_updated", "at": "2025-05-05T09:00Z", "patient": "P08", "ae": "crs-1", "date": "2025-05-05T08:00Z",
@@ -133,7 +135,7 @@ er trial status "$DB" --as-of 2025-06-26
 
 step "no MTD at the highest planned dose: amend the protocol (amount of the added group), then add it"
 er trial status "$DB" --as-of 2025-07-03
-er trial record "$DB" --type protocol_amended --at 2025-07-03T09:00Z --reference "Amendment 1 (protocol v2.0)" \
+er trial record "$DB" --key "$KEY" --type protocol_amended --at 2025-07-03T09:00Z --reference "Amendment 1 (protocol v2.0)" \
   --change change-dose --level 4 --dose-label "1×10^8 CAR-NK cells/kg" --amount 1e8
 rec <<'EOF'
 [{"type": "decision_signed", "at": "2025-07-04T09:00Z", "option": "add-group", "role": "investigator", "person": "Dr L. Wang"},
@@ -159,7 +161,7 @@ rec <<'EOF'
   "components": {"consciousness": "unarousable"}, "onset": "2025-07-15T07:00Z"}]
 EOF
 er trial status "$DB" --as-of 2025-07-15T10:00Z
-er trial record "$DB" --type ae_updated --at 2025-07-15T12:00Z --patient P14 --ae icans-1 --attribution probable
+er trial record "$DB" --key "$KEY" --type ae_updated --at 2025-07-15T12:00Z --patient P14 --ae icans-1 --attribution probable
 er trial status "$DB" --as-of 2025-07-16
 
 step "the remaining five places at dose 3 (the dose below): a first cohort of 3"
@@ -174,16 +176,16 @@ rec <<'EOF'
  {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P17", "date": "2025-07-22"},
  {"type": "infused", "at": "2025-07-22T18:00Z", "patient": "P18", "date": "2025-07-22"}]
 EOF
-refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P21 --ae x --term Nausea \
+refused er trial record "$DB" --key "$KEY" --type ae_reported --at 2025-07-23 --patient P21 --ae x --term Nausea \
   --category non-hematologic --grade 2 --onset 2025-07-23
-refused er trial record "$DB" --type ae_reported --at 2025-07-23 --patient P16 --ae x --term Nausea \
+refused er trial record "$DB" --key "$KEY" --type ae_reported --at 2025-07-23 --patient P16 --ae x --term Nausea \
   --category non-hematologic --grade 2 --onset 2025-07-20
 
 step "after the cohort's 28-day windows: the investigator and the sponsor go on with the last two places"
 er trial status "$DB" --as-of 2025-08-20
-er trial record "$DB" --type decision_signed --at 2025-08-20T09:00Z --option continue --role investigator \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-08-20T09:00Z --option continue --role investigator \
   --person "Dr L. Wang"
-er trial record "$DB" --type decision_signed --at 2025-08-20T10:00Z --option continue --role sponsor \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-08-20T10:00Z --option continue --role sponsor \
   --person "R. Zhou"
 rec <<'EOF'
 [{"type": "screened", "at": "2025-08-21T09:30Z", "patient": "P19", "eligible": true},
@@ -196,11 +198,11 @@ EOF
 
 step "the end: the remaining subjects observed; the investigator and the sponsor declare the MTD"
 er trial status "$DB" --as-of 2025-09-24
-er trial record "$DB" --type decision_signed --at 2025-09-24T09:00Z --option declare --role investigator \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-09-24T09:00Z --option declare --role investigator \
   --person "Dr L. Wang"
-refused er trial record "$DB" --type decision_signed --at 2025-09-24T09:30Z --option no-mtd --role sponsor \
+refused er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-09-24T09:30Z --option no-mtd --role sponsor \
   --person "R. Zhou"
-er trial record "$DB" --type decision_signed --at 2025-09-24T10:00Z --option declare --role sponsor \
+er trial record "$DB" --key "$KEY" --type decision_signed --at 2025-09-24T10:00Z --option declare --role sponsor \
   --person "R. Zhou"
 er trial status "$DB" --as-of 2025-09-25
 er trial status "$DB" --as-of 2025-09-25 --json > "$WORK/status.json"
@@ -213,12 +215,13 @@ assert status["observing"] == [], status["observing"]
 print(f"MTD: dose {status['decision']['mtd']} ({status['decision']['mtd_label']}); history {status['history']}")
 EOF
 
-step "the audit log verifies; its export replays to the same status in a fresh store"
-er trial verify "$DB"
+step "the audit log verifies with the public key, up to the last receipt; its export replays to the same status"
+RECEIPT=$(er trial record "$DB" --key "$KEY" --json --type screened --at 2025-09-26T09:00Z --patient P99 \
+  --eligible no --note "screened after the end of enrolment" | python3 -c 'import json, sys; print(json.load(sys.stdin)["head"])')
+er trial verify "$DB" --key "$KEY.pub" --expect-head "$RECEIPT"
 er trial log "$DB" | tail -n 3
 er trial export "$DB" -o "$WORK/events.jsonl"
-er trial init --spec spec/nct07117175 "$WORK/replay.db"
-er trial import "$WORK/replay.db" "$WORK/events.jsonl"
+er trial import "$WORK/replay.db" "$WORK/events.jsonl" --key "$KEY"   # creates the store from the export
 er trial status "$WORK/replay.db" --as-of 2025-09-25 --json > "$WORK/replay.json"
 cmp "$WORK/status.json" "$WORK/replay.json"
 echo "replayed status identical"

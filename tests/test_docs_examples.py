@@ -62,7 +62,6 @@ RUN_BY_CI: dict[str, str] = {
 #: Examples that fail on this branch until another change lands, with that change.  An entry whose example
 #: then runs fails the test, so the entry is removed when it is no longer needed.
 PENDING: dict[tuple[str, str], str] = {
-    ("README.md", "trial import other.db"): "trial import creating the store it imports into (w13b)",
 }
 
 

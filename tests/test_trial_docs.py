@@ -31,5 +31,6 @@ def test_worked_example_runs_a_whole_trial_to_the_mtd() -> None:
                             cwd=ROOT, timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PATH": PATH})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "MTD: dose 3 (5×10^7 CAR-NK cells/kg)" in result.stdout
-    assert "ok: 84 events, hash chain intact" in result.stdout
+    assert "ok: 85 events, hash chain intact, signature valid" in result.stdout
+    assert "created " in result.stdout and "/replay.db; imported 85 events" in result.stdout
     assert "replayed status identical" in result.stdout

@@ -22,7 +22,7 @@ WRITER = """
 import os, sys, time
 from escalation_rules.trial.store import TrialStore
 db, prefix, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-store = TrialStore(db)
+store = TrialStore(db, key=sys.argv[5] if len(sys.argv) > 5 else None)
 print("ready", flush=True)
 deadline = time.monotonic() + 30
 while not os.path.exists(go) and time.monotonic() < deadline:
@@ -36,8 +36,9 @@ store.close()
 """
 
 
-def writer(db: Path, prefix: str, count: int, go: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), prefix, str(count), str(go)],
+def writer(db: Path, prefix: str, count: int, go: Path, key: str | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), prefix, str(count), str(go),
+                             *([key] if key else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
 
 
@@ -52,12 +53,23 @@ def stored_patients(db: Path) -> list[str]:
         return [getattr(s.event, "patient", "") for s in store.events()]
 
 
-def test_two_processes_recording_at_once_store_every_event_once(tmp_path: Path) -> None:
-    """Two processes appending concurrently: every event is stored exactly once and the chain verifies."""
+@pytest.mark.parametrize("writers", ["AB", "ABCD"])
+def test_processes_recording_at_once_store_every_event_once(tmp_path: Path, writers: str) -> None:
+    """Processes appending concurrently: every event is stored exactly once and the chain verifies.
+
+    With four writers the store is signed and the signature verifies at the end; their events share
+    timestamps, so appends take the incremental paths for ties and events dated before the latest.
+    """
+    from escalation_rules.trial.keys import generate_key
+
     db, go = tmp_path / "t.db", tmp_path / "go"
-    TrialStore.create(db, SPEC).close()
+    key = None
+    if len(writers) > 2:
+        key = str(tmp_path / "trial.key")
+        generate_key(key)
+    TrialStore.create(db, SPEC, key=key).close()
     count = 40
-    procs = [writer(db, prefix, count, go) for prefix in ("A", "B")]
+    procs = [writer(db, prefix, count, go, key) for prefix in writers]
     for proc in procs:
         wait_ready(proc)
     go.touch()
@@ -66,12 +78,13 @@ def test_two_processes_recording_at_once_store_every_event_once(tmp_path: Path) 
         assert proc.returncode == 0, err
         assert out.count("ok ") == count
     patients = stored_patients(db)
-    expected = sorted(f"{p}{i:03d}" for p in "AB" for i in range(count))
+    expected = sorted(f"{p}{i:03d}" for p in writers for i in range(count))
     assert sorted(patients) == expected
-    with TrialStore(db) as store:
+    with TrialStore(db, key=key) as store:
         report = store.verify()
         assert report.ok, report.problems
-        assert [s.seq for s in store.events()] == list(range(1, 2 * count + 1))
+        assert report.signed is (True if key else None)
+        assert [s.seq for s in store.events()] == list(range(1, len(writers) * count + 1))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from escalation_rules.cli import main
 from escalation_rules.trial import store as store_module
-from escalation_rules.trial.events import YEARS, TrialError, load_json, parse_event, parse_time
+from escalation_rules.trial.events import YEARS, TrialError, canonical_json, load_json, parse_event, parse_time
 from escalation_rules.trial.store import CLOCK_SKEW, FORMAT_1, TrialStore, link_hash
 
 SPEC = "spec/nct07117175"
@@ -286,9 +286,10 @@ def test_export_is_strict_json(store: TrialStore, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     assert cli("export", store.path, "-o", out) == 0
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == len(START) + 1
-    for line in lines:
-        load_json(line, "export")
+    assert len(lines) == len(START) + 2  # the header (the store's protocol), then the events
+    assert load_json(lines[0], "export")["type"] == "trial_store"
+    for line, stored in zip(lines[1:], store.events(), strict=True):
+        assert line == canonical_json(stored.event)
 
 
 def test_export_refuses_rather_than_writes_nan(store: TrialStore, capsys: pytest.CaptureFixture[str]) -> None:
@@ -422,4 +423,5 @@ def test_the_cli_refuses_a_future_event_and_status_stays_in_the_present(
     assert "is in the future" in one_line_error(capsys)
     assert cli("record", db, "--type", "screened", "--patient", "P1", "--eligible", "yes") == 0
     assert cli("status", db, "--json") == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["as_of"] == "2025-06-01T12:00:00Z"
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["as_of"] == "2025-06-01T12:00:00Z"

@@ -258,3 +258,88 @@ def test_same_timestamp_events_in_any_order_give_the_same_status(events: list[di
     expected = trial_status(NCT, _day_events(), "2025-03-20").to_dict()
     assert trial_status(NCT, events, "2025-03-20").to_dict() == expected
     assert expected["history"] == "1N [escalate] 2NT"
+
+
+def _timed_events() -> list[dict[str, Any]]:
+    """A trial with date-times, plus screenings that fail, so that extend's fast path and checkpoints both run."""
+    events = [*first_patient_passed(), *patient("P02", "2025-02-02", 2, "2025-02-03"),
+              *patient("P03", "2025-02-02", 2, "2025-02-04")]
+    events += [ev("screened", f"2025-02-0{1 + i % 5}T0{i % 9}:00Z", patient=f"X{i}", eligible=False)
+               for i in range(12)]
+    return events
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([_day_events, _timed_events]).flatmap(
+    lambda make: st.tuples(st.permutations(make()), st.lists(st.integers(1, 4), min_size=1, max_size=30))))
+def test_extending_a_fold_equals_folding_everything(case: tuple[list[dict[str, Any]], list[int]]) -> None:
+    """Invariant: events appended in batches (in any order, refused ones dropped) give the status of one fold.
+
+    extend (the store's incremental path: fast path, checkpoints, full refold) accepts and refuses exactly
+    what a fold over all accepted events accepts and refuses, and ends with the same status.
+    """
+    from escalation_rules.trial import status as status_module
+
+    events, sizes = case
+    parsed = [parse_event(e) for e in events]
+    folded = None
+    accepted: list[Any] = []
+    saved = status_module.CHECKPOINT_EVERY
+    status_module.CHECKPOINT_EVERY = 1
+    try:
+        i = 0
+        for size in sizes * len(parsed):
+            batch = parsed[i:i + size]
+            if not batch:
+                break
+            i += size
+            try:
+                trial_status(NCT, [*accepted, *batch])
+                full_ok = True
+            except TrialError:
+                full_ok = False
+            try:
+                folded = status_module.extend(folded, NCT, batch, [f"new {j}" for j in range(len(batch))])
+                ok = True
+            except TrialError:
+                ok = False
+            assert ok == full_ok
+            if ok:
+                accepted += batch
+    finally:
+        status_module.CHECKPOINT_EVERY = saved
+    if folded is not None:
+        moment = max(e.at for e in accepted)
+        assert status_module.status_of(folded, moment).to_dict() == trial_status(NCT, accepted, moment).to_dict()
+
+
+@pytest.mark.parametrize("other", ["Dr A ", "Dr A\u200b", "dr a", "Dr  A", "\uff24r A", "Dr\u00a0A", "\u200eDr A"])
+def test_one_person_cannot_sign_two_roles_under_a_variant_of_their_name(other: str) -> None:
+    """Regression (issue 13): names are compared after NFKC, invisible characters, spaces and case are normalised."""
+    events = [*patient("P01", "2025-01-01", 1, "2025-01-02"),
+              ev("decision_signed", "2025-02-01T12:00Z", option="escalate", role="investigator", person="Dr A"),
+              ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor", person=other)]
+    with pytest.raises(TrialError, match="already signed this decision as investigator"):
+        check_events(NCT, events)
+
+
+def test_person_ids_decide_when_both_signatures_give_one() -> None:
+    """Stable person ids are compared first: the same id under two names is one person; two ids are two people."""
+    base = [*patient("P01", "2025-01-01", 1, "2025-01-02"),
+            ev("decision_signed", "2025-02-01T12:00Z", option="escalate", role="investigator", person="Dr A",
+               person_id="u-1")]
+    with pytest.raises(TrialError, match="one person cannot sign in two roles"):
+        check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                     person="Ms B", person_id="u-1")])
+    check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                 person="Dr A", person_id="u-2")])
+    with pytest.raises(TrialError, match="one person cannot sign in two roles"):  # no id on one side: names decide
+        check_events(NCT, [*base, ev("decision_signed", "2025-02-01T13:00Z", option="escalate", role="sponsor",
+                                     person="DR A")])
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200d", "\u2060 \ufeff"])
+def test_a_person_made_of_invisible_characters_is_refused(name: str) -> None:
+    """A name with nothing visible in it names nobody: refused where the event is read."""
+    with pytest.raises(TrialError, match="person: expected visible characters"):
+        parse_event(ev("decision_signed", "2025-02-01", option="escalate", role="sponsor", person=name))

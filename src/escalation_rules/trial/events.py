@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from datetime import date as Date
@@ -56,6 +57,7 @@ __all__ = [
     "load_json",
     "parse_event",
     "parse_time",
+    "person_key",
 ]
 
 
@@ -189,7 +191,8 @@ class PatientScreened:
     TYPE: ClassVar[str] = "screened"
     at: datetime
     patient: str
-    eligible: bool
+    #: True, False, or None: undetermined (an item the criteria need is missing; ``reasons`` names it)
+    eligible: bool | None
     result: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
     reasons: tuple[str, ...] = ()
     note: str | None = None
@@ -267,6 +270,7 @@ class DltAdjudicated:
     role: str
     person: str
     ae: str | None = None
+    person_id: str | None = None
     note: str | None = None
 
 
@@ -297,6 +301,7 @@ class DecisionSigned:
     role: str
     person: str
     rule: str | None = None
+    person_id: str | None = None
     note: str | None = None
 
 
@@ -344,10 +349,10 @@ _FIELDS: Mapping[str, Mapping[str, tuple[str, bool]]] = {
     "ae_updated": {"patient": (_TEXT, True), "ae": (_TEXT, True), "date": (_TIME, False), "grade": (_INT, False),
                    "components": (_OBJECT, False), "resolved": (_TIME, False), "attribution": (_TEXT, False)},
     "dlt_adjudicated": {"patient": (_TEXT, True), "dlt": (_BOOL, True), "role": (_TEXT, True),
-                        "person": (_TEXT, True), "ae": (_TEXT, False)},
+                        "person": (_TEXT, True), "ae": (_TEXT, False), "person_id": (_TEXT, False)},
     "not_evaluable": {"patient": (_TEXT, True), "reason": (_TEXT, True)},
     "decision_signed": {"option": (_TEXT, True), "role": (_TEXT, True), "person": (_TEXT, True),
-                        "rule": (_TEXT, False)},
+                        "rule": (_TEXT, False), "person_id": (_TEXT, False)},
     "protocol_amended": {"reference": (_TEXT, True), "change": (_TEXT, True), "dose": (_OBJECT, False),
                          "level": (_INT, False), "cap": (_INT, False), "stage": (_TEXT, False)},
 }
@@ -404,6 +409,9 @@ def parse_event(data: Any, source: str = "event") -> Event:
         raise TrialError(f"{where}: at: missing (when it happened, e.g. 2025-01-06T09:00:00Z)")
     values: dict[str, Any] = {"at": parse_time(data["at"], f"{where}: at")}
     for key, (field_kind, required) in fields.items():
+        if kind == "screened" and key == "eligible" and key in data and data[key] is None:
+            values[key] = None  # undetermined
+            continue
         if key not in data or data[key] is None:
             if required:
                 raise TrialError(f"{where}: {key}: missing")
@@ -416,8 +424,27 @@ def parse_event(data: Any, source: str = "event") -> Event:
     return event
 
 
+def person_key(name: str) -> str:
+    """What two names must share to be the same person: NFKC, no invisible characters, spaces collapsed, case folded.
+
+    Examples
+    --------
+    >>> person_key("W ") == person_key("W\u200b") == person_key("w") == person_key("\uff37")
+    True
+    >>> person_key("  Dr   A.\tSmith ")
+    'dr a. smith'
+    """
+    text = unicodedata.normalize("NFKC", name)
+    text = "".join(" " if c.isspace() else c for c in text)
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc", "Co", "Cs"))
+    return unicodedata.normalize("NFKC", " ".join(text.split()).casefold())
+
+
 def _check(kind: str, v: Mapping[str, Any], where: str) -> None:
     """Range and consistency checks that need no trial context."""
+    for key in ("person", "person_id"):
+        if key in v and not person_key(v[key]):
+            raise TrialError(f"{where}: {key}: expected visible characters (got {v[key]!r})")
     for key in ("dose", "cohort", "level", "cap"):
         if key in v and isinstance(v[key], int) and v[key] < 1:
             raise TrialError(f"{where}: {key}: expected a positive integer (got {v[key]})")
@@ -479,6 +506,9 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": event.TYPE}
     for field in attrs.fields(type(event)):
         value = getattr(event, field.name)
+        if field.name == "eligible":  # null: undetermined
+            out[field.name] = value
+            continue
         if value is None or (field.name == "reasons" and not value):
             continue
         if isinstance(value, datetime):

@@ -39,7 +39,6 @@ escalation_rules.trial.events.TrialError: event 4 (enrolled P02, 2025-01-06T00:0
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -76,6 +75,7 @@ from .events import (
     format_time,
     parse_event,
     parse_time,
+    person_key,
 )
 
 __all__ = ["CohortStatus", "EpisodeStatus", "NextStep", "PatientStatus", "TrialStatus", "check_events",
@@ -305,11 +305,12 @@ class _Cohort:
 class _Trial:
     protocol: Protocol
     dlt: DltDefinition
-    screened: dict[str, bool] = attrs.field(factory=dict)
+    screened: dict[str, PatientScreened] = attrs.field(factory=dict)
     patients: dict[str, _Patient] = attrs.field(factory=dict)
     cohorts: list[_Cohort] = attrs.field(factory=list)
     choices: list[tuple[int, Choice]] = attrs.field(factory=list)
-    signatures: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
+    # decision point -> role -> (person, option, who: the person id, else the normalised name)
+    signatures: dict[str, dict[str, tuple[str, str, str]]] = attrs.field(factory=dict)
     # for each early-termination signature (by role): the decision point open when it was signed, if any
     terminate_points: dict[str, str | None] = attrs.field(factory=dict)
     gates: set[str] = attrs.field(factory=set)
@@ -318,8 +319,17 @@ class _Trial:
     count: int = 0
 
     def clone(self) -> _Trial:
-        memo = {id(self.protocol): self.protocol, id(self.dlt): self.dlt}
-        return copy.deepcopy(self, memo)
+        """An independent copy, made field by field (cheap: the screened set is copied, not deep-copied)."""
+        return attrs.evolve(
+            self, screened=dict(self.screened),
+            patients={pid: _clone_patient(pat) for pid, pat in self.patients.items()},
+            cohorts=[attrs.evolve(c, patients=list(c.patients)) for c in self.cohorts],
+            choices=list(self.choices), signatures={k: dict(v) for k, v in self.signatures.items()},
+            terminate_points=dict(self.terminate_points), gates=set(self.gates), amendments=list(self.amendments))
+
+
+def _clone_patient(pat: _Patient) -> _Patient:
+    return attrs.evolve(pat, episodes={k: attrs.evolve(e, points=list(e.points)) for k, e in pat.episodes.items()})
 
 
 def _patient_view(trial: _Trial, pat: _Patient, t: datetime) -> PatientStatus:
@@ -445,7 +455,7 @@ def _point(trial: _Trial, decision: Decision) -> str:
 
 def _decision_step(trial: _Trial, decision: Decision, current: _Cohort | None, evaluated: int) -> NextStep:
     point = _point(trial, decision)
-    signed = {role: option for role, (_, option) in trial.signatures.get(point, {}).items()}
+    signed = {role: option for role, (_, option, _) in trial.signatures.get(point, {}).items()}
     if decision.action == "decide":
         return NextStep("sign", decision.reason, options=tuple(o.id for o in decision.options),
                         roles=decision.signoff, signed=signed, point=point)
@@ -506,7 +516,7 @@ def _apply(trial: _Trial, ev: Event) -> None:
     if isinstance(ev, PatientScreened):
         if ev.patient in trial.patients:
             raise _refuse(f"{ev.patient} is already enrolled")
-        trial.screened[ev.patient] = ev.eligible
+        trial.screened[ev.patient] = ev
     elif isinstance(ev, Enrolled):
         _enrol(trial, ev)
     elif isinstance(ev, Infused):
@@ -599,9 +609,15 @@ def _enrol(trial: _Trial, ev: Enrolled) -> None:
         other = trial.patients[ev.patient]
         raise _refuse(f"duplicate enrolment: {ev.patient} was enrolled at dose {other.dose} "
                       f"on {format_time(other.enrolled)}")
-    if not trial.screened.get(ev.patient, False):
-        what = "screened not eligible" if ev.patient in trial.screened else "never screened eligible"
-        raise _refuse(f"{ev.patient} was {what}")
+    screening = trial.screened.get(ev.patient)
+    if screening is None:
+        raise _refuse(f"{ev.patient} was never screened eligible")
+    if screening.eligible is None:
+        needs = f" ({', '.join(screening.reasons)})" if screening.reasons else ""
+        raise _refuse(f"{ev.patient}'s screening on {format_time(screening.at)} was undetermined{needs}: record a "
+                      f"new screening once the missing data is in")
+    if not screening.eligible:
+        raise _refuse(f"{ev.patient} was screened not eligible")
     status = _evaluate(trial, ev.at)
     step = status.next
     if step.action != "enrol":
@@ -650,7 +666,7 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
         raise _refuse(f"role {ev.role!r} is not named for this decision (required: {', '.join(required)})")
     signatures = trial.signatures.setdefault(point, {})
     if ev.role in signatures:
-        person, option = signatures[ev.role]
+        person, option, _ = signatures[ev.role]
         raise _refuse(f"{ev.role} already signed this decision ({option!r} by {person})")
     # at an open decision point, an early termination and the point's options are one choice: a role signs
     # once, and every signature is for the same option
@@ -659,16 +675,21 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
     if open_point is not None:
         others.update(_signed_at(trial, open_point))
     if ev.role in others:
-        person, option = others[ev.role]
+        person, option, _ = others[ev.role]
         raise _refuse(f"{ev.role} already signed at this decision point ({option!r} by {person}); "
                       f"a role signs once")
-    for role, (person, option) in others.items():
-        if person == ev.person:
-            raise _refuse(f"{ev.person} already signed this decision as {role}; one person cannot sign in two roles")
+    who = _who(ev)
+    for role, (person, option, other) in others.items():
+        # the same person id, or (unless both give ids, which then decide) the same normalised name
+        both_ids = other.startswith("id:") and who.startswith("id:")
+        if other == who or (not both_ids and person_key(person) == person_key(ev.person)):
+            same = f" (as {person!r})" if person != ev.person else ""
+            raise _refuse(f"{ev.person} already signed this decision as {role}{same}; one person cannot sign in "
+                          f"two roles")
         if option != ev.option:
             raise _refuse(f"{role} signed {option!r} at this decision point; all signatures must be for the same "
                           f"option (got {ev.option!r})")
-    signatures[ev.role] = (ev.person, ev.option)
+    signatures[ev.role] = (ev.person, ev.option, who)
     if kind == "terminate":
         trial.terminate_points[ev.role] = open_point
     if set(required) <= set(signatures):
@@ -680,7 +701,12 @@ def _sign(trial: _Trial, ev: DecisionSigned) -> None:
             trial.terminated = ev.at
 
 
-def _signed_at(trial: _Trial, point: str) -> dict[str, tuple[str, str]]:
+def _who(ev: DecisionSigned) -> str:
+    """Who signs: the stable person id when given, else the normalised name (:func:`.events.person_key`)."""
+    return f"id:{person_key(ev.person_id)}" if ev.person_id is not None else f"name:{person_key(ev.person)}"
+
+
+def _signed_at(trial: _Trial, point: str) -> dict[str, tuple[str, str, str]]:
     """Every signature given while decision point ``point`` was open: for its options and for early termination."""
     signed = dict(trial.signatures.get(point, {}))
     for role, sig in trial.signatures.get("terminate", {}).items():
@@ -708,6 +734,28 @@ def _check_ladder(doses: Sequence[Dose], changed: int, spec: Mapping[str, Any]) 
     if above and dose.amount >= above[0][1]:
         raise _refuse(f"dose.amount: the ladder goes lowest first: expected less than {above[0][1]:g}{unit} "
                       f"(dose {above[0][0] + 1}) (got {dose.amount:g})")
+
+
+#: The largest enrolment cap and the most doses of a protocol in the trial record (as created, and as amended):
+#: an amended protocol is built and checked whenever the events are folded, and within these limits that takes
+#: seconds at most.
+TRIAL_CAP = 1000
+TRIAL_DOSES = 100
+
+
+def limit_problem(cap: int, doses: int) -> str | None:
+    """What is wrong with a trial protocol's cap and number of doses under the limits, or None.
+
+    Examples
+    --------
+    >>> limit_problem(18, 4) is None, limit_problem(100_000, 4)
+    (True, 'cap: at most 1,000 in a trial record (a protocol within it is checked in seconds; got 100,000)')
+    """
+    if cap > TRIAL_CAP:
+        return f"cap: at most {TRIAL_CAP:,} in a trial record (a protocol within it is checked in seconds; got {cap:,})"
+    if doses > TRIAL_DOSES:
+        return f"doses: at most {TRIAL_DOSES} in a trial record (got {doses})"
+    return None
 
 
 def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
@@ -763,6 +811,9 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
         if ev.cap < enrolled:
             raise _refuse(f"cap: {ev.cap} is below the {enrolled} patients already enrolled")
         cap = ev.cap
+    problem = limit_problem(cap, len(doses))
+    if problem:
+        raise _refuse(problem)
     amended = attrs.evolve(p, doses=tuple(doses), stages=tuple(stages), cap=cap)
     try:
         explore_merged(amended)  # the build checks, on merged states (no full graph, no networkx)
@@ -797,7 +848,11 @@ def fold(protocol: Protocol, events: Sequence[Event], labels: Sequence[str] | No
     ``labels`` name the events in error messages (default ``event N``).
     """
     labels = list(labels) if labels is not None else [f"event {i + 1}" for i in range(len(events))]
-    trial = _Trial(protocol, dlt_definition(protocol))
+    return _fold_onto(_Trial(protocol, dlt_definition(protocol)), events, labels, until)
+
+
+def _fold_onto(trial: _Trial, events: Sequence[Event], labels: Sequence[str], until: datetime | None = None) -> _Trial:
+    """Apply ``events`` to ``trial`` (changed in place, also when an event is refused) in time order."""
     order = sorted(range(len(events)), key=lambda i: events[i].at)
     groups: list[list[int]] = []
     for i in order:
@@ -819,7 +874,8 @@ def fold(protocol: Protocol, events: Sequence[Event], labels: Sequence[str] | No
         while remaining:
             failure: tuple[int, TrialError] | None = None
             for i in remaining:
-                attempt = trial.clone()
+                # a screening is refused before it changes anything; other events may be refused after
+                attempt = trial if isinstance(events[i], PatientScreened) else trial.clone()
                 try:
                     _apply(attempt, events[i])
                 except TrialError as problem:
@@ -833,6 +889,130 @@ def fold(protocol: Protocol, events: Sequence[Event], labels: Sequence[str] | No
                 index, refused = failure
                 raise TrialError(f"{labels[index]} ({_describe(events[index])}): {refused}", index) from None
     return trial
+
+
+def _key(event: Event) -> tuple[datetime, str]:
+    """Where an event falls in the order of application: its time, then its canonical JSON."""
+    return (event.at, canonical_json(event))
+
+
+#: Extend keeps a checkpoint (the trial before a batch) at least this many events apart ...
+CHECKPOINT_EVERY = 16
+#: ... and this many checkpoints: an event dated before the latest ones is applied from the nearest checkpoint
+#: before it, so only the events after that checkpoint are applied again.
+CHECKPOINTS = 8
+
+
+@attrs.frozen
+class _Checkpoint:
+    """The trial after ``events[:index]``, every one of them dated before ``at`` (every later one at or after)."""
+
+    at: datetime
+    index: int
+    trial: _Trial
+
+
+@attrs.frozen
+class Folded:
+    """Events already folded, kept so that later events are applied without re-deriving the trial.
+
+    ``last`` is the greatest :func:`_key` among ``events``; ``trial`` is the
+    state after all of them, ``checkpoints`` earlier states.  Nothing here is
+    changed once made: :func:`extend` works on copies.
+    """
+
+    protocol: Protocol
+    events: tuple[Event, ...]
+    trial: _Trial
+    last: tuple[datetime, str] | None
+    checkpoints: tuple[_Checkpoint, ...] = ()
+    #: for each patient, the latest time of an event about them
+    mentions: Mapping[str, datetime] = attrs.field(factory=dict)
+
+
+def _last(events: Sequence[Event]) -> tuple[datetime, str] | None:
+    """The greatest :func:`_key` (the canonical JSON made only for the events at the latest time)."""
+    if not events:
+        return None
+    latest = max(ev.at for ev in events)
+    return max(_key(ev) for ev in events if ev.at == latest)
+
+
+def _mentions(base: Mapping[str, datetime], events: Iterable[Event]) -> dict[str, datetime]:
+    out = dict(base)
+    for ev in events:
+        pid = getattr(ev, "patient", None)
+        if pid is not None and (pid not in out or out[pid] < ev.at):
+            out[pid] = ev.at
+    return out
+
+
+def _commutes(folded: Folded, new: Sequence[Event]) -> bool:
+    """True when ``new`` are screenings of patients no folded event at or after their time is about.
+
+    Such a screening changes nothing any of those events is checked against
+    (only the enrolment of its own patient reads it), so applying it after
+    them gives the state a fold in time order gives.
+    """
+    return all(isinstance(ev, PatientScreened) and not (ev.patient in folded.mentions
+                                                          and folded.mentions[ev.patient] >= ev.at) for ev in new)
+
+
+def extend(folded: Folded | None, protocol: Protocol, new: Sequence[Event], labels: Sequence[str],
+           stored: str = "stored event") -> Folded:
+    """``folded`` with ``new`` applied after it, as :func:`fold` over all of them would give.
+
+    When every new event comes after every folded one in the order of
+    application (time, then canonical JSON; the usual case), only the new
+    events are applied, to a copy of the folded trial.  Events with the same
+    time as the latest ones are applied in the order a full fold gives: the
+    folded ones come first in canonical order, and a full fold takes them
+    first too.  An event dated before the latest ones is applied from the
+    nearest checkpoint before it (the trial as it stood before a time all
+    later events are at or after), with the events folded since; without
+    such a checkpoint, everything is folded again.  ``stored`` names the
+    folded events in errors (``"{stored} N"``, N from 1).
+
+    Raises
+    ------
+    TrialError
+        The first new event refused (``folded`` is unchanged).
+    """
+    new = list(new)
+    if folded is None or folded.protocol is not protocol:
+        events = tuple(new)
+        trial = fold(protocol, events, labels)
+        return Folded(protocol, events, trial, _last(events), (), _mentions({}, events))
+    if not new:
+        return folded
+    keys = [_key(ev) for ev in new]
+    first = min(keys)
+    events = (*folded.events, *new)
+    mentions = _mentions(folded.mentions, new)
+    if folded.last is None or first > folded.last:
+        trial = _fold_onto(folded.trial.clone(), new, labels)
+        checkpoints = folded.checkpoints
+        since = len(folded.events) - (checkpoints[-1].index if checkpoints else 0)
+        if folded.last is not None and first[0] > folded.last[0] and since >= CHECKPOINT_EVERY:
+            checkpoints = (*checkpoints, _Checkpoint(first[0], len(folded.events), folded.trial))[-CHECKPOINTS:]
+        return Folded(protocol, events, trial, max(folded.last or first, max(keys)), checkpoints, mentions)
+    usable = tuple(c for c in folded.checkpoints if c.at <= first[0])
+    if _commutes(folded, new):  # e.g. screenings by concurrent writers within the same second
+        trial = _fold_onto(folded.trial.clone(), new, labels)
+        return Folded(protocol, events, trial, max(folded.last, max(keys)), usable, mentions)
+    start = usable[-1] if usable else None
+    index = start.index if start else 0
+    names = [*(f"{stored} {i + 1}" for i in range(index, len(folded.events))), *labels]
+    base = start.trial.clone() if start else _Trial(protocol, dlt_definition(protocol))
+    trial = _fold_onto(base, events[index:], names)
+    return Folded(protocol, events, trial, max(folded.last, max(keys)), usable, mentions)
+
+
+def status_of(folded: Folded, as_of: datetime) -> TrialStatus:
+    """The status at ``as_of`` from folded events (folding again only when ``as_of`` is before one of them)."""
+    if folded.last is None or as_of >= folded.last[0]:
+        return _evaluate(folded.trial, as_of)
+    return _evaluate(fold(folded.protocol, folded.events, until=as_of), as_of)
 
 
 def _moment(value: datetime | str | None, events: Sequence[Event]) -> datetime:
