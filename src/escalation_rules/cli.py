@@ -34,7 +34,8 @@ __all__ = ["main"]
 
 #: Modules that add subcommands; each defines ``register(subparsers)``.
 _COMMAND_MODULES: tuple[str, ...] = ("escalation_rules.auditsite", "escalation_rules.analysis._cli",
-                                     "escalation_rules.trial._cli", "escalation_rules.eligibility._cli")
+                                     "escalation_rules.trial._cli", "escalation_rules.eligibility._cli",
+                                     "escalation_rules.service._cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
