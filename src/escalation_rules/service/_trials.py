@@ -17,7 +17,8 @@ from ..protocol import Protocol
 from ..trial.events import event_to_dict, parse_time
 from ..trial.store import TrialStore, protocol_data
 
-__all__ = ["create", "events", "exists", "export", "protocol", "record", "status", "store_file", "verify"]
+__all__ = ["create", "events", "exists", "export", "protocol", "raw_protocol", "record", "status", "store_file",
+           "verify"]
 
 _local = threading.local()
 
@@ -43,9 +44,13 @@ def _open(data: Path, trial: str) -> TrialStore:
     return store
 
 
-def create(data: Path, trial: str, spec: str, doses: int | None) -> dict[str, Any]:
-    """Create a trial store for a protocol path or built-in design; return its id and protocol."""
-    raw = protocol_data(spec, doses)
+def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
+    """The raw protocol a store keeps, for a protocol folder or a built-in design (checked)."""
+    return protocol_data(spec, doses)
+
+
+def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Create a trial store for a protocol's raw data (:func:`~escalation_rules.trial.store.protocol_data`)."""
     store = TrialStore.create(store_file(data, trial), raw)
     try:
         return {"trial": trial, "protocol": store.protocol.id, "source": store.protocol.source}

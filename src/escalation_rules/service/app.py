@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..designs import DESIGNS
 from ..errors import EscalationRulesError
-from ..protocol import Protocol
+from ..protocol import Protocol, protocol_from_mapping
 from ..trial.events import format_time
 from . import _trials
 from ._ledger import Ledger
@@ -384,15 +384,24 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         if name in DESIGNS:
             protocol = resolve_spec(name, doses)
-        elif name in config.protocols:
-            if doses is not None:
-                raise ServiceError(422, f"doses: applies to built-in designs only; {name} declares its ladder")
-            protocol = resolve_spec(str(config.protocols[name]))
         else:
-            known = ", ".join([*sorted(config.protocols), *sorted(DESIGNS)])
-            raise ServiceError(404, f"protocol {name[:70]!r}: not known to this server (known: {known})")
+            raw = shipped(name, doses)
+            protocol = protocol_from_mapping(raw["data"], raw["source"], raw["owners"])
         explore_merged(protocol)  # refuse a protocol that fails its build checks
         return protocol
+
+    def shipped(name: str, doses: int | None) -> dict[str, Any]:
+        """A served protocol's raw data, its files named from the protocols folder (no server paths shown)."""
+        if name not in config.protocols:
+            known = ", ".join([*sorted(config.protocols), *sorted(DESIGNS)])
+            raise ServiceError(404, f"protocol {name[:70]!r}: not known to this server (known: {known})")
+        if doses is not None:
+            raise ServiceError(422, f"doses: applies to built-in designs only; {name} declares its ladder")
+        path = config.protocols[name]
+        shown = f"{path.parent.name}/{path.name}"
+        raw = _trials.raw_protocol(str(path), None)
+        return {"source": shown, "data": raw["data"],
+                "owners": {k: v.replace(str(path), shown, 1) for k, v in raw["owners"].items()}}
 
     def load(name: str, doses: int | None) -> Protocol:
         if doses is not None and not 1 <= doses <= 40:
@@ -519,16 +528,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         who = caller(authorization)
         trial = trial_id(body.id)
         access(trial, who, "admin")
-        if body.protocol in DESIGNS:
-            spec = body.protocol
-            load(body.protocol, body.doses)
-        else:
-            load(body.protocol, body.doses)
-            spec = str(config.protocols[body.protocol])
+        load(body.protocol, body.doses)
+        design = body.protocol in DESIGNS
+        raw = _trials.raw_protocol(body.protocol, body.doses) if design else shipped(body.protocol, None)
         with trial_lock(trial):
             if _trials.exists(data, trial):
                 raise ServiceError(409, f"trial {trial}: exists already; a trial is created once")
-            return _trials.create(data, trial, spec, body.doses)
+            return _trials.create(data, trial, raw)
 
     @app.get("/v1/trials/{trial}", tags=["trials"], summary="A trial: its protocol and the caller's roles",
              responses={c: _ERRORS[c] for c in (401, 403, 404, 422)})
