@@ -212,6 +212,12 @@ class BodyLimit:
 
         async def tracking(message: Message) -> None:
             nonlocal started
+            if too_large:  # the framework turned the refused read into its own answer: send ours instead
+                if not started:
+                    started = True
+                    await _send_error(send, 413, f"request body: more than {self.limit} bytes; the limit is "
+                                                 f"{self.limit} bytes")
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
