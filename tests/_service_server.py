@@ -27,7 +27,7 @@ PEOPLE: dict[str, tuple[str, dict[str, list[str]]]] = {
     "admin": ("A. Admin", {"*": ["admin"]}),
     "investigator": ("Dr L. Wang", {"demo": ["investigator"], "meeting": ["investigator"], "load": ["investigator"]}),
     "sponsor": ("R. Zhou", {"demo": ["sponsor"], "meeting": ["sponsor"]}),
-    "monitor": ("K. Ito", {"demo": ["monitor"], "meeting": ["monitor"]}),
+    "monitor": ("K. Ito", {"demo": ["monitor"], "meeting": ["monitor"], "load": ["monitor"]}),
     "other": ("Dr B. Other", {"trial-b": ["investigator"]}),
     "dual": ("Dr D. Dual", {"demo": ["investigator", "sponsor"]}),
 }
