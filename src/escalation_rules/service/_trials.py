@@ -1,26 +1,34 @@
 """Every call the service makes to the trial store, in one place (so a change of the store's API is one edit here).
 
 Stores are files ``DIR/<trial id>.db``.  An SQLite connection belongs to the
-thread that opened it, so each worker thread keeps its own open store per
-trial (opening one re-checks its protocol, which costs tens of milliseconds).
+thread that opened it, and opening a store re-checks its protocol (tens of
+milliseconds), so each trial has one worker thread that opens its store once
+and runs every call on it, one at a time: the calls on one trial are
+serialised in this process (the store's transactions still guard against
+other processes), and reads see a whole number of committed appends.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..protocol import Protocol
-from ..trial.events import event_to_dict, parse_time
+from ..trial.events import parse_time
 from ..trial.store import TrialStore, protocol_data
 
 __all__ = ["create", "events", "exists", "export", "protocol", "raw_protocol", "record", "status", "store_file",
            "verify"]
 
+_workers: dict[str, ThreadPoolExecutor] = {}
+_workers_lock = threading.Lock()
 _local = threading.local()
+
+T = TypeVar("T")
 
 
 def store_file(data: Path, trial: str) -> Path:
@@ -33,15 +41,23 @@ def exists(data: Path, trial: str) -> bool:
     return store_file(data, trial).is_file()
 
 
-def _open(data: Path, trial: str) -> TrialStore:
-    cache: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
-    _local.stores = cache
+def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
+    """Run ``work`` on the trial's open store, in the trial's worker thread; its result (or its exception)."""
     path = str(store_file(data, trial))
-    store = cache.get(path)
-    if store is None:
-        store = TrialStore(path)
-        cache[path] = store
-    return store
+    with _workers_lock:
+        worker = _workers.get(path)
+        if worker is None:
+            worker = _workers[path] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trial-{trial}")
+
+    def call() -> T:
+        stores: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
+        _local.stores = stores
+        store = stores.get(path)
+        if store is None:
+            store = stores[path] = TrialStore(path)
+        return work(store)
+
+    return worker.submit(call).result()
 
 
 def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
@@ -60,40 +76,42 @@ def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def protocol(data: Path, trial: str) -> Protocol:
     """The protocol a trial's store was created with."""
-    return _open(data, trial).protocol
+    return _on_store(data, trial, lambda store: store.protocol)
 
 
 def record(data: Path, trial: str, batch: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[int]:
     """Check and append events in one transaction; their sequence numbers."""
-    return _open(data, trial).record(list(batch), labels)
+    return _on_store(data, trial, lambda store: store.record(list(batch), labels))
 
 
 def status(data: Path, trial: str, as_of: str | None) -> dict[str, Any] | str:
     """The status as ``trial status --json`` prints it, or the first problem when the chain fails verification."""
-    store = _open(data, trial)
-    report = store.verify(events=False)
-    if not report.ok:
-        return report.problems[0]
-    return store.status(parse_time(as_of, "as_of") if as_of else None).to_dict()
+    moment = parse_time(as_of, "as_of") if as_of else None
+
+    def work(store: TrialStore) -> dict[str, Any] | str:
+        report = store.verify(events=False)
+        if not report.ok:
+            return report.problems[0]
+        return store.status(moment).to_dict()
+
+    return _on_store(data, trial, work)
 
 
 def events(data: Path, trial: str, after: int = 0) -> list[dict[str, Any]]:
     """The stored events after sequence number ``after``, as ``trial log --json`` prints them."""
-    return [s.to_dict() for s in _open(data, trial).events() if s.seq > after]
-
-
-def event_dict(event: Any) -> dict[str, Any]:
-    """The JSON form of an event object."""
-    return event_to_dict(event)
+    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events() if s.seq > after])
 
 
 def export(data: Path, trial: str) -> str:
     """Every event as JSON lines (``trial export``)."""
-    out = io.StringIO()
-    _open(data, trial).export(out)
-    return out.getvalue()
+    def work(store: TrialStore) -> str:
+        out = io.StringIO()
+        store.export(out)
+        return out.getvalue()
+
+    return _on_store(data, trial, work)
 
 
 def verify(data: Path, trial: str) -> dict[str, Any]:
     """The chain verification report (``trial verify --json``)."""
-    return _open(data, trial).verify().to_dict()
+    return _on_store(data, trial, lambda store: store.verify().to_dict())

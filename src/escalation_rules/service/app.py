@@ -15,6 +15,7 @@ that exists already, 413 a body over the limit, 422 refused input.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -30,7 +31,8 @@ from typing import Any
 import attrs
 from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -167,6 +169,10 @@ _RECORD_BODY = {
 
 #: A JSON body read as it is (its schema is given by openapi_extra): our own checks word the refusals.
 _RAW_BODY = Body(default=None, include_in_schema=False)
+
+
+class _NdJson(Response):
+    media_type = "application/x-ndjson"
 
 
 # ---------------------------------------------------------------- middleware
@@ -335,11 +341,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         line = exc.detail if isinstance(exc.detail, str) else "refused"
+        if exc.status_code == 400 and "parsing the body" in line:  # e.g. a body that is not UTF-8
+            return _error_response(422, ["body: expected JSON (UTF-8 text) with Content-Type: application/json"])
         if exc.status_code == 404 and line == "Not Found":
             line = f"{request.url.path}: no such endpoint (see /v1/openapi.json)"
         elif exc.status_code == 405:
             line = f"{request.method} {request.url.path}: method not allowed"
-        return _error_response(exc.status_code, [line])
+        response = _error_response(exc.status_code, [line])
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # every method the path answers, across the routes that share it
+            methods = {m for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path)
+                       for m in (r.methods or ())}
+            response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
 
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug, never a trace
@@ -413,6 +427,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if doses is not None and not 1 <= doses <= 40:
             raise ServiceError(422, f"doses: expected 1 to 40 (got {doses})")
         return _protocol(name, doses)
+
+    for name in config.protocols:  # built once at start, not by the first requests all at once
+        with contextlib.suppress(EscalationRulesError):  # refused with its message on each request naming it
+            _protocol(name, None)
 
     @contextmanager
     def trial_lock(trial: str) -> Iterator[None]:
@@ -607,11 +625,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
         access(trial, who, "read")
         result = _trials.status(data, trial, as_of)
         if isinstance(result, str):
-            # the store's check reads the events and the head in two statements: an append between them looks
-            # like a broken chain, so a failed check is repeated with this server's appends held off
-            with trial_lock(trial):
-                result = _trials.status(data, trial, as_of)
-        if isinstance(result, str):
             raise ServiceError(409, f"trial {trial}: the store fails verification, so no status is given: {result}")
         return result
 
@@ -632,16 +645,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """The report ``trial verify --json`` prints; ``ok`` false names the first broken link (still 200)."""
         who = caller(authorization)
         access(trial, who, "read")
-        report = _trials.verify(data, trial)
-        if not report["ok"]:  # as for status: repeated with this server's appends held off
-            with trial_lock(trial):
-                report = _trials.verify(data, trial)
-        return report
+        return _trials.verify(data, trial)
 
-    @app.get("/v1/trials/{trial}/export", tags=["trials"], summary="Every event as JSON lines",
-             response_class=PlainTextResponse,
-             responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
-                        **{c: _ERRORS[c] for c in (401, 403, 404, 422)}})
+    @app.get("/v1/trials/{trial}/export", tags=["trials"], summary="Every event as JSON lines", response_class=_NdJson,
+             responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                              "description": "one event per line, canonical JSON"},
+                        **{c: {"description": _ERRORS[c]["description"], "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}} for c in (401, 403, 404, 422)}})
     def trial_export(trial: str, authorization: str | None = Header(default=None)) -> Response:
         """The lines ``trial export`` writes (canonical JSON, in the order recorded)."""
         who = caller(authorization)
