@@ -8,8 +8,10 @@ Run from the repository root::
 
 Each client keeps one HTTP connection and sends a mix: 60% decide (a history
 drawn from a fixed set, NCT07117175), 20% trial status and 20% event appends
-(a ``screened`` event for a new patient, with an Idempotency-Key), all
-clients on the same trial, authenticated with a token from a users file.
+(a ``screened`` event for a new patient, each at its own moment, with an
+Idempotency-Key), the clients spread over ``--trials`` trials (default 10:
+five clients on each trial at 50 clients), authenticated with a token from a
+users file.
 Prints requests/s, p50/p99 latency per kind of request, and the count of
 events in the store against the count acknowledged; exits 1 if they differ
 or any answer was unexpected.  Targets: decide p99 under 20 ms at 50
@@ -79,32 +81,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--requests", type=int, default=200, help="requests per client (default 200)")
+    parser.add_argument("--trials", type=int, default=10, help="trials the clients share (default 10)")
     parser.add_argument("--quick", action="store_true", help="10 clients x 20 requests (a smoke test for CI)")
     args = parser.parse_args()
     clients, per_client = (10, 20) if args.quick else (args.clients, args.requests)
+    trials = max(1, min(args.trials, clients))
     with tempfile.TemporaryDirectory() as folder:
         proc, port = start(Path(folder))
         try:
-            return run(port, clients, per_client)
+            return run(port, clients, per_client, trials)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
 
-def run(port: int, clients: int, per_client: int) -> int:
+def run(port: int, clients: int, per_client: int, trials: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    assert request(conn, "POST", "/v1/trials", {"id": "bench", "protocol": "nct07117175"})[0] == 201
+    for t in range(trials):
+        assert request(conn, "POST", "/v1/trials", {"id": f"bench-{t}", "protocol": "nct07117175"})[0] == 201
     latencies: dict[str, list[float]] = {"decide": [], "status": [], "append": []}
-    acknowledged: list[int] = []
+    acknowledged: list[tuple[str, int]] = []
     problems: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
 
     def client(number: int) -> None:
         rng = random.Random(number)
+        trial = f"bench-{number % trials}"
         own = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         mine: dict[str, list[float]] = {k: [] for k in latencies}
-        acks: list[int] = []
+        acks: list[tuple[str, int]] = []
         barrier.wait()
         for i in range(per_client):
             roll = rng.random()
@@ -114,16 +120,18 @@ def run(port: int, clients: int, per_client: int) -> int:
                                                          {"history": rng.choice(HISTORIES)})
                 ok = status == 200
             elif roll < 0.8:
-                kind, (status, body) = "status", request(own, "GET", "/v1/trials/bench/status")
+                kind, (status, body) = "status", request(own, "GET", f"/v1/trials/{trial}/status")
                 ok = status == 200
             else:
-                event = {"type": "screened", "at": "2025-01-02", "patient": f"B{number:03d}-{i:04d}",
+                moment = number * per_client + i  # seconds after 2025-01-02: every event at its own moment
+                event = {"type": "screened", "at": f"2025-01-02T{moment // 3600:02d}:{moment // 60 % 60:02d}:"
+                                                   f"{moment % 60:02d}Z", "patient": f"B{number:03d}-{i:04d}",
                          "eligible": True}
-                kind, (status, body) = "append", request(own, "POST", "/v1/trials/bench/events", event,
+                kind, (status, body) = "append", request(own, "POST", f"/v1/trials/{trial}/events", event,
                                                          {"Idempotency-Key": f"{number}-{i}"})
                 ok = status == 201
                 if ok:
-                    acks.extend(body["recorded"])
+                    acks.extend((trial, seq) for seq in body["recorded"])
             mine[kind].append(time.perf_counter() - t0)
             if not ok:
                 with lock:
@@ -141,17 +149,18 @@ def run(port: int, clients: int, per_client: int) -> int:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    log = request(conn, "GET", "/v1/trials/bench/log")[1]["events"]
-    stored = [e["seq"] for e in log]
+    stored = [(f"bench-{t}", e["seq"]) for t in range(trials)
+              for e in request(conn, "GET", f"/v1/trials/bench-{t}/log")[1]["events"]]
     total = sum(len(v) for v in latencies.values())
-    print(f"| {clients} clients x {per_client} requests | {total / elapsed:,.0f} requests/s | {elapsed:.1f} s |")
+    print(f"| {clients} clients x {per_client} requests, {trials} trial(s) | {total / elapsed:,.0f} requests/s "
+          f"| {elapsed:.1f} s |")
     print("| request | count | p50 (ms) | p99 (ms) |")
     print("|---|---:|---:|---:|")
     for kind, values in [*latencies.items(), ("all", [v for vs in latencies.values() for v in vs])]:
         if values:
             cut = statistics.quantiles(values, n=100) if len(values) > 1 else [values[0]] * 99
             print(f"| {kind} | {len(values)} | {statistics.median(values) * 1000:.1f} | {cut[98] * 1000:.1f} |")
-    same = sorted(acknowledged) == stored and len(set(stored)) == len(stored)
+    same = sorted(acknowledged) == sorted(stored) and len(set(stored)) == len(stored)
     print(f"events acknowledged: {len(acknowledged)}; stored: {len(stored)}; "
           f"{'equal, no duplicates' if same else 'DIFFERENT'}")
     for line in problems[:5]:

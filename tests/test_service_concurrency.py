@@ -33,7 +33,10 @@ def test_concurrent_appends_lose_nothing_and_duplicate_nothing_and_status_is_a_p
 
     def client(number: int) -> None:
         for i in range(APPENDS):
-            event = {"type": "screened", "at": "2025-01-02", "patient": f"C{number:02d}-{i:03d}", "eligible": True}
+            moment = number * APPENDS + i
+            event = {"type": "screened", "at": f"2025-01-02T{moment // 3600:02d}:{moment // 60 % 60:02d}:"
+                                               f"{moment % 60:02d}Z", "patient": f"C{number:02d}-{i:03d}",
+                     "eligible": True}
             key = {"Idempotency-Key": f"client-{number}-{i}"}
             status, body = server.call("POST", "/v1/trials/load/events", event, who="investigator", headers=key)
             if i % 5 == 0:  # a client that did not hear the answer retries with the same key
