@@ -149,6 +149,7 @@ def run(port: int, clients: int, per_client: int, trials: int) -> int:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # the first one idled past keep-alive
     stored = [(f"bench-{t}", e["seq"]) for t in range(trials)
               for e in request(conn, "GET", f"/v1/trials/bench-{t}/log")[1]["events"]]
     total = sum(len(v) for v in latencies.values())

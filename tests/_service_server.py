@@ -75,6 +75,7 @@ class Server:
         self.data = data
         self.tokens = dict(tokens)
         self.proc = proc
+        self.default_who: str | None = None  # the token sent when a call names nobody ("" sends none)
 
     def call(self, method: str, path: str, body: Any = None, *, who: str | None = None, raw: bytes | None = None,
              headers: Mapping[str, str] | None = None, timeout: float = 60) -> tuple[int, Any]:
@@ -84,7 +85,8 @@ class Server:
         if body is not None:
             data = json.dumps(body).encode()
             sent.setdefault("Content-Type", "application/json")
-        if who is not None:
+        who = self.default_who if who is None else who
+        if who:
             sent["Authorization"] = f"Bearer {self.tokens.get(who, who)}"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
         try:

@@ -66,11 +66,24 @@ def browser_factory(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+def ready(driver: Any) -> None:
+    """Wait until the page has shown a whole refresh (it marks the body data-state="ready")."""
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                    == "ready")
+
+
 def sign_in(driver: Any, server: Server, who: str) -> None:
     driver.get(f"{server.url}/meeting?trial=meeting")
     driver.find_element(By.ID, "token").send_keys(server.tokens[who])
     driver.find_element(By.ID, "signin-button").click()
-    WebDriverWait(driver, 30).until(expected_conditions.text_to_be_present_in_element((By.ID, "chain"), "verified"))
+    ready(driver)
+    assert "verified" in text(driver, "chain")
+
+
+def click(driver: Any, button: str) -> None:
+    """Press a sign button and wait for the page to show the trial after it."""
+    driver.find_element(By.ID, button).click()
+    ready(driver)
 
 
 def text(driver: Any, element: str) -> str:
@@ -113,8 +126,8 @@ def test_the_meeting_signs_a_joint_decision_in_two_sessions(server: Server, brow
     assert "dlt_adjudicated" in text(investigator, "log")
     shot(investigator, "1-investigator-signed-in")
 
-    investigator.find_element(By.ID, "sign-escalate-investigator").click()
-    WebDriverWait(investigator, 30).until(lambda d: signoff(d).get("investigator", "").startswith("signed"))
+    click(investigator, "sign-escalate-investigator")
+    assert text(investigator, "message") == "Recorded your signature (event 7)."
     assert signoff(investigator) == {"investigator": "signed escalate by Dr L. Wang", "sponsor": "still must sign"}
     assert buttons(investigator) == []
     shot(investigator, "2-investigator-signed")
@@ -125,9 +138,7 @@ def test_the_meeting_signs_a_joint_decision_in_two_sessions(server: Server, brow
     assert signoff(sponsor) == {"investigator": "signed escalate by Dr L. Wang", "sponsor": "still must sign"}
     assert buttons(sponsor) == ["sign-escalate-sponsor"]  # a role signs the option already signed, or none
     shot(sponsor, "3-sponsor-signed-in")
-    sponsor.find_element(By.ID, "sign-escalate-sponsor").click()
-    WebDriverWait(sponsor, 30).until(
-        expected_conditions.text_to_be_present_in_element((By.ID, "next-action"), "Enrol"))
+    click(sponsor, "sign-escalate-sponsor")
     assert text(sponsor, "next-action") == "Enrol 3 patient(s) at dose 2 (cohort 2)"
     assert "R. Zhou" in text(sponsor, "log")
     shot(sponsor, "4-next-cohort")

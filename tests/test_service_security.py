@@ -38,6 +38,12 @@ def serve(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_no_token_is_401(server: Server) -> None:
     status, body = server.call("GET", "/v1/trials/demo/status")
     assert status == 401 and body["error"] == "Authorization: missing (expected: Bearer TOKEN)"
+    for method, path, body in (("POST", "/v1/protocols/nct07117175/decide", {"history": "1N"}),
+                               ("GET", "/v1/protocols", None), ("GET", "/v1/protocols/nct07117175", None),
+                               ("POST", "/v1/protocols/3+3-deescalate/oc", {"truth": [0.1, 0.2]}),
+                               ("GET", "/v1/trials", None), ("GET", "/v1/whoami", None)):
+        assert server.call(method, path, body)[0] == 401, path
+    assert server.call("GET", "/v1/health")[0] == 200 and server.call("GET", "/meeting")[0] == 200
 
 
 @pytest.mark.parametrize("token", ["wrong-token-0123456789", "test-token-admin-012345678", "x" * 600])

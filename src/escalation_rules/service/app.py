@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -302,7 +302,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 ledgers.append(Ledger(data))
             return ledgers[0]
 
-
     app = FastAPI(
         title="escalation_rules service", version=__version__, openapi_url="/v1/openapi.json",
         docs_url=None, redoc_url=None,
@@ -342,7 +341,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         line = exc.detail if isinstance(exc.detail, str) else "refused"
         if exc.status_code == 400 and "parsing the body" in line:  # e.g. a body that is not UTF-8
-            return _error_response(422, ["body: expected JSON (UTF-8 text) with Content-Type: application/json"])
+            return _error_response(422, ["body: not JSON that can be read (expected UTF-8 JSON text, not nested "
+                                         "too deeply, with Content-Type: application/json)"])
         if exc.status_code == 404 and line == "Not Found":
             line = f"{request.url.path}: no such endpoint (see /v1/openapi.json)"
         elif exc.status_code == 405:
@@ -439,6 +439,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         with lock:
             yield
 
+    def authenticated(authorization: str | None = Header(default=None)) -> None:
+        """Any known token (a protocol's tables, decisions and screening are for the people of the server)."""
+        caller(authorization)
+
+    signed_in = [Depends(authenticated)]
+
     # -- health and the caller
 
     @app.get("/v1/health", tags=["service"], summary="Health and version")
@@ -458,7 +464,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     # -- protocols
 
-    @app.get("/v1/protocols", tags=["protocols"], summary="The protocols this server knows")
+    @app.get("/v1/protocols", tags=["protocols"], summary="The protocols this server knows",
+             dependencies=signed_in, responses={401: _ERRORS[401]})
     def list_protocols() -> dict[str, Any]:
         """Shipped protocols (by folder name) and built-in designs (take ``?doses=N``, default 5)."""
         shipped = [{"name": n, "kind": "protocol", "id": _protocol(n, None).id, "title": _protocol(n, None).title}
@@ -467,7 +474,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return {"protocols": [*shipped, *designs]}
 
     @app.get("/v1/protocols/{protocol}", tags=["protocols"], summary="A protocol's ladder and tables",
-             responses={404: _ERRORS[404], 422: _ERRORS[422]})
+             dependencies=signed_in,
+              responses={c: _ERRORS[c] for c in (401, 404, 422)})
     def show(protocol: str, doses: int | None = Query(default=None, description="doses of a built-in design")
              ) -> dict[str, Any]:
         """The same content as ``escalation-rules show SPEC --json``."""
@@ -477,28 +485,41 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return protocol_summary(compile_protocol(load(protocol, doses)))
 
     @app.get("/v1/protocols/{protocol}/data-items", tags=["protocols"],
-             summary="The data items the eligibility criteria read", responses={404: _ERRORS[404], 422: _ERRORS[422]})
+             summary="The data items the eligibility criteria read", dependencies=signed_in,
+              responses={c: _ERRORS[c] for c in (401, 404, 422)})
     def data_items(protocol: str, doses: int | None = None) -> list[dict[str, Any]]:
         """The same content as ``escalation-rules data-items SPEC --json``."""
         from ..eligibility import data_dictionary, load_eligibility
 
         return data_dictionary(load_eligibility(load(protocol, doses)))
 
-    @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
-              responses={404: _ERRORS[404], 413: _ERRORS[413], 422: _ERRORS[422]})
-    def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> dict[str, Any]:
-        """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
+    def decided(protocol: str, doses: int | None, history: str) -> bytes:
+        """The encoded decision (``history``: ``s`` and an outcome string, or ``j`` and JSON entries)."""
         from ..engine import decide
         from ..history import parse_history_json
 
         p = load(protocol, doses)
-        history = body.history if isinstance(body.history, str) else parse_history_json(
-            {"history": body.history}, "history")
-        return decide(p, history).to_dict()
+        entries = history[1:] if history.startswith("s") else parse_history_json(
+            {"history": json.loads(history[1:])}, "history")
+        return json.dumps(decide(p, entries).to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    decided_cached = lru_cache(maxsize=4096)(decided)
+
+    @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
+              response_model=dict[str, Any], dependencies=signed_in,
+              responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
+    def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> Response:
+        """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
+        history = ("s" + body.history if isinstance(body.history, str)
+                   else "j" + json.dumps(body.history, sort_keys=True, separators=(",", ":")))
+        # decide is a pure function of the protocol and the history: short histories' answers are kept
+        answer = (decided_cached if len(history) <= 2048 else decided)(protocol, doses, history)
+        return Response(answer, media_type="application/json")
 
     @app.post("/v1/protocols/{protocol}/screen", tags=["protocols"], summary="Screen a patient record",
               openapi_extra={"requestBody": _RECORD_BODY},
-              responses={404: _ERRORS[404], 413: _ERRORS[413], 422: _ERRORS[422]})
+              dependencies=signed_in,
+              responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
     def screen_endpoint(protocol: str, request_body: Any = _RAW_BODY,
                         doses: int | None = None) -> dict[str, Any]:
         """The ``screen --json`` result: eligible, not eligible and undetermined are 200 (``exit_status`` says
@@ -511,7 +532,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return screen(spec, request_body, "record").to_dict()
 
     @app.post("/v1/protocols/{protocol}/oc", tags=["protocols"], summary="Exact operating characteristics",
-              responses={404: _ERRORS[404], 413: _ERRORS[413], 422: _ERRORS[422]})
+              dependencies=signed_in,
+              responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
     def oc_endpoint(protocol: str, body: OcRequest, doses: int | None = None) -> dict[str, Any]:
         """The object ``escalation-rules oc SPEC --truth ... --json`` prints (built-in designs: 1 to 40 doses)."""
         from ..analysis import operating_characteristics
@@ -730,5 +752,3 @@ def openapi_document(app: FastAPI) -> str:
     """The OpenAPI description as the repository ships it (``spec/openapi.json``): sorted keys, two-space indent."""
     return json.dumps(app.openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-
-Factory = Callable[[ServiceConfig], FastAPI]

@@ -134,15 +134,18 @@ function showLog(log) {
 }
 
 async function refresh() {
+  document.body.dataset.state = "loading";  // "ready" once every section shows the same moment
   const [status, log, report] = await Promise.all([api("GET", "/status"), api("GET", "/log"), api("GET", "/verify")]);
   showChain(report);
   showDecision(status, log);
   showLadder(status);
   showCohorts(status);
   showLog(log);
+  document.body.dataset.state = "ready";
 }
 
 async function sign(option, role, rule) {
+  document.body.dataset.state = "loading";
   $("message").textContent = "";
   try {
     const answer = await api("POST", "/events", { type: "decision_signed", option, role, rule });
