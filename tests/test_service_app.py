@@ -205,3 +205,25 @@ def test_the_checkout_protocols_are_served_by_default(tmp_path: Path) -> None:
     from escalation_rules.service._cli import _protocol_folders
 
     assert _protocol_folders(None) == [ROOT / "spec"] or _protocol_folders(None) == [Path("spec")]
+
+
+def test_status_as_of_and_log_after_are_checked(server: Server) -> None:
+    new_trial(server, "reads")
+    assert server.call("POST", "/v1/trials/reads/events", WORKED_EXAMPLE[:3], who="admin")[0] == 201
+    status, body = server.call("GET", "/v1/trials/reads/status?as_of=2025-02-30", who="admin")
+    assert status == 422 and body["error"].startswith("as_of: expected an ISO 8601 date or date-time")
+    assert [e["seq"] for e in server.call("GET", "/v1/trials/reads/log?after=1", who="admin")[1]["events"]] == [2, 3]
+    assert server.call("GET", "/v1/trials/reads/log?after=-1", who="admin")[0] == 422
+    assert server.call("GET", "/v1/trials/nosuch/status", who="admin")[0] == 404
+
+
+def test_without_users_a_loopback_server_needs_no_token_and_signatures_name_their_person(tmp_path: Path) -> None:
+    with running_server(tmp_path, users=False) as open_server:
+        assert open_server.call("POST", "/v1/trials", {"id": "solo", "protocol": "nct07117175"})[0] == 201
+        assert open_server.call("POST", "/v1/trials/solo/events", WORKED_EXAMPLE[:5])[0] == 201
+        adjudication = {**WORKED_EXAMPLE[5], "role": "investigator", "person": "Dr L. Wang"}
+        status, body = open_server.call("POST", "/v1/trials/solo/events", adjudication)
+        assert status == 201 and body["recorded_by"] == "anonymous (no users file)"
+        status, body = open_server.call("POST", "/v1/trials/solo/events", {
+            "type": "decision_signed", "at": "2025-03-20", "option": "escalate", "role": "sponsor"})
+        assert status == 422 and body["error"] == "event (decision_signed): person: missing"
