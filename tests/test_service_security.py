@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -188,3 +189,13 @@ def test_hash_token_prints_a_line_the_users_file_accepts(tmp_path: Path) -> None
     short = subprocess.run([sys.executable, "-m", "escalation_rules.cli", "serve", "--hash-token"], input="short\n",
                            capture_output=True, text=True, timeout=60)
     assert short.returncode == 2 and "token: expected at least 16 characters" in short.stderr
+
+
+def test_a_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve("--data", str(tmp_path / "d"), "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"escalation-rules serve: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)")

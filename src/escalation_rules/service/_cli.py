@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,21 @@ def _protocol_folders(given: list[str] | None) -> list[Path]:
     if given:
         return [Path(g) for g in given]
     return [p for p in (Path("spec"), _CHECKOUT_SPEC) if p.is_dir()][:1]
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address the server cannot listen on, with one line (before anything is started)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise EscalationRulesError(f"--host {host}: cannot resolve ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise EscalationRulesError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror})") from None
 
 
 def _import_service() -> Any:
@@ -99,6 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise EscalationRulesError(f"--data: {data}: cannot create: {err.strerror}") from None
     protocols = service.find_protocols(_protocol_folders(args.protocols))
     app = service.create_app(service.ServiceConfig(data, users, protocols, args.max_body))
+    _check_address(args.host, args.port)
     import uvicorn
 
     mode = f"users from {args.users}" if users else "no authentication (loopback only)"
