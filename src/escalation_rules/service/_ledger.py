@@ -2,9 +2,13 @@
 
 One SQLite file, ``DIR/.service.sqlite``.  A key is kept with the hash of
 the request it came with and the answer given; the same key with another
-request is refused.  The attribution table says which authenticated person
-recorded each event (the trial store keeps the events themselves; a
-signature or adjudication also names its person inside the event).
+request is refused.  The key is written (with the trial's last sequence
+number and the events as sent) before the events are appended, and the
+answer after: a key found without an answer marks an attempt that stopped in
+between, and the events after that sequence number say whether it was stored.
+The attribution table says which authenticated person recorded each event
+(the trial store keeps the events themselves; a signature or adjudication
+also names its person inside the event).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ __all__ = ["Ledger"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS idempotency (trial TEXT NOT NULL, key TEXT NOT NULL, person TEXT NOT NULL, "
-    "request TEXT NOT NULL, response TEXT NOT NULL, PRIMARY KEY (trial, key, person))",
+    "request TEXT NOT NULL, response TEXT, head INTEGER NOT NULL, batch TEXT NOT NULL, "
+    "PRIMARY KEY (trial, key, person))",
     "CREATE TABLE IF NOT EXISTS attribution (trial TEXT NOT NULL, seq INTEGER NOT NULL, person TEXT NOT NULL, "
     "recorded_at TEXT NOT NULL, PRIMARY KEY (trial, seq))",
 )
@@ -47,21 +52,35 @@ class Ledger:
             self._local.conn = conn
         return conn
 
-    def answered(self, trial: str, key: str, person: str) -> tuple[str, dict[str, Any]] | None:
-        """The request hash and answer kept for a key, if any."""
-        row = self._conn().execute("SELECT request, response FROM idempotency WHERE trial = ? AND key = ? "
-                                   "AND person = ?", (trial, key, person)).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
+    def answered(self, trial: str, key: str, person: str) -> tuple[str, dict[str, Any] | None, int, list[Any]] | None:
+        """What is kept for a key: the request hash, the answer (None: the attempt stopped before answering), the
+        trial's last sequence number before that attempt and the events it sent."""
+        row = self._conn().execute("SELECT request, response, head, batch FROM idempotency WHERE trial = ? AND "
+                                   "key = ? AND person = ?", (trial, key, person)).fetchone()
+        if row is None:
+            return None
+        return row[0], None if row[1] is None else json.loads(row[1]), row[2], json.loads(row[3])
 
-    def keep(self, trial: str, key: str | None, person: str, request: str, response: dict[str, Any],
-             seqs: list[int], recorded_at: str) -> None:
+    def begin(self, trial: str, key: str, person: str, request: str, head: int, batch: list[Any]) -> None:
+        """Write a key before its events are appended."""
+        self._conn().execute("INSERT OR REPLACE INTO idempotency (trial, key, person, request, response, head, batch) "
+                             "VALUES (?, ?, ?, ?, NULL, ?, ?)", (trial, key, person, request, head,
+                                                                 json.dumps(batch, default=str)))
+
+    def forget(self, trial: str, key: str, person: str) -> None:
+        """Remove a key whose events were not stored (refused, or never appended)."""
+        self._conn().execute("DELETE FROM idempotency WHERE trial = ? AND key = ? AND person = ?",
+                             (trial, key, person))
+
+    def keep(self, trial: str, key: str | None, person: str, response: dict[str, Any], seqs: list[int],
+             recorded_at: str) -> None:
         """Keep the answer to a key and who recorded the events, in one transaction."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             if key is not None:
-                conn.execute("INSERT INTO idempotency (trial, key, person, request, response) VALUES (?, ?, ?, ?, ?)",
-                             (trial, key, person, request, json.dumps(response)))
+                conn.execute("UPDATE idempotency SET response = ? WHERE trial = ? AND key = ? AND person = ?",
+                             (json.dumps(response), trial, key, person))
             conn.executemany("INSERT OR REPLACE INTO attribution (trial, seq, person, recorded_at) VALUES (?, ?, ?, ?)",
                              [(trial, s, person, recorded_at) for s in seqs])
             conn.execute("COMMIT")

@@ -17,12 +17,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import EscalationRulesError
 from ..protocol import Protocol
-from ..trial.events import parse_time
+from ..trial.events import canonical_json, parse_event, parse_time
 from ..trial.store import TrialStore, protocol_data
 
-__all__ = ["create", "events", "exists", "export", "protocol", "raw_protocol", "record", "status", "store_file",
-           "verify"]
+__all__ = [
+    "create",
+    "events",
+    "exists",
+    "export",
+    "last_seq",
+    "protocol",
+    "raw_protocol",
+    "record",
+    "same_events",
+    "status",
+    "store_file",
+    "verify",
+]
 
 _workers: dict[str, ThreadPoolExecutor] = {}
 _workers_lock = threading.Lock()
@@ -95,6 +108,22 @@ def status(data: Path, trial: str, as_of: str | None) -> dict[str, Any] | str:
         return store.status(moment).to_dict()
 
     return _on_store(data, trial, work)
+
+
+def last_seq(data: Path, trial: str) -> int:
+    """The sequence number of the trial's last stored event (0 for none)."""
+    return _on_store(data, trial, lambda store: max((s.seq for s in store.events()), default=0))
+
+
+def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> bool:
+    """Whether stored events (``"event"`` of :func:`events`) are the events sent, in their canonical form."""
+    if len(stored) < len(sent):
+        return False
+    try:
+        return all(canonical_json(parse_event(s["event"])) == canonical_json(parse_event(e))
+                   for s, e in zip(stored, sent, strict=False))
+    except EscalationRulesError:
+        return False
 
 
 def events(data: Path, trial: str, after: int = 0) -> list[dict[str, Any]]:

@@ -626,16 +626,42 @@ def create_app(config: ServiceConfig) -> FastAPI:
         filled = [_attribute(ev, label, who, roles, now) for ev, label in zip(batch, labels, strict=True)]
         request_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
         with trial_lock(trial):
-            if idempotency_key is not None:
-                kept = ledger().answered(trial, idempotency_key, who.person)
-                if kept is not None:
-                    if kept[0] != request_hash:
-                        raise ServiceError(422, "Idempotency-Key: already used for another request to this trial")
-                    return {**kept[1], "replayed": True}
-            seqs = _trials.record(data, trial, filled, labels)
+            if idempotency_key is None:
+                seqs = _trials.record(data, trial, filled, labels)
+            else:
+                replay = self_replay(trial, idempotency_key, who, request_hash)
+                if replay is not None:
+                    return replay
+                ledger().begin(trial, idempotency_key, who.person, request_hash, _trials.last_seq(data, trial),
+                               filled)
+                try:
+                    seqs = _trials.record(data, trial, filled, labels)
+                except EscalationRulesError:
+                    ledger().forget(trial, idempotency_key, who.person)
+                    raise
             answer = {"trial": trial, "recorded": seqs, "recorded_by": who.person, "replayed": False}
-            ledger().keep(trial, idempotency_key, who.person, request_hash, answer, seqs, now)
+            ledger().keep(trial, idempotency_key, who.person, answer, seqs, now)
         return answer
+
+    def self_replay(trial: str, key: str, who: Caller, request_hash: str) -> dict[str, Any] | None:
+        """The first answer to a key again, or None when the request is to be recorded (under the trial's lock)."""
+        kept = ledger().answered(trial, key, who.person)
+        if kept is None:
+            return None
+        request, response, head, sent = kept
+        if request != request_hash:
+            raise ServiceError(422, "Idempotency-Key: already used for another request to this trial")
+        if response is not None:
+            return {**response, "replayed": True}
+        # the earlier attempt stopped between writing the key and keeping the answer: were its events stored?
+        stored = _trials.events(data, trial, head)
+        if not _trials.same_events(stored, sent):
+            ledger().forget(trial, key, who.person)
+            return None
+        seqs = [e["seq"] for e in stored[:len(sent)]]
+        answer = {"trial": trial, "recorded": seqs, "recorded_by": who.person, "replayed": False}
+        ledger().keep(trial, key, who.person, answer, seqs, format_time(datetime.now(UTC)))
+        return {**answer, "replayed": True}
 
     @app.get("/v1/trials/{trial}/status", tags=["trials"], summary="The trial's status",
              responses={**{c: _ERRORS[c] for c in (401, 403, 404, 422)},
