@@ -38,6 +38,7 @@ _COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("oc", "simulate", "grid"), "escalation_rules.analysis._cli"),
     "trial": "escalation_rules.trial._cli",
     **dict.fromkeys(("screen", "data-items"), "escalation_rules.eligibility._cli"),
+    "serve": "escalation_rules.service._cli",
 }
 
 Handler = Callable[[argparse.Namespace], int]

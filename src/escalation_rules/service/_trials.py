@@ -1,0 +1,146 @@
+"""Every call the service makes to the trial store, in one place (so a change of the store's API is one edit here).
+
+Stores are files ``DIR/<trial id>.db``.  An SQLite connection belongs to the
+thread that opened it, and opening a store re-checks its protocol (tens of
+milliseconds), so each trial has one worker thread that opens its store once
+and runs every call on it, one at a time: the calls on one trial are
+serialised in this process (the store's transactions still guard against
+other processes), and reads see a whole number of committed appends.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import EscalationRulesError
+from ..protocol import Protocol
+from ..trial.events import canonical_json, parse_event, parse_time
+from ..trial.store import TrialStore, protocol_data
+
+__all__ = [
+    "create",
+    "events",
+    "exists",
+    "export",
+    "last_seq",
+    "protocol",
+    "raw_protocol",
+    "record",
+    "same_events",
+    "status",
+    "store_file",
+    "verify",
+]
+
+_workers: dict[str, ThreadPoolExecutor] = {}
+_workers_lock = threading.Lock()
+_local = threading.local()
+
+T = TypeVar("T")
+
+
+def store_file(data: Path, trial: str) -> Path:
+    """The store file of a trial id (already checked against :data:`~.auth.TRIAL_ID`)."""
+    return data / f"{trial}.db"
+
+
+def exists(data: Path, trial: str) -> bool:
+    """Whether the trial's store file exists."""
+    return store_file(data, trial).is_file()
+
+
+def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
+    """Run ``work`` on the trial's open store, in the trial's worker thread; its result (or its exception)."""
+    path = str(store_file(data, trial))
+    with _workers_lock:
+        worker = _workers.get(path)
+        if worker is None:
+            worker = _workers[path] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trial-{trial}")
+
+    def call() -> T:
+        stores: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
+        _local.stores = stores
+        store = stores.get(path)
+        if store is None:
+            store = stores[path] = TrialStore(path)
+        return work(store)
+
+    return worker.submit(call).result()
+
+
+def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
+    """The raw protocol a store keeps, for a protocol folder or a built-in design (checked)."""
+    return protocol_data(spec, doses)
+
+
+def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Create a trial store for a protocol's raw data (:func:`~escalation_rules.trial.store.protocol_data`)."""
+    store = TrialStore.create(store_file(data, trial), raw)
+    try:
+        return {"trial": trial, "protocol": store.protocol.id, "source": store.protocol.source}
+    finally:
+        store.close()
+
+
+def protocol(data: Path, trial: str) -> Protocol:
+    """The protocol a trial's store was created with."""
+    return _on_store(data, trial, lambda store: store.protocol)
+
+
+def record(data: Path, trial: str, batch: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[int]:
+    """Check and append events in one transaction; their sequence numbers."""
+    return _on_store(data, trial, lambda store: list(store.record(list(batch), labels).events))
+
+
+def status(data: Path, trial: str, as_of: str | None) -> dict[str, Any] | str:
+    """The status as ``trial status --json`` prints it, or the first problem when the chain fails verification."""
+    moment = parse_time(as_of, "as_of") if as_of else None
+
+    def work(store: TrialStore) -> dict[str, Any] | str:
+        problems = store.chain_problems()
+        if problems:
+            return problems[0]
+        return store.status(moment).to_dict()
+
+    return _on_store(data, trial, work)
+
+
+def last_seq(data: Path, trial: str) -> int:
+    """The sequence number of the trial's last stored event (0 for none)."""
+    return _on_store(data, trial, lambda store: max((s.seq for s in store.events()), default=0))
+
+
+def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> bool:
+    """Whether stored events (``"event"`` of :func:`events`) are the events sent, in their canonical form."""
+    if len(stored) < len(sent):
+        return False
+    try:
+        return all(canonical_json(parse_event(s["event"])) == canonical_json(parse_event(e))
+                   for s, e in zip(stored, sent, strict=False))
+    except EscalationRulesError:
+        return False
+
+
+def events(data: Path, trial: str, after: int = 0) -> list[dict[str, Any]]:
+    """The stored events after sequence number ``after``, as ``trial log --json`` prints them."""
+    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events() if s.seq > after])
+
+
+def export(data: Path, trial: str) -> str:
+    """Every event as JSON lines (``trial export``)."""
+    def work(store: TrialStore) -> str:
+        out = io.StringIO()
+        store.export(out)  # as `trial export` writes it: a header with the protocol, then the events
+        return out.getvalue()
+
+    return _on_store(data, trial, work)
+
+
+def verify(data: Path, trial: str) -> dict[str, Any]:
+    """The chain verification report (``trial verify --json``)."""
+    return _on_store(data, trial, lambda store: store.verify().to_dict())
