@@ -10,7 +10,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .designs import DESIGNS, builtin_design
 from .errors import ProtocolError
@@ -19,8 +21,8 @@ from .protocol import Protocol, load_protocol
 __all__ = ["resolve_spec"]
 
 
-def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
-    """Load ``spec``: a built-in design name (with ``doses``, default 5) or a protocol path.
+def resolve_spec(spec: str, doses: int | None = None, params: Mapping[str, Any] | None = None) -> Protocol:
+    """Load ``spec``: a built-in design name (with ``doses``, default 5, and its ``params``) or a protocol path.
 
     A path ending in ``.toml`` that does not exist is also tried as a folder
     of the same name without the suffix, so ``spec/nct07117175.toml`` and
@@ -32,7 +34,7 @@ def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
         If ``spec`` is neither, or the protocol is refused.
     """
     if spec in DESIGNS:
-        return builtin_design(spec, 5 if doses is None else doses)
+        return builtin_design(spec, 5 if doses is None else doses, **dict(params or {}))
     if not spec.strip():
         raise ProtocolError(["SPEC: expected a protocol file or folder, or a built-in design name (got an empty "
                              "string)"])
@@ -42,6 +44,9 @@ def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
     if not path.exists():
         raise ProtocolError([f"{spec}: no such protocol file or folder, and not a built-in design "
                              f"(known: {', '.join(sorted(DESIGNS))})"])
+    if params:
+        raise ProtocolError([f"{spec}: --set applies to model-assisted built-in designs only; a protocol file "
+                             "declares its parameters"])
     if doses is not None:
         raise ProtocolError([f"{spec}: --doses applies to built-in designs only; a protocol file declares its ladder"])
     return load_protocol(path)

@@ -85,7 +85,14 @@ INVARIANTS: dict[str, str] = {
     "coherence": "one more DLT in a cohort never gives a more aggressive decision",
     "terminates": "every path ends in a stop within the cap",
     "escalation-signoff": "every escalation carries the required sign-off",
+    "interval-boundaries": "in a model-assisted (interval) stage, never escalate when the DLTs at the current dose "
+                           "reach its de-escalation boundary",
 }
+
+#: Invariants of the 3+3 family that model-assisted designs break by their nature (BOIN may escalate
+#: after 2 DLTs in 9 and treats more than 6 at a dose); they are not checked in an ``interval`` stage,
+#: whose own rule ``interval-boundaries`` is checked instead.
+THREE_PLUS_THREE_ONLY = ("no-escalation-after-two-dlts", "at-most-six-during-escalation", "mtd-accepted")
 
 
 @attrs.frozen
@@ -184,9 +191,10 @@ class _Invariants(Observer):
         self.k = len(protocol.doses)
         self.kinds = {s.id: s.kind for s in protocol.stages}
         self.required = set(protocol.escalation_signoff)
+        self.boundaries = protocol.boundaries
 
     def treat(self, stage: str, dose: int, cohort: int, view: Any) -> list[Check]:
-        if self.kinds[stage] == "fill":
+        if self.kinds[stage] in ("fill", "interval"):
             return []
         total = view.n(dose) + cohort
         return [("at-most-six-during-escalation",
@@ -199,9 +207,15 @@ class _Invariants(Observer):
             _, child_stage, target, _cohort = child
             if target > dose:
                 n, tox = view.n(dose), view.tox(dose)
-                checks.append(("no-escalation-after-two-dlts",
-                               f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
-                allowed = n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
+                if self.kinds[stage] == "interval":
+                    limit = self.boundaries[n - 1].deescalate if 1 <= n <= len(self.boundaries) else n + 1
+                    checks.append(("interval-boundaries", f"escalated from dose {dose + 1} with {tox} DLT in {n} "
+                                                          f"(de-escalation boundary {limit})" if tox >= limit else None))
+                else:
+                    checks.append(("no-escalation-after-two-dlts",
+                                   f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
+                allowed = (n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
+                           or self.kinds[stage] == "interval")  # a table design may escalate after a cohort of 1
                 checks.append(("no-escalation-under-three",
                                None if allowed else f"escalated from dose {dose + 1} with {n} evaluated"))
                 missing = self.required - set(signoff)
@@ -224,6 +238,8 @@ class _Invariants(Observer):
                 checks.append(("mtd-accepted", f"MTD {d + 1} is a closed dose"))
             elif self.kinds[stage] == "fill" and d == dose:
                 checks.append(("mtd-accepted", None))  # checked when the fill began
+            elif self.kinds[stage] == "interval":
+                pass  # the MTD is selected from the data; that it is not a closed dose is checked above
             else:
                 n, tox = view.n(d), view.tox(d)
                 ok = view.passed(d) or _acceptable(n, tox)
