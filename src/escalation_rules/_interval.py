@@ -104,8 +104,8 @@ def posterior_above(target: float, tox: int, n: int) -> float:
 
     Examples
     --------
-    >>> round(posterior_above(0.3, 3, 3), 4)
-    0.9163
+    >>> round(posterior_above(0.3, 2, 3), 4), round(posterior_above(0.3, 3, 3), 4)
+    (0.9163, 0.9919)
     """
     return math.fsum(math.comb(n + 1, j) * target**j * (1 - target) ** (n + 1 - j) for j in range(tox + 1))
 
@@ -252,7 +252,8 @@ def excluded_from(selection: Selection, counts: Sequence[tuple[int, int]]) -> in
     return len(counts)
 
 
-def select_isotonic(selection: Selection, counts: Sequence[tuple[int, int]], closed_from: int | None = None) -> int | None:
+def select_isotonic(selection: Selection, counts: Sequence[tuple[int, int]],
+                    closed_from: int | None = None) -> int | None:
     """The 0-based MTD chosen by isotonic regression, or None (BOIN's ``select.mtd``).
 
     Doses at or above ``closed_from`` (the lowest dose closed during the

@@ -35,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -191,7 +192,7 @@ _ELIM = "dose elimination as in R package BOIN: Pr(p > target | data) > cutoff_e
 #: Parameters of the model-assisted designs: name -> (type, default, meaning).  A default of
 #: None is derived from ``target`` as the reference R package derives it.
 _COMMON_PARAMS: dict[str, tuple[type, Any, str]] = {
-    "target": (float, None, "target DLT rate (required)"),
+    "target": (float, 0.3, "target DLT rate (our default; the R packages require it)"),
     "cohort": (int, 3, "cohort size"),
     "max_n": (int, 30, "sample size cap (a multiple of the cohort size)"),
     "start": (int, 1, "1-based start dose"),
@@ -266,9 +267,7 @@ def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
     values = {key: _coerce(name, key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
     problems = []
     target = values["target"]
-    if target is None:
-        problems.append(f"{name}: parameter target: required (e.g. --set target=0.3)")
-    elif not 0.05 <= target <= 0.6:
+    if not 0.05 <= target <= 0.6:
         problems.append(f"{name}: parameter target: expected a rate from 0.05 to 0.6 (got {target})")
     if not 1 <= values["cohort"] <= 12:
         problems.append(f"{name}: parameter cohort: expected 1 to 12 patients (got {values['cohort']})")
@@ -291,14 +290,14 @@ def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
                             f"(got {phi1:g}, {phi2:g})")
     if not problems and name != "boin":
         lo, hi = ("eps1", "eps2") if name == "i3+3" else ("margin_left", "margin_right")
-        if not 0 < target - values[lo] and target + values[hi] < 1:
+        if not target - values[lo] > 0 and target + values[hi] < 1:
             problems.append(f"{name}: parameters {lo}, {hi}: the interval must lie inside (0, 1)")
     if problems:
         raise ProtocolError(problems)
     return values
 
 
-def _interval(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
+def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """A model-assisted design as protocol data: its boundary table and the rules that read it."""
     v = _interval_params(name, doses, params)
     target, n_max = v["target"], v["max_n"]
@@ -360,7 +359,7 @@ DESIGNS: dict[str, Callable[[int, Mapping[str, Any]], dict[str, Any]]] = {
     "3+3-deescalate": lambda k, _: _three_plus_three(k, deescalate=True, six_at_top=False, name="3+3-deescalate"),
     "3+3-six-at-top": lambda k, _: _three_plus_three(k, deescalate=True, six_at_top=True, name="3+3-six-at-top"),
     "accelerated-titration": lambda k, _: _accelerated(k),
-    **{name: (lambda k, p, name=name: _interval(name, k, p)) for name in _DESIGN_PARAMS},
+    **{name: functools.partial(_interval_design, name) for name in _DESIGN_PARAMS},
 }
 
 

@@ -70,7 +70,7 @@ from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph
 from .graph import CompiledProtocol, describe_path, explore_merged
 from .protocol import Protocol
 
-__all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "verify"]
+__all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "applicable_invariants", "verify"]
 
 #: Invariant id to a one-line statement.
 INVARIANTS: dict[str, str] = {
@@ -209,8 +209,9 @@ class _Invariants(Observer):
                 n, tox = view.n(dose), view.tox(dose)
                 if self.kinds[stage] == "interval":
                     limit = self.boundaries[n - 1].deescalate if 1 <= n <= len(self.boundaries) else n + 1
-                    checks.append(("interval-boundaries", f"escalated from dose {dose + 1} with {tox} DLT in {n} "
-                                                          f"(de-escalation boundary {limit})" if tox >= limit else None))
+                    failure = (f"escalated from dose {dose + 1} with {tox} DLT in {n} (de-escalation boundary {limit})"
+                               if tox >= limit else None)
+                    checks.append(("interval-boundaries", failure))
                 else:
                     checks.append(("no-escalation-after-two-dlts",
                                    f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
@@ -264,10 +265,37 @@ def _coherence(levels: Sequence[int]) -> Iterator[tuple[int, str | None]]:
                   if worse else None)
 
 
+def applicable_invariants(protocol: Protocol) -> tuple[str, ...]:
+    """The invariants that apply to a protocol, by the kinds of its stages.
+
+    ``interval-boundaries`` applies where a stage is a model-assisted table
+    (kind ``interval``); the 3+3 family's own invariants
+    (:data:`THREE_PLUS_THREE_ONLY`) apply where any other stage is.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> "interval-boundaries" in applicable_invariants(builtin_design("boin", 3))
+    True
+    >>> "no-escalation-after-two-dlts" in applicable_invariants(builtin_design("boin", 3))
+    False
+    """
+    kinds = {stage.kind for stage in protocol.stages}
+    out = []
+    for key in INVARIANTS:
+        if key == "interval-boundaries" and "interval" not in kinds:
+            continue
+        if key in THREE_PLUS_THREE_ONLY and kinds <= {"interval"}:
+            continue
+        out.append(key)
+    return tuple(out)
+
+
 class _Tally:
     """Per invariant: how many checks, and the failures with where they happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: Protocol) -> None:
+        self.applicable = applicable_invariants(protocol)
         self.checked = dict.fromkeys(INVARIANTS, 0)
         self.failures: dict[str, list[tuple[Any, str]]] = {key: [] for key in INVARIANTS}
 
@@ -279,6 +307,8 @@ class _Tally:
     def results(self, counterexample: Any) -> tuple[InvariantResult, ...]:
         out = []
         for key, statement in INVARIANTS.items():
+            if key not in self.applicable:
+                continue
             failures = self.failures[key]
             if not failures:
                 out.append(InvariantResult(key, statement, True, self.checked[key]))
@@ -291,7 +321,7 @@ class _Tally:
 def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
     graph, p = compiled.graph, compiled.protocol
     checks = _Invariants(p)
-    tally = _Tally()
+    tally = _Tally(p)
     for s in graph:
         tally.add("within-cap", s, f"{s.enrolled + s.cohort} enrolled with a cap of {p.cap}"
                   if s.enrolled + s.cohort > p.cap else None)
@@ -338,7 +368,7 @@ def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
 def _verify_merged(protocol: Protocol) -> VerificationReport:
     graph = explore_merged(protocol, _Invariants(protocol))
     nodes = graph.nodes
-    tally = _Tally()
+    tally = _Tally(protocol)
     for nid, child, key, failure in graph.checks:
         tally.add(key, (nid, child), failure)
     level: list[int] = []
