@@ -21,7 +21,7 @@ Examples
 --------
 >>> b = boin_boundaries(0.3, 9)
 >>> [row.escalate for row in b][2::3], [row.deescalate for row in b][2::3], [row.eliminate for row in b][2::3]
-((0, 1, 2), (2, 3, 4), (3, 4, 5))
+([0, 1, 2], [2, 3, 4], [3, 4, 5])
 >>> select_isotonic(Selection(0.3), ((3, 0), (3, 0), (15, 4), (9, 4), (0, 0)))
 2
 """
