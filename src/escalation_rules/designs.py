@@ -187,6 +187,7 @@ _LIU = "Liu and Yuan (2015), BOIN; R package BOIN get.boundary / get.oc / select
 _KEYBOARD = "Yan, Mandrekar and Yuan (2017), Keyboard design; R package Keyboard"
 _MTPI2 = "Guo et al. (2017), mTPI-2"
 _I3 = "Liu, Wang and Ji (2020), i3+3"
+_ESCALATION_PKG = "R package escalation (Brock 2019), stop_when_n_at_dose"
 _ELIM = "dose elimination as in R package BOIN: Pr(p > target | data) > cutoff_eli under Beta(1, 1), n >= 3"
 
 #: Parameters of the model-assisted designs: name -> (type, default, meaning).  A default of
@@ -200,6 +201,10 @@ _COMMON_PARAMS: dict[str, tuple[type, Any, str]] = {
     "extrasafe": (bool, False, "stop when Pr(p_1 > target | data) > cutoff_eli - offset at the lowest dose"),
     "offset": (float, 0.05, "see extrasafe"),
     "n_earlystop": (int, 100, "stop when this many were treated at the current dose and the decision is to stay"),
+    "stop_n_at_dose": (int, 0, "stop when the dose the rules would treat next already has this many (0: off; "
+                               "R escalation's stop_when_n_at_dose)"),
+    "titration": (bool, False, "accelerated-titration start (Simon et al. 1997): one patient per dose until the "
+                               "first DLT, then the cohort is completed at that dose and the table takes over"),
 }
 _DESIGN_PARAMS: dict[str, dict[str, tuple[type, Any, str]]] = {
     "boin": {"phi1": (float, None, "highest rate deemed subtherapeutic (default 0.6 * target)"),
@@ -280,6 +285,11 @@ def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
         v = values.get(key)
         if v is not None and not 0 < v < 1:
             problems.append(f"{name}: parameter {key}: expected a number between 0 and 1 (got {v})")
+    if values["stop_n_at_dose"] < 0:
+        problems.append(f"{name}: parameter stop_n_at_dose: expected 0 (off) or a positive integer "
+                        f"(got {values['stop_n_at_dose']})")
+    if values["titration"] and values["cohort"] < 2:
+        problems.append(f"{name}: parameter titration: needs a cohort of 2 or more (got cohort {values['cohort']})")
     if values["n_earlystop"] < 1:
         problems.append(f"{name}: parameter n_earlystop: expected a positive integer (got {values['n_earlystop']})")
     if not problems and name == "boin":
@@ -330,6 +340,18 @@ def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
         rules.append(_rule("iv-earlystop", f"n >= {v['n_earlystop']} and ({stay})", "stop", clause,
                            f"{v['n_earlystop']} patients at the current dose and the decision is to stay: "
                            "stop and select the MTD", mtd="selected"))
+    m = v["stop_n_at_dose"]
+    if m:
+        rules += [
+            _rule("iv-enough-next", f"tox <= escalate_max and has_next and not next_closed and n_next >= {m}",
+                  "stop", _ESCALATION_PKG, f"the dose to escalate to already has {m} or more: stop and select the MTD",
+                  mtd="selected"),
+            _rule("iv-enough-prev", f"tox >= deescalate_min and has_prev and n_prev >= {m}", "stop", _ESCALATION_PKG,
+                  f"the dose to de-escalate to already has {m} or more: stop and select the MTD", mtd="selected"),
+            _rule("iv-enough-here", f"n >= {m} and ({stay})", "stop", _ESCALATION_PKG,
+                  f"the current dose, where the next cohort would go, has {m} or more: stop and select the MTD",
+                  mtd="selected"),
+        ]
     rules += [
         _rule("iv-escalate", "tox <= escalate_max and has_next and not next_closed", "treat", clause,
               "DLTs at or below the escalation boundary: escalate", move="next"),
@@ -339,13 +361,34 @@ def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
               "otherwise (or no dose to move to): treat the next cohort at the same dose"),
     ]
     label = {"boin": "BOIN", "keyboard": "Keyboard", "mtpi2": "mTPI-2", "i3+3": "i3+3"}[name]
+    stages = [{"id": "interval", "label": f"{label} decision table", "kind": "interval", "cohort": v["cohort"],
+               "doses": [f"d{i}" for i in range(1, doses + 1)], "hit_policy": "first", "clause": clause,
+               "rules": rules}]
+    head = {"id": name, "title": f"{label} with {doses} doses, target {target:g}", "cap": n_max,
+            "start_dose": f"d{v['start']}"}
+    if v["titration"]:
+        # titrated patients leave a total that is no multiple of the cohort: the last cohort takes what is left
+        for rule in rules:
+            if rule["action"] == "treat":
+                rule["cohort"] = f"min({v['cohort']}, remaining)"
+        more = v["cohort"] - 1
+        stages.insert(0, {"id": "titration", "label": "Accelerated titration: one patient per dose until the first DLT",
+                          "kind": "titration", "cohort": 1, "doses": [], "hit_policy": "first", "clause": _SIMON,
+                          "rules": [
+            _rule("at-pass", "n == 1 and tox == 0 and has_next", "treat", _SIMON,
+                  "no DLT in the single patient: escalate with one patient", move="next", stage="titration", cohort=1),
+            _rule("at-pass-top", "n == 1 and tox == 0 and not has_next", "treat", _SIMON,
+                  f"no DLT at the top dose: complete a cohort there ({more} more) and go on with the table",
+                  cohort=more, stage="interval"),
+            _rule("at-first-dlt", "n == 1 and tox == 1", "treat", _SIMON,
+                  f"first DLT: complete a cohort at this dose ({more} more) and go on with the table",
+                  cohort=more, stage="interval"),
+        ]})
+        head["start_stage"] = "titration"
     return {
-        "protocol": {"id": name, "title": f"{label} with {doses} doses, target {target:g}", "cap": n_max,
-                     "start_dose": f"d{v['start']}"},
+        "protocol": head,
         "doses": _ladder(doses),
-        "stages": [{"id": "interval", "label": f"{label} decision table", "kind": "interval", "cohort": v["cohort"],
-                    "doses": [f"d{i}" for i in range(1, doses + 1)], "hit_policy": "first", "clause": clause,
-                    "rules": rules}],
+        "stages": stages,
         "boundaries": [attrs.asdict(row) for row in table],
         "meta": {"design": {"name": name, "parameters": {k: val for k, val in v.items() if val is not None},
                             "defaults": _DEFAULTS_FROM[name]}},
