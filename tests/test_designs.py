@@ -71,4 +71,4 @@ def test_doses_out_of_range_are_refused(bad):
 def test_unknown_design_is_refused():
     """An unknown design name lists the known ones."""
     with pytest.raises(ProtocolError, match="unknown design"):
-        builtin_design("boin", 3)
+        builtin_design("bion", 3)

@@ -302,7 +302,7 @@ MALFORMED: dict[str, list[str]] = {
         "stages[0].rules[1].mdt: unknown key (expected one of:",
         "stages[0].rules[4].mdt: unknown key (expected one of:",
     ],
-    "unknown_name.toml": ["stages[0].rules[2].when: unknown name 'dlts' (known: cap, dose,"],
+    "unknown_name.toml": ["stages[0].rules[2].when: unknown name 'dlts' (known: cap, deescalate_min, dose,"],
     "guard_type_error.toml": [
         "stages[0].rules[2].when: 'and' expects booleans on both sides in 'n == 3 and tox'",
         "stages[0].rules[5].when: expected a bool expression (got a int) in 'tox + 2'",

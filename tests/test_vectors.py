@@ -45,19 +45,19 @@ def _cases() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
             yield f"{path.name}::{test.get('description', '?')}", data, test
 
 
-def _protocol(design: str, doses: int | None) -> Protocol:
+def _protocol(design: str, doses: int | None, params: dict[str, Any] | None = None) -> Protocol:
     if design in DESIGNS:
-        return builtin_design(design, 5 if doses is None else doses)
+        return builtin_design(design, 5 if doses is None else doses, **(params or {}))
     return load_protocol(ROOT / design)
 
 
-_PROTOCOLS: dict[tuple[str, int | None], Protocol] = {}
+_PROTOCOLS: dict[tuple[str, int | None, str], Protocol] = {}
 
 
-def _cached_protocol(design: str, doses: int | None) -> Protocol:
-    key = (design, doses)
+def _cached_protocol(design: str, doses: int | None, params: dict[str, Any] | None = None) -> Protocol:
+    key = (design, doses, json.dumps(params or {}, sort_keys=True))
     if key not in _PROTOCOLS:
-        _PROTOCOLS[key] = _protocol(design, doses)
+        _PROTOCOLS[key] = _protocol(design, doses, params)
     return _PROTOCOLS[key]
 
 
@@ -108,7 +108,7 @@ def _history(raw: Any) -> Any:
 def test_vector(vector: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """The engine gives the decision (or the refusal) the vector prescribes."""
     data, test = vector
-    protocol = _cached_protocol(data["design"], data.get("doses"))
+    protocol = _cached_protocol(data["design"], data.get("doses"), data.get("params"))
     if "error" in test:
         with pytest.raises(HistoryError) as caught:
             decide(protocol, _history(test["history"]))

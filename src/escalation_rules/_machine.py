@@ -14,9 +14,11 @@ from typing import Any
 
 import attrs
 
+from ._interval import select_isotonic
 from .protocol import Option, Outcome, Protocol, Rule, Stage
 
-__all__ = ["State", "StepError", "after_cohort", "apply_outcome", "choose", "env_of", "initial_state"]
+__all__ = ["State", "StepError", "after_cohort", "apply_outcome", "boundary_env", "choose", "env_of", "initial_state",
+           "selected_mtd"]
 
 Counts = tuple[tuple[int, int], ...]
 
@@ -86,7 +88,7 @@ def env_of(protocol: Protocol, dose: int, counts: Counts, enrolled: int, closed:
     n, tox = counts[dose]
     n_prev, tox_prev = counts[dose - 1] if dose > 0 else (0, 0)
     n_next, tox_next = counts[dose + 1] if dose + 1 < k else (0, 0)
-    return {
+    env = {
         "n": n,
         "tox": tox,
         "n_prev": n_prev,
@@ -103,6 +105,26 @@ def env_of(protocol: Protocol, dose: int, counts: Counts, enrolled: int, closed:
         "remaining": protocol.cap - enrolled,
         "cap": protocol.cap,
     }
+    if protocol.boundaries:
+        env.update(boundary_env(protocol, n))
+    return env
+
+
+def boundary_env(protocol: Protocol, n: int) -> dict[str, int]:
+    """The boundary names for ``n`` patients at the current dose (beyond the table: never escalate or act)."""
+    table = protocol.boundaries
+    if 1 <= n <= len(table):
+        row = table[n - 1]
+        return {"escalate_max": row.escalate, "deescalate_min": row.deescalate,
+                "eliminate_min": row.eliminate, "stop_min": row.stop}
+    return {"escalate_max": -1, "deescalate_min": n + 1, "eliminate_min": n + 1, "stop_min": n + 1}
+
+
+def selected_mtd(protocol: Protocol, counts: Counts, closed: int) -> int | None:
+    """The MTD chosen by the protocol's selection rule from the counts (doses closed in the trial excluded)."""
+    assert protocol.selection is not None  # the loader requires it for mtd = "selected"
+    closed_from = (closed & -closed).bit_length() - 1 if closed else None
+    return select_isotonic(protocol.selection, counts, closed_from)
 
 
 def fire(protocol: Protocol, stage: Stage, env: dict[str, Any]) -> Rule:
@@ -154,7 +176,8 @@ def apply_outcome(protocol: Protocol, state: State, outcome: Outcome, env: dict[
     closed = state.closed | (1 << state.dose) if outcome.close else state.closed
     dose = state.dose
     if outcome.action == "stop":
-        return attrs.evolve(state, phase="stop", cohort=0, closed=closed, rule=label, mtd=outcome.mtd_dose(dose))
+        mtd = selected_mtd(protocol, state.counts, closed) if outcome.mtd == "selected" else outcome.mtd_dose(dose)
+        return attrs.evolve(state, phase="stop", cohort=0, closed=closed, rule=label, mtd=mtd)
     target = outcome.target(dose)
     if not 0 <= target < len(protocol.doses):
         where = "above the top dose" if target > dose else "below the lowest dose"

@@ -64,7 +64,8 @@ from typing import Any
 
 import attrs
 
-from ._machine import StepError, env_of, fire
+from ._interval import BOUNDARY_NAMES
+from ._machine import StepError, boundary_env, env_of, fire, selected_mtd
 from .errors import CompileError
 from .guards import Guard
 from .protocol import Outcome, Protocol
@@ -73,6 +74,7 @@ __all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer",
            "reduce_protocol", "watch_key"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
+_BOUNDARY = frozenset(BOUNDARY_NAMES)
 
 #: The data vector of a state with K doses: patients at dose i (index i), DLTs
 #: (K + i), closed for toxicity (2K + i), escalated from (3K + i), then the enrolment (4K).
@@ -326,6 +328,9 @@ class _Explorer:
             return k
         if name == "cap":
             return self.cap
+        if name in _BOUNDARY:
+            reads.add(dose)
+            return boundary_env(self.p, vals[dose])[name]
         if name in ("enrolled", "remaining"):
             reads.add(self.enrolled)
             return vals[self.enrolled] if name == "enrolled" else self.cap - vals[self.enrolled]
@@ -354,6 +359,11 @@ class _Explorer:
             vals = list(vals)
             vals[3 * k + dose] = 1
         if outcome.action == "stop":
+            if outcome.mtd == "selected":  # reads every count and the closed doses
+                env.reads.update(range(3 * k))
+                counts = tuple((vals[i], vals[k + i]) for i in range(k))
+                closed = sum(1 << i for i in range(k) if vals[2 * k + i])
+                return (STOP, selected_mtd(self.p, counts, closed), outcome.close), vals
             return (STOP, outcome.mtd_dose(dose), outcome.close), vals
         target = outcome.target(dose)
         if not 0 <= target < k:

@@ -50,7 +50,7 @@ import attrs
 from . import __version__
 from ._machine import State
 from .describe import outcome_text, rule_text
-from .designs import DESIGNS
+from .designs import DESIGNS, builtin_design
 from .engine import decide
 from .errors import EscalationRulesError, ProtocolError
 from .graph import CompiledProtocol
@@ -459,12 +459,25 @@ def find_vectors_dir(spec_path: Path) -> Path | None:
     return None
 
 
+def _design_key(protocol: Protocol) -> tuple[Any, ...]:
+    return protocol.cap, protocol.start_dose, protocol.stages, protocol.boundaries, protocol.selection
+
+
 def _targets(vector: Mapping[str, Any], protocol: Protocol, spec_path: Path | None, root: Path) -> bool:
     design = vector.get("design")
     if not isinstance(design, str):
         return False
     if design in DESIGNS:
-        return spec_path is None and protocol.id == design and vector.get("doses") == len(protocol.doses)
+        if spec_path is not None or protocol.id != design or vector.get("doses") != len(protocol.doses):
+            return False
+        params = vector.get("params") or {}
+        if not params and not protocol.boundaries:
+            return True
+        try:  # a model-assisted design: the vector's parameters must give this very table
+            other = builtin_design(design, len(protocol.doses), **params)
+        except EscalationRulesError:
+            return False
+        return _design_key(other) == _design_key(protocol)
     if spec_path is None:
         return False
     target = root / design

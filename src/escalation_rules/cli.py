@@ -56,6 +56,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{', '.join(sorted(DESIGNS))}")
     parser.add_argument("--doses", type=int, default=None, metavar="N",
                         help="number of doses for a built-in design (default 5)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="design_set",
+                        help="a parameter of a model-assisted design (boin, keyboard, mtpi2, i3+3), e.g. "
+                             "--set target=0.3 (repeatable; see 'show' for each design's parameters)")
 
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +73,22 @@ def load_spec(args: argparse.Namespace) -> Protocol:
     """Resolve the SPEC and ``--doses`` arguments."""
     from .spec import resolve_spec
 
-    return resolve_spec(args.spec, args.doses)
+    return resolve_spec(args.spec, args.doses, parse_design_settings(getattr(args, "design_set", [])))
+
+
+
+def parse_design_settings(items: Sequence[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` arguments as a mapping (values stay text; the design checks them)."""
+    params: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            raise EscalationRulesError(f"--set {item!r}: expected NAME=VALUE, e.g. --set target=0.3")
+        if name in params:
+            raise EscalationRulesError(f"--set {name}: given twice")
+        params[name] = value
+    return params
 
 
 def load_history(args: argparse.Namespace) -> Any:

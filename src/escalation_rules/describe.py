@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from .graph import CompiledProtocol
 from .protocol import Outcome, Rule, policy_entry_data
 
@@ -25,7 +27,8 @@ def outcome_text(outcome: Outcome) -> str:
     """An outcome in words, e.g. ``"treat 3 at the next dose"``."""
     close = "close this dose; " if outcome.close else ""
     if outcome.action == "stop":
-        mtd = {"current": "MTD = this dose", "previous": "MTD = the dose below", "none": "no MTD"}[outcome.mtd]
+        mtd = {"current": "MTD = this dose", "previous": "MTD = the dose below", "none": "no MTD",
+           "selected": "MTD selected by isotonic regression"}[outcome.mtd]
         return f"{close}stop, {mtd}"
     where = {"stay": "this dose", "next": "the next dose", "previous": "the dose below"}[outcome.move]
     size = outcome.cohort.text if outcome.cohort is not None else "the stage's first cohort"
@@ -70,10 +73,47 @@ def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
             "signoff": list(p.early_termination.signoff), "clause": p.early_termination.clause,
             "paraphrase": p.early_termination.paraphrase},
         "default_policy": {k: policy_entry_data(v) for k, v in p.default_policy.items()},
+        "boundaries": [attrs.asdict(b) for b in p.boundaries],
+        "selection": None if p.selection is None else attrs.asdict(p.selection),
+        "design": dict(p.extra.get("meta", {}).get("design", {})),
         "clauses": dict(p.clauses),
         "graph": dict(compiled.stats),
         "warnings": list(compiled.warnings),
     }
+
+
+def boundary_table_text(rows: list[dict[str, Any]], step: int) -> list[str]:
+    """The boundary table as people print it in protocols: one column per number treated.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> p = builtin_design("boin", doses=3, target=0.3, max_n=6)
+    >>> print("\\n".join(boundary_table_text([attrs.asdict(b) for b in p.boundaries], 3)))
+    decision table (DLTs among the patients treated at the current dose):
+      patients treated at the dose          3    6
+      escalate if DLTs <=                   0    1
+      de-escalate if DLTs >=                2    3
+      eliminate the dose if DLTs >=         3    4
+    """
+    shown = [r for r in rows if r["n"] % step == 0] or rows
+    never = "-"
+
+    def cells(key: str) -> str:
+        out = []
+        for r in shown:
+            v = r[key]
+            out.append(never if (key == "escalate" and v < 0) or (key != "escalate" and v > r["n"]) else str(v))
+        return "".join(f"{c:>5}" for c in out)
+
+    lines = ["decision table (DLTs among the patients treated at the current dose):",
+             f"  {'patients treated at the dose':<34}" + "".join(f"{r['n']:>5}" for r in shown),
+             f"  {'escalate if DLTs <=':<34}" + cells("escalate"),
+             f"  {'de-escalate if DLTs >=':<34}" + cells("deescalate"),
+             f"  {'eliminate the dose if DLTs >=':<34}" + cells("eliminate")]
+    if any(r["stop"] <= r["n"] for r in shown):
+        lines.append(f"  {'stop (lowest dose) if DLTs >=':<34}" + cells("stop"))
+    return lines
 
 
 def protocol_text(compiled: CompiledProtocol) -> str:
@@ -99,6 +139,19 @@ def protocol_text(compiled: CompiledProtocol) -> str:
             lines.append(f"  - {r['id']}: when {r['when']}")
             lines.append(f"      then {r['does']}{sign}")
             lines.append(f"      {r['clause']}: {r['paraphrase']}")
+    if s["boundaries"]:
+        lines.append("")
+        lines += boundary_table_text(s["boundaries"], s["stages"][0]["cohort"] if s["stages"] else 1)
+    if s["selection"]:
+        sel = s["selection"]
+        lines.append(f"MTD selection: isotonic regression of the observed DLT rates, closest to target "
+                     f"{sel['target']:g}; doses with Pr(p > target | data) > {sel['cutoff_eli']:g} (and all above) "
+                     "excluded" + (f"; all doses when the lowest passes {sel['cutoff_eli'] - sel['offset']:g}"
+                                   if sel["extrasafe"] else ""))
+    if s["design"]:
+        d = s["design"]
+        lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in d.get("parameters", {}).items())
+                     + f" (defaults as {d.get('defaults', 'the reference package')})")
     if s["early_termination"]:
         et = s["early_termination"]
         lines.append("")

@@ -30,18 +30,23 @@ Examples
 >>> len(p.doses), p.cap
 (4, 24)
 >>> sorted(DESIGNS)
-['3+3-deescalate', '3+3-escalate-only', '3+3-six-at-top', 'accelerated-titration']
+['3+3-deescalate', '3+3-escalate-only', '3+3-six-at-top', 'accelerated-titration', 'boin', 'i3+3', 'keyboard', 'mtpi2']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
+from . import _interval as _iv
 from .errors import ProtocolError
 from .protocol import Protocol, protocol_from_mapping
 
-__all__ = ["DESIGNS", "builtin_design", "design_mapping"]
+__all__ = ["DESIGNS", "builtin_design", "design_mapping", "design_parameters"]
 
 _STORER = "Storer (1989); Korn et al. (1994)"
 _KORN = "Korn et al. (1994), 3+3 with de-escalation"
@@ -178,29 +183,259 @@ def _accelerated(doses: int) -> dict[str, Any]:
     }
 
 
-DESIGNS: dict[str, Callable[[int], dict[str, Any]]] = {
-    "3+3-escalate-only": lambda k: _three_plus_three(k, deescalate=False, six_at_top=False, name="3+3-escalate-only"),
-    "3+3-deescalate": lambda k: _three_plus_three(k, deescalate=True, six_at_top=False, name="3+3-deescalate"),
-    "3+3-six-at-top": lambda k: _three_plus_three(k, deescalate=True, six_at_top=True, name="3+3-six-at-top"),
-    "accelerated-titration": _accelerated,
+_LIU = "Liu and Yuan (2015), BOIN; R package BOIN get.boundary / get.oc / select.mtd"
+_KEYBOARD = "Yan, Mandrekar and Yuan (2017), Keyboard design; R package Keyboard"
+_MTPI2 = "Guo et al. (2017), mTPI-2"
+_I3 = "Liu, Wang and Ji (2020), i3+3"
+_ESCALATION_PKG = "R package escalation (Brock 2019), stop_when_n_at_dose"
+_ELIM = "dose elimination as in R package BOIN: Pr(p > target | data) > cutoff_eli under Beta(1, 1), n >= 3"
+
+#: Parameters of the model-assisted designs: name -> (type, default, meaning).  A default of
+#: None is derived from ``target`` as the reference R package derives it.
+_COMMON_PARAMS: dict[str, tuple[type, Any, str]] = {
+    "target": (float, 0.3, "target DLT rate (our default; the R packages require it)"),
+    "cohort": (int, 3, "cohort size"),
+    "max_n": (int, 30, "sample size cap (a multiple of the cohort size)"),
+    "start": (int, 1, "1-based start dose"),
+    "cutoff_eli": (float, 0.95, "eliminate a dose (and all above) when Pr(p > target | data) exceeds this"),
+    "extrasafe": (bool, False, "stop when Pr(p_1 > target | data) > cutoff_eli - offset at the lowest dose"),
+    "offset": (float, 0.05, "see extrasafe"),
+    "n_earlystop": (int, 100, "stop when this many were treated at the current dose and the decision is to stay"),
+    "stop_n_at_dose": (int, 0, "stop when the dose the rules would treat next already has this many (0: off; "
+                               "R escalation's stop_when_n_at_dose)"),
+    "titration": (bool, False, "accelerated-titration start (Simon et al. 1997): one patient per dose until the "
+                               "first DLT, then the cohort is completed at that dose and the table takes over"),
+}
+_DESIGN_PARAMS: dict[str, dict[str, tuple[type, Any, str]]] = {
+    "boin": {"phi1": (float, None, "highest rate deemed subtherapeutic (default 0.6 * target)"),
+             "phi2": (float, None, "lowest rate deemed overly toxic (default 1.4 * target)")},
+    "keyboard": {"margin_left": (float, 0.05, "target key from target - margin_left"),
+                 "margin_right": (float, 0.05, "target key to target + margin_right")},
+    "mtpi2": {"margin_left": (float, 0.05, "equivalence interval from target - margin_left"),
+              "margin_right": (float, 0.05, "equivalence interval to target + margin_right")},
+    "i3+3": {"eps1": (float, 0.05, "equivalence interval from target - eps1"),
+             "eps2": (float, 0.05, "equivalence interval to target + eps2")},
+}
+_DEFAULTS_FROM = {"boin": "R package BOIN", "keyboard": "R package Keyboard", "mtpi2": "Guo et al. (2017)",
+                  "i3+3": "Liu, Wang and Ji (2020)"}
+_DESIGN_CLAUSE = {"boin": _LIU, "keyboard": _KEYBOARD, "mtpi2": _MTPI2, "i3+3": _I3}
+
+
+def design_parameters(name: str) -> dict[str, tuple[type, Any, str]]:
+    """The parameters a built-in design takes (``--set NAME=VALUE``), with type, default and meaning.
+
+    Examples
+    --------
+    >>> sorted(design_parameters("boin"))[:4]
+    ['cohort', 'cutoff_eli', 'extrasafe', 'max_n']
+    >>> design_parameters("3+3-deescalate")
+    {}
+    """
+    if name not in _DESIGN_PARAMS:
+        return {}
+    return {**_COMMON_PARAMS, **_DESIGN_PARAMS[name]}
+
+
+def _coerce(design: str, key: str, kind: type, value: Any) -> Any:
+    where = f"{design}: parameter {key}"
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ProtocolError([f"{where}: expected true or false (got {value!r})"])
+        if len(text) > 40:
+            raise ProtocolError([f"{where}: expected a number of at most 40 characters (got {len(text)})"])
+        try:
+            value = int(text) if kind is int else float(text)
+        except ValueError:
+            raise ProtocolError([f"{where}: expected {'an integer' if kind is int else 'a number'} "
+                                 f"(got {value!r})"]) from None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ProtocolError([f"{where}: expected true or false (got {value!r})"])
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
+        raise ProtocolError([f"{where}: expected {'an integer' if kind is int else 'a number'} (got {value!r})"])
+    if not math.isfinite(value):
+        raise ProtocolError([f"{where}: expected a finite number (got {value!r})"])
+    return kind(value)
+
+
+def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    spec = design_parameters(name)
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ProtocolError([f"{name}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(spec))})"])
+    values = {key: _coerce(name, key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
+    problems = []
+    target = values["target"]
+    if not 0.05 <= target <= 0.6:
+        problems.append(f"{name}: parameter target: expected a rate from 0.05 to 0.6 (got {target})")
+    if not 1 <= values["cohort"] <= 12:
+        problems.append(f"{name}: parameter cohort: expected 1 to 12 patients (got {values['cohort']})")
+    if not values["cohort"] <= values["max_n"] <= 120 or values["max_n"] % max(values["cohort"], 1):
+        problems.append(f"{name}: parameter max_n: expected a multiple of the cohort size "
+                        f"({values['cohort']}) up to 120 (got {values['max_n']})")
+    if not 1 <= values["start"] <= doses:
+        problems.append(f"{name}: parameter start: expected a dose from 1 to {doses} (got {values['start']})")
+    for key in ("cutoff_eli", "offset", "phi1", "phi2", "margin_left", "margin_right", "eps1", "eps2"):
+        v = values.get(key)
+        if v is not None and not 0 < v < 1:
+            problems.append(f"{name}: parameter {key}: expected a number between 0 and 1 (got {v})")
+    if values["stop_n_at_dose"] < 0:
+        problems.append(f"{name}: parameter stop_n_at_dose: expected 0 (off) or a positive integer "
+                        f"(got {values['stop_n_at_dose']})")
+    if values["titration"] and values["cohort"] < 2:
+        problems.append(f"{name}: parameter titration: needs a cohort of 2 or more (got cohort {values['cohort']})")
+    if values["n_earlystop"] < 1:
+        problems.append(f"{name}: parameter n_earlystop: expected a positive integer (got {values['n_earlystop']})")
+    if not problems and name == "boin":
+        phi1 = values["phi1"] if values["phi1"] is not None else 0.6 * target
+        phi2 = values["phi2"] if values["phi2"] is not None else 1.4 * target
+        if target - phi1 < 0.1 * target or phi2 - target < 0.1 * target:
+            problems.append(f"{name}: parameters phi1, phi2: expected phi1 <= 0.9 * target and phi2 >= 1.1 * target "
+                            f"(got {phi1:g}, {phi2:g})")
+    if not problems and name != "boin":
+        lo, hi = ("eps1", "eps2") if name == "i3+3" else ("margin_left", "margin_right")
+        if not target - values[lo] > 0 and target + values[hi] < 1:
+            problems.append(f"{name}: parameters {lo}, {hi}: the interval must lie inside (0, 1)")
+    if problems:
+        raise ProtocolError(problems)
+    return values
+
+
+def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A model-assisted design as protocol data: its boundary table and the rules that read it."""
+    v = _interval_params(name, doses, params)
+    target, n_max = v["target"], v["max_n"]
+    elim = {"cutoff_eli": v["cutoff_eli"], "extrasafe": v["extrasafe"], "offset": v["offset"]}
+    if name == "boin":
+        table = _iv.boin_boundaries(target, n_max, phi1=v["phi1"], phi2=v["phi2"], **elim)
+    elif name in ("keyboard", "mtpi2"):
+        table = _iv.keyboard_boundaries(target, n_max, margin_left=v["margin_left"], margin_right=v["margin_right"],
+                                        **elim)
+    else:
+        table = _iv.i3_boundaries(target, n_max, eps1=v["eps1"], eps2=v["eps2"], **elim)
+    clause = _DESIGN_CLAUSE[name]
+    stay = ("(tox > escalate_max and tox < deescalate_min) or (not has_prev and tox >= deescalate_min) "
+            "or ((not has_next or next_closed) and tox <= escalate_max)")
+    rules = [
+        _rule("iv-sample-size", "remaining == 0", "stop", clause,
+              f"{n_max} patients treated: stop and select the MTD by isotonic regression", mtd="selected"),
+    ]
+    if v["extrasafe"]:
+        rules.append(_rule("iv-extrasafe", "not has_prev and tox >= stop_min", "stop", _ELIM,
+                           "the lowest dose is too toxic by the stricter rule (cutoff_eli - offset): stop, no MTD",
+                           mtd="none", close=True))
+    rules += [
+        _rule("iv-eliminate-lowest", "tox >= eliminate_min and not has_prev", "stop", _ELIM,
+              "the lowest dose is eliminated: stop, no MTD", mtd="none", close=True),
+        _rule("iv-eliminate", "tox >= eliminate_min", "treat", _ELIM,
+              "eliminate the current dose and all above it; de-escalate", move="previous", close=True),
+    ]
+    if v["n_earlystop"] < n_max:
+        rules.append(_rule("iv-earlystop", f"n >= {v['n_earlystop']} and ({stay})", "stop", clause,
+                           f"{v['n_earlystop']} patients at the current dose and the decision is to stay: "
+                           "stop and select the MTD", mtd="selected"))
+    m = v["stop_n_at_dose"]
+    if m:
+        rules += [
+            _rule("iv-enough-next", f"tox <= escalate_max and has_next and not next_closed and n_next >= {m}",
+                  "stop", _ESCALATION_PKG, f"the dose to escalate to already has {m} or more: stop and select the MTD",
+                  mtd="selected"),
+            _rule("iv-enough-prev", f"tox >= deescalate_min and has_prev and n_prev >= {m}", "stop", _ESCALATION_PKG,
+                  f"the dose to de-escalate to already has {m} or more: stop and select the MTD", mtd="selected"),
+            _rule("iv-enough-here", f"n >= {m} and ({stay})", "stop", _ESCALATION_PKG,
+                  f"the current dose, where the next cohort would go, has {m} or more: stop and select the MTD",
+                  mtd="selected"),
+        ]
+    rules += [
+        _rule("iv-escalate", "tox <= escalate_max and has_next and not next_closed", "treat", clause,
+              "DLTs at or below the escalation boundary: escalate", move="next"),
+        _rule("iv-deescalate", "tox >= deescalate_min and has_prev", "treat", clause,
+              "DLTs at or above the de-escalation boundary: de-escalate", move="previous"),
+        _rule("iv-stay", "n >= 0", "treat", clause,
+              "otherwise (or no dose to move to): treat the next cohort at the same dose"),
+    ]
+    label = {"boin": "BOIN", "keyboard": "Keyboard", "mtpi2": "mTPI-2", "i3+3": "i3+3"}[name]
+    stages = [{"id": "interval", "label": f"{label} decision table", "kind": "interval", "cohort": v["cohort"],
+               "doses": [f"d{i}" for i in range(1, doses + 1)], "hit_policy": "first", "clause": clause,
+               "rules": rules}]
+    head = {"id": name, "title": f"{label} with {doses} doses, target {target:g}", "cap": n_max,
+            "start_dose": f"d{v['start']}"}
+    if v["titration"]:
+        # titrated patients leave a total that is no multiple of the cohort: the last cohort takes what is left
+        for rule in rules:
+            if rule["action"] == "treat":
+                rule["cohort"] = f"min({v['cohort']}, remaining)"
+        more = v["cohort"] - 1
+        stages.insert(0, {"id": "titration", "label": "Accelerated titration: one patient per dose until the first DLT",
+                          "kind": "titration", "cohort": 1, "doses": [], "hit_policy": "first", "clause": _SIMON,
+                          "rules": [
+            _rule("at-pass", "n == 1 and tox == 0 and has_next", "treat", _SIMON,
+                  "no DLT in the single patient: escalate with one patient", move="next", stage="titration", cohort=1),
+            _rule("at-pass-top", "n == 1 and tox == 0 and not has_next", "treat", _SIMON,
+                  f"no DLT at the top dose: complete a cohort there ({more} more) and go on with the table",
+                  cohort=more, stage="interval"),
+            _rule("at-first-dlt", "n == 1 and tox == 1", "treat", _SIMON,
+                  f"first DLT: complete a cohort at this dose ({more} more) and go on with the table",
+                  cohort=more, stage="interval"),
+        ]})
+        head["start_stage"] = "titration"
+    return {
+        "protocol": head,
+        "doses": _ladder(doses),
+        "stages": stages,
+        "boundaries": [attrs.asdict(row) for row in table],
+        "meta": {"design": {"name": name, "parameters": {k: val for k, val in v.items() if val is not None},
+                            "defaults": _DEFAULTS_FROM[name]}},
+        "selection": {"method": "isotonic", "target": target, **elim},
+    }
+
+
+DESIGNS: dict[str, Callable[[int, Mapping[str, Any]], dict[str, Any]]] = {
+    "3+3-escalate-only": lambda k, _: _three_plus_three(k, deescalate=False, six_at_top=False,
+                                                        name="3+3-escalate-only"),
+    "3+3-deescalate": lambda k, _: _three_plus_three(k, deescalate=True, six_at_top=False, name="3+3-deescalate"),
+    "3+3-six-at-top": lambda k, _: _three_plus_three(k, deescalate=True, six_at_top=True, name="3+3-six-at-top"),
+    "accelerated-titration": lambda k, _: _accelerated(k),
+    **{name: functools.partial(_interval_design, name) for name in _DESIGN_PARAMS},
 }
 
 
-def design_mapping(name: str, doses: int) -> dict[str, Any]:
+def design_mapping(name: str, doses: int, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The protocol data (as a TOML file would hold it) of a built-in design."""
     if name not in DESIGNS:
         raise ProtocolError([f"{name}: unknown design (known: {', '.join(sorted(DESIGNS))})"])
     if not isinstance(doses, int) or isinstance(doses, bool) or not 1 <= doses <= 40:
         raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {doses!r})"])
-    return DESIGNS[name](doses)
+    params = dict(params or {})
+    if params and name not in _DESIGN_PARAMS:
+        raise ProtocolError([f"{name}: takes no parameters (got {', '.join(sorted(params))})"])
+    return DESIGNS[name](doses, params)
 
 
-def builtin_design(name: str, doses: int = 5) -> Protocol:
+def builtin_design(name: str, doses: int = 5, **params: Any) -> Protocol:
     """A built-in design as a :class:`Protocol` (checked like a file).
+
+    Model-assisted designs (``boin``, ``keyboard``, ``mtpi2``, ``i3+3``)
+    take their parameters as keyword arguments (see :func:`design_parameters`).
 
     Raises
     ------
     ProtocolError
-        For an unknown name or a number of doses outside 1 to 40.
+        For an unknown name or parameter, or a number of doses outside 1 to 40.
+
+    Examples
+    --------
+    >>> p = builtin_design("boin", doses=5, target=0.3, max_n=18)
+    >>> p.cap, len(p.boundaries), p.selection.target
+    (18, 18, 0.3)
     """
-    return protocol_from_mapping(design_mapping(name, doses), f"{name} (--doses {doses})")
+    where = f"{name} (--doses {doses})"
+    if params:
+        where = f"{name} (--doses {doses} " + " ".join(f"--set {k}={v}" for k, v in sorted(params.items())) + ")"
+    return protocol_from_mapping(design_mapping(name, doses, params), where)

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from ._interval import BOUNDARY_NAMES, Boundary, Selection
 from .errors import GuardSyntaxError, ProtocolError
 from .guards import BOOL, INT, Guard, parse_guard, parse_int_expression
 
@@ -70,6 +71,7 @@ GUARD_NAMES: Mapping[str, str] = {
     "enrolled": INT,
     "remaining": INT,
     "cap": INT,
+    **dict.fromkeys(BOUNDARY_NAMES, INT),
 }
 
 #: What each name means, for documentation and ``show``.
@@ -89,13 +91,14 @@ GUARD_NAME_DOCS: Mapping[str, str] = {
     "enrolled": "patients enrolled in the trial so far",
     "remaining": "places left under the enrolment cap",
     "cap": "the enrolment cap",
+    **BOUNDARY_NAMES,
 }
 
 ACTIONS = ("treat", "stop", "decide")
 MOVES = ("stay", "next", "previous")
 _MOVE_STEP = {"stay": 0, "next": 1, "previous": -1}
-MTDS = ("current", "previous", "none")
-STAGE_KINDS = ("escalation", "titration", "deescalation", "fill")
+MTDS = ("current", "previous", "none", "selected")
+STAGE_KINDS = ("escalation", "titration", "deescalation", "fill", "interval")
 HIT_POLICIES = ("unique", "first")
 
 
@@ -401,6 +404,8 @@ class Protocol:
     default_policy: Mapping[str, PolicyEntry]
     extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     files: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    boundaries: tuple[Boundary, ...] = ()
+    selection: Selection | None = None
 
     def key_source(self, key: str) -> str:
         """The file that declared a top-level key (for error messages), else :attr:`source`.
@@ -757,7 +762,8 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     """
     r = _Reader(source, owners)
     r.unknown_keys(data, "", ("protocol", "doses", "stages", "roles", "early_termination",
-                              "clauses", "policy", "eligibility", "dlt", "scenarios", "meta"))
+                              "clauses", "policy", "eligibility", "dlt", "scenarios", "meta",
+                              "boundaries", "selection"))
     head = r.get(data, "protocol", "", dict) or {}
     r.unknown_keys(head, "protocol", ("id", "title", "cap", "start_dose", "start_stage",
                                       "escalation_signoff", "description"))
@@ -923,12 +929,73 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
         if entry is not None:
             entries[rule_id] = entry
 
+    boundaries, selection = _read_model(r, data, stages)
+
     if r.problems:
         raise ProtocolError(r.problems)
     extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
     return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
                     start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
-                    entries, extra, dict(owners or {}))
+                    entries, extra, dict(owners or {}), boundaries, selection)
+
+
+
+_SELECTION_KEYS = ("method", "target", "cutoff_eli", "extrasafe", "offset")
+
+
+def _read_model(r: _Reader, data: Mapping[str, Any],
+                stages: list[Stage]) -> tuple[tuple[Boundary, ...], Selection | None]:
+    """The boundary table and the MTD selection of a model-assisted design, checked against the rules' use."""
+    boundaries: list[Boundary] = []
+    raw_rows = r.get(data, "boundaries", "", list, [])
+    for i, raw in enumerate(raw_rows or []):
+        path = f"boundaries[{i}]"
+        if not isinstance(raw, dict):
+            r.problem(path, f"expected a table (got {raw!r})")
+            continue
+        r.unknown_keys(raw, path, ("n", "escalate", "deescalate", "eliminate", "stop"))
+        n = r.get(raw, "n", path, int)
+        if n is None:
+            continue
+        if n != i + 1:
+            r.problem(f"{path}.n", f"expected rows for n = 1, 2, 3, ... in order (got {n} in row {i + 1})")
+            continue
+        values = [r.get(raw, key, path, int, n + 1 if key != "escalate" else -1)
+                  for key in ("escalate", "deescalate", "eliminate", "stop")]
+        if any(v is None for v in values):
+            continue
+        for key, v in zip(("escalate", "deescalate", "eliminate", "stop"), values, strict=True):
+            if not -1 <= v <= n + 1:
+                r.problem(f"{path}.{key}", f"expected a DLT count from -1 to {n + 1} (got {v})")
+        esc, deesc, elim, stop = values
+        if esc >= deesc:
+            r.problem(path, f"escalate ({esc}) must be below deescalate ({deesc})")
+        boundaries.append(Boundary(n, esc, deesc, elim, stop))
+    selection = None
+    raw_sel = r.get(data, "selection", "", dict, None)
+    if raw_sel is not None:
+        r.unknown_keys(raw_sel, "selection", _SELECTION_KEYS)
+        method = r.get(raw_sel, "method", "selection", str, "isotonic")
+        r.choice(method, "selection.method", ("isotonic",))
+        target = r.get(raw_sel, "target", "selection", float)
+        cutoff = r.get(raw_sel, "cutoff_eli", "selection", float, 0.95)
+        extrasafe = r.get(raw_sel, "extrasafe", "selection", bool, False)
+        offset = r.get(raw_sel, "offset", "selection", float, 0.05)
+        for key, value in (("target", target), ("cutoff_eli", cutoff), ("offset", offset)):
+            if value is not None and not 0 < value < 1:
+                r.problem(f"selection.{key}", f"expected a number between 0 and 1 (got {value!r})")
+        if target is not None and cutoff is not None and offset is not None:
+            selection = Selection(target, cutoff, bool(extrasafe), offset, method or "isotonic")
+    for i, stage in enumerate(stages):
+        for j, rule in enumerate(stage.rules):
+            used = sorted(set(rule.when.names) & set(BOUNDARY_NAMES))
+            if used and not boundaries:
+                r.problem(f"stages[{i}].rules[{j}].when",
+                          f"reads {', '.join(used)}, which need a [[boundaries]] table")
+            outcomes = [rule.outcome] + [o.outcome for o in rule.options]
+            if selection is None and any(o is not None and o.mtd == "selected" for o in outcomes):
+                r.problem(f"stages[{i}].rules[{j}].mtd", "'selected' needs a [selection] table")
+    return tuple(boundaries), selection
 
 
 def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str, str]]:

@@ -20,8 +20,10 @@ Examples
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from .designs import DESIGNS, builtin_design
 from .errors import ProtocolError
@@ -89,7 +91,7 @@ def spec_path(spec: str) -> Path:
     ...
     escalation_rules.errors.ProtocolError: no-such-protocol: no such protocol file or folder, and not a shipped \
 protocol or a built-in design (shipped protocols: nct07117175; built-in designs: 3+3-deescalate, 3+3-escalate-only, \
-3+3-six-at-top, accelerated-titration)
+3+3-six-at-top, accelerated-titration, boin, i3+3, keyboard, mtpi2)
     """
     if not spec.strip():
         raise ProtocolError(["SPEC: expected a protocol file or folder, a shipped protocol or a built-in design name "
@@ -107,8 +109,9 @@ protocol or a built-in design (shipped protocols: nct07117175; built-in designs:
                          f"({known_specs()})"])
 
 
-def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
-    """Load ``spec``: a built-in design name (with ``doses``, default 5), a protocol path or a shipped protocol's name.
+def resolve_spec(spec: str, doses: int | None = None, params: Mapping[str, Any] | None = None) -> Protocol:
+    """Load ``spec``: a built-in design name (with ``doses``, default 5, and its ``params``), a protocol path or a
+    shipped protocol's name.
 
     A path ending in ``.toml`` that does not exist is also tried as a folder
     of the same name without the suffix, so ``spec/nct07117175.toml`` and
@@ -120,8 +123,11 @@ def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
         If ``spec`` is none of these, or the protocol is refused.
     """
     if spec in DESIGNS:
-        return builtin_design(spec, 5 if doses is None else doses)
+        return builtin_design(spec, 5 if doses is None else doses, **dict(params or {}))
     path = spec_path(spec)
+    if params:
+        raise ProtocolError([f"{spec}: --set applies to model-assisted built-in designs only; a protocol file "
+                             "declares its parameters"])
     if doses is not None:
         raise ProtocolError([f"{spec}: --doses applies to built-in designs only; a protocol file declares its ladder"])
     return load_protocol(path)

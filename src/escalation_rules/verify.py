@@ -70,7 +70,7 @@ from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph
 from .graph import CompiledProtocol, describe_path, explore_merged
 from .protocol import Protocol
 
-__all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "verify"]
+__all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "applicable_invariants", "verify"]
 
 #: Invariant id to a one-line statement.
 INVARIANTS: dict[str, str] = {
@@ -85,7 +85,14 @@ INVARIANTS: dict[str, str] = {
     "coherence": "one more DLT in a cohort never gives a more aggressive decision",
     "terminates": "every path ends in a stop within the cap",
     "escalation-signoff": "every escalation carries the required sign-off",
+    "interval-boundaries": "in a model-assisted (interval) stage, never escalate when the DLTs at the current dose "
+                           "reach its de-escalation boundary",
 }
+
+#: Invariants of the 3+3 family that model-assisted designs break by their nature (BOIN may escalate
+#: after 2 DLTs in 9 and treats more than 6 at a dose); they are not checked in an ``interval`` stage,
+#: whose own rule ``interval-boundaries`` is checked instead.
+THREE_PLUS_THREE_ONLY = ("no-escalation-after-two-dlts", "at-most-six-during-escalation", "mtd-accepted")
 
 
 @attrs.frozen
@@ -184,9 +191,10 @@ class _Invariants(Observer):
         self.k = len(protocol.doses)
         self.kinds = {s.id: s.kind for s in protocol.stages}
         self.required = set(protocol.escalation_signoff)
+        self.boundaries = protocol.boundaries
 
     def treat(self, stage: str, dose: int, cohort: int, view: Any) -> list[Check]:
-        if self.kinds[stage] == "fill":
+        if self.kinds[stage] in ("fill", "interval"):
             return []
         total = view.n(dose) + cohort
         return [("at-most-six-during-escalation",
@@ -199,9 +207,16 @@ class _Invariants(Observer):
             _, child_stage, target, _cohort = child
             if target > dose:
                 n, tox = view.n(dose), view.tox(dose)
-                checks.append(("no-escalation-after-two-dlts",
-                               f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
-                allowed = n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
+                if self.kinds[stage] == "interval":
+                    limit = self.boundaries[n - 1].deescalate if 1 <= n <= len(self.boundaries) else n + 1
+                    failure = (f"escalated from dose {dose + 1} with {tox} DLT in {n} (de-escalation boundary {limit})"
+                               if tox >= limit else None)
+                    checks.append(("interval-boundaries", failure))
+                else:
+                    checks.append(("no-escalation-after-two-dlts",
+                                   f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
+                allowed = (n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
+                           or self.kinds[stage] == "interval")  # a table design may escalate after a cohort of 1
                 checks.append(("no-escalation-under-three",
                                None if allowed else f"escalated from dose {dose + 1} with {n} evaluated"))
                 missing = self.required - set(signoff)
@@ -224,6 +239,8 @@ class _Invariants(Observer):
                 checks.append(("mtd-accepted", f"MTD {d + 1} is a closed dose"))
             elif self.kinds[stage] == "fill" and d == dose:
                 checks.append(("mtd-accepted", None))  # checked when the fill began
+            elif self.kinds[stage] == "interval":
+                pass  # the MTD is selected from the data; that it is not a closed dose is checked above
             else:
                 n, tox = view.n(d), view.tox(d)
                 ok = view.passed(d) or _acceptable(n, tox)
@@ -248,10 +265,37 @@ def _coherence(levels: Sequence[int]) -> Iterator[tuple[int, str | None]]:
                   if worse else None)
 
 
+def applicable_invariants(protocol: Protocol) -> tuple[str, ...]:
+    """The invariants that apply to a protocol, by the kinds of its stages.
+
+    ``interval-boundaries`` applies where a stage is a model-assisted table
+    (kind ``interval``); the 3+3 family's own invariants
+    (:data:`THREE_PLUS_THREE_ONLY`) apply where any other stage is.
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> "interval-boundaries" in applicable_invariants(builtin_design("boin", 3))
+    True
+    >>> "no-escalation-after-two-dlts" in applicable_invariants(builtin_design("boin", 3))
+    False
+    """
+    kinds = {stage.kind for stage in protocol.stages}
+    out = []
+    for key in INVARIANTS:
+        if key == "interval-boundaries" and "interval" not in kinds:
+            continue
+        if key in THREE_PLUS_THREE_ONLY and kinds <= {"interval"}:
+            continue
+        out.append(key)
+    return tuple(out)
+
+
 class _Tally:
     """Per invariant: how many checks, and the failures with where they happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: Protocol) -> None:
+        self.applicable = applicable_invariants(protocol)
         self.checked = dict.fromkeys(INVARIANTS, 0)
         self.failures: dict[str, list[tuple[Any, str]]] = {key: [] for key in INVARIANTS}
 
@@ -263,6 +307,8 @@ class _Tally:
     def results(self, counterexample: Any) -> tuple[InvariantResult, ...]:
         out = []
         for key, statement in INVARIANTS.items():
+            if key not in self.applicable:
+                continue
             failures = self.failures[key]
             if not failures:
                 out.append(InvariantResult(key, statement, True, self.checked[key]))
@@ -275,7 +321,7 @@ class _Tally:
 def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
     graph, p = compiled.graph, compiled.protocol
     checks = _Invariants(p)
-    tally = _Tally()
+    tally = _Tally(p)
     for s in graph:
         tally.add("within-cap", s, f"{s.enrolled + s.cohort} enrolled with a cap of {p.cap}"
                   if s.enrolled + s.cohort > p.cap else None)
@@ -322,7 +368,7 @@ def _verify_full(compiled: CompiledProtocol) -> VerificationReport:
 def _verify_merged(protocol: Protocol) -> VerificationReport:
     graph = explore_merged(protocol, _Invariants(protocol))
     nodes = graph.nodes
-    tally = _Tally()
+    tally = _Tally(protocol)
     for nid, child, key, failure in graph.checks:
         tally.add(key, (nid, child), failure)
     level: list[int] = []

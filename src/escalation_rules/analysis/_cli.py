@@ -49,8 +49,9 @@ def _common(parser: argparse.ArgumentParser, truth: bool = True) -> None:
                         help="choices at decision points: default, most-aggressive, most-cautious, "
                              "or a TOML/JSON file of rule id = option id, or = a list of "
                              "{when = GUARD, option = ID} cases (default: the protocol's)")
-    parser.add_argument("--target", default="0.3", metavar="T",
-                        help="target DLT probability defining the true MTD (default 0.3)")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="target DLT probability defining the true MTD (default: the design's own target, "
+                             "else 0.3)")
     parser.add_argument("--overdose-patients", type=int, default=3, metavar="M",
                         help="report P(M or more patients treated above the true MTD) (default 3)")
 
@@ -107,10 +108,18 @@ def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2)
 
 
+def _target(args: argparse.Namespace, protocol: Any) -> Any:
+    """``--target``, else the target the design selects its MTD for, else 0.3."""
+    if args.target is not None:
+        return parse_probability(args.target, "--target")
+    selection = getattr(protocol, "selection", None)
+    return selection.target if selection is not None else 0.3
+
+
 def _cmd_oc(args: argparse.Namespace) -> int:
     truth = _truth(args.truth)
     protocol = _protocol(args, len(truth))
-    target = parse_probability(args.target, "--target")
+    target = _target(args, protocol)
     oc = operating_characteristics(protocol, truth, policy=args.policy, target=target,
                                    overdose_patients=args.overdose_patients, bounds=not args.no_bounds)
     print(_json(oc.to_dict()) if args.json else oc.text())
@@ -125,7 +134,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     truth = _truth(args.truth)
     protocol = _protocol(args, len(truth))
     result = simulate(protocol, truth, trials=args.trials, seed=args.seed, policy=args.policy,
-                      target=float(parse_probability(args.target, "--target")),
+                      target=float(_target(args, protocol)),
                       overdose_patients=args.overdose_patients, engine="engine" if args.engine else "graph",
                       progress=None if not args.no_progress else False)
     print(_json(result.to_dict()) if args.json else result.text())
@@ -154,8 +163,13 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     for spec in designs:
         if spec not in DESIGNS:
             spec_path(spec)  # refused now, naming the known protocols, rather than in a worker
-    grid = run_grid(designs, scenarios, policy=args.policy, target=parse_probability(args.target, "--target"),
-                    overdose_patients=args.overdose_patients, bounds=not args.no_bounds, jobs=args.jobs)
+    from ..cli import parse_design_settings
+
+    params = parse_design_settings(args.design_set)
+    target = parse_probability(args.target or params.get("target") or "0.3",
+                               "--target" if args.target else "--set target")
+    grid = run_grid(designs, scenarios, policy=args.policy, target=target, overdose_patients=args.overdose_patients,
+                    bounds=not args.no_bounds, jobs=args.jobs, params=params)
     outputs: list[tuple[str | None, str | bytes]] = []  # everything is rendered before anything is written
     if args.json:
         outputs.append((args.json, _json(grid.to_json())))

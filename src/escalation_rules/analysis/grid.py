@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from ..designs import DESIGNS
+from ..designs import DESIGNS, design_parameters
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
 from ..spec import resolve_spec
@@ -146,21 +146,25 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
     return tuple(scenarios)
 
 
-_PROTOCOLS: dict[tuple[str, int], Protocol] = {}
+_PROTOCOLS: dict[tuple[str, int, tuple[tuple[str, Any], ...]], Protocol] = {}
 
 
-def _protocol(spec: str, doses: int) -> Protocol:
-    key = (spec, doses)
+def _protocol(spec: str, doses: int, params: tuple[tuple[str, Any], ...] = ()) -> Protocol:
+    """The protocol of a grid column; ``params`` go to the model-assisted designs only."""
+    if not design_parameters(spec):
+        params = ()
+    key = (spec, doses, params)
     if key not in _PROTOCOLS:
-        _PROTOCOLS[key] = resolve_spec(spec, doses if spec in DESIGNS else None)
+        _PROTOCOLS[key] = resolve_spec(spec, doses if spec in DESIGNS else None, dict(params))
     return _PROTOCOLS[key]
 
 
 def _task(spec: str, scenario: Scenario, policy: str | Mapping[str, Any] | None, target: Number,
-          overdose_patients: int, bounds: bool) -> OperatingCharacteristics:
+          overdose_patients: int, bounds: bool,
+          params: tuple[tuple[str, Any], ...] = ()) -> OperatingCharacteristics:
     """One cell of the grid (runs in a worker: only picklable arguments and results)."""
     try:
-        protocol = _protocol(spec, len(scenario.truth))
+        protocol = _protocol(spec, len(scenario.truth), params)
         return operating_characteristics(protocol, scenario.truth, policy=policy, target=target,
                                          overdose_patients=overdose_patients, bounds=bounds)
     except EscalationRulesError as err:  # re-raised as the base class: it pickles with its message
@@ -250,6 +254,7 @@ def run_grid(
     bounds: bool = True,
     executor: Executor | None = None,
     jobs: int | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> GridResult:
     """Exact operating characteristics of each design under each scenario.
 
@@ -279,7 +284,9 @@ def run_grid(
                   for i, s in enumerate(scenarios))
     if not cells:
         raise EscalationRulesError("grid: expected at least one scenario")
-    args = [(spec, scenario, policy, target, overdose_patients, bounds) for spec in designs for scenario in cells]
+    settings = tuple(sorted((params or {}).items()))
+    args = [(spec, scenario, policy, target, overdose_patients, bounds, settings)
+            for spec in designs for scenario in cells]
     if executor is None and (jobs == 1 or len(args) == 1):
         results = [_task(*a) for a in args]
     elif executor is None:

@@ -598,7 +598,9 @@ def operating_characteristics(
         "p_stop_toxicity": tox,
         "p_no_mtd": mtd[0],
     }
-    ranges = _bounds(model) if bounds else {name: (v, v) for name, v in values.items()}
+    # with no decision point there is one way of deciding, so the range is the value itself
+    any_decision = any(node.kind == DECIDE for node in graph.nodes)
+    ranges = _bounds(model) if bounds and any_decision else {name: (v, v) for name, v in values.items()}
     # the policy's own value lies in its range; in floating point the two passes may differ in the
     # last digit, so the range is widened to include it (exact fractions are unchanged)
     ranges = {name: (min(lo, values[name]), max(hi, values[name])) for name, (lo, hi) in ranges.items()}

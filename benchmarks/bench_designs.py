@@ -1,0 +1,68 @@
+"""Benchmark the model-assisted designs: exact operating characteristics and simulation.
+
+Run from the repository root::
+
+    python benchmarks/bench_designs.py            # 5 doses, cohorts of 3, max_n 18, 30 and 36
+    python benchmarks/bench_designs.py --quick    # max_n 18 only, fewer simulated trials
+
+Prints a Markdown table per design: merged states explored, the time of
+exact operating characteristics (cold: explore the states, then the dynamic
+programme; best of a few runs, in-process, one core) against the issue's
+targets, and the simulation speed (trials per second through the merged
+graph).  docs/explanation/designs.md and the README quote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from escalation_rules import builtin_design, operating_characteristics
+from escalation_rules.analysis import reduce_protocol
+from escalation_rules.analysis.simulation import simulate
+
+TRUTH = [0.05, 0.1, 0.2, 0.35, 0.5]
+DESIGNS = ("boin", "keyboard", "mtpi2", "i3+3")
+#: Targets of exact OC time for BOIN-type designs with 5 doses and cohorts of 3 (seconds).
+TARGETS = {30: 1.0, 60: 10.0}
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall-clock seconds of ``repeat`` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(quick: bool) -> str:
+    sizes = (18,) if quick else (18, 30, 36)
+    trials = 2000 if quick else 20000
+    lines = ["| design | max_n | merged states | exact OC (cold) | target | simulated trials/s |",
+             "|---|---|---|---|---|---|"]
+    for name in DESIGNS:
+        for max_n in sizes:
+            states = len(reduce_protocol(builtin_design(name, 5, target=0.3, max_n=max_n)).nodes)
+            cold = best_of(lambda n=name, m=max_n: operating_characteristics(
+                builtin_design(n, 5, target=0.3, max_n=m), TRUTH), 1 if max_n > 30 else 3)
+            target = TARGETS.get(max_n)
+            verdict = "—" if target is None else f"{target:g} s ({'met' if cold <= target else 'NOT met'})"
+            protocol = builtin_design(name, 5, target=0.3, max_n=max_n)
+            sim = best_of(lambda p=protocol: simulate(p, TRUTH, trials=trials, seed=1, progress=False), 1)
+            lines.append(f"| {name} | {max_n} | {states} | {cold:.3f} s | {verdict} | {trials / sim:,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="max_n 18 only, fewer simulated trials")
+    args = parser.parse_args()
+    print(f"truth {TRUTH}, target 0.3, 5 doses, cohorts of 3\n")
+    print(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
