@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import networkx as nx
 
+from ._limits import MAX_STATES
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from ._reduce import Observer, ReducedGraph, reduce_protocol
 from .errors import CompileError
@@ -183,6 +184,10 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
             if data["kind"] == "option":
                 fired.add(f"{data['rule']}/{data['option']}")
             if nxt not in graph:
+                if graph.number_of_nodes() >= MAX_STATES:
+                    raise CompileError([f"{protocol.source}: the full state graph passes the limit of {MAX_STATES} "
+                                        f"states (every history is a state here: shorten the ladder or lower the "
+                                        f"cap); verify and decide work on merged states and have no such limit"])
                 graph.add_node(nxt)
                 queue.append(nxt)
             graph.add_edge(state, nxt, **data)
