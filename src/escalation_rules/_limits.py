@@ -30,7 +30,6 @@ __all__ = [
     "MAX_HISTORY_CHARS",
     "MAX_HISTORY_ENTRIES",
     "MAX_INT_DIGITS",
-    "MAX_NESTING",
     "MAX_OPTIONS",
     "MAX_RULES",
     "MAX_STAGES",
@@ -64,8 +63,6 @@ MAX_HISTORY_CHARS = 100_000
 MAX_HISTORY_ENTRIES = 10_000
 #: Digits in any integer read from input (a guard literal, a dose level, a record's number).
 MAX_INT_DIGITS = 15
-#: Levels of nesting in a JSON document (a history or a patient record).
-MAX_NESTING = 50
 
 
 def show(value: Any, width: int = 60) -> str:

@@ -6,7 +6,9 @@ SPEC is a protocol file or folder (``spec/nct07117175`` or
 Exit status: 0 success; 1 a check failed (``verify`` found a violation,
 ``trial verify`` a broken chain); 2 the input was refused (bad protocol,
 impossible history, bad arguments); ``screen`` also answers 3 (not
-eligible) and 4 (undetermined).
+eligible) and 4 (undetermined); 70 an unexpected error, a bug in the package
+(one line on stderr names the file holding the traceback; set
+ESCALATION_RULES_DEBUG=1 to print it instead).
 Errors are printed on stderr, one line each, never as a traceback.
 """
 
@@ -215,7 +217,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         print(f"escalation-rules {args.command}: input nested too deeply to read", file=sys.stderr)
         return 2
+    except Exception:  # never mistaken for a verdict: a status of its own, and where the details are
+        return _report_bug(args.command)
     return status
+
+
+#: Exit status of an unexpected error (a bug), distinct from every verdict (EX_SOFTWARE of sysexits.h).
+EXIT_BUG = 70
+
+
+def _report_bug(command: str) -> int:
+    import os
+    import tempfile
+    import traceback
+
+    details = traceback.format_exc()
+    if os.environ.get("ESCALATION_RULES_DEBUG"):
+        sys.stderr.write(details)
+        where = "the traceback above"
+    else:
+        try:
+            fd, name = tempfile.mkstemp(prefix="escalation-rules-bug-", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(details)
+            where = name
+        except OSError:
+            where = "none written (set ESCALATION_RULES_DEBUG=1 to print the traceback)"
+    error = details.rstrip().splitlines()[-1]
+    print(f"escalation-rules {command}: internal error (a bug in escalation-rules, not a verdict on the input): "
+          f"{error[:200]}; details: {where}", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover
