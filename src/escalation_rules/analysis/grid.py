@@ -266,7 +266,7 @@ def run_grid(
     if not designs:
         raise EscalationRulesError("grid: expected at least one design")
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-        raise EscalationRulesError(f"--jobs: expected a whole number of 1 or more (got {shown(jobs)})")
+        raise EscalationRulesError(f"jobs: expected a whole number of 1 or more (got {shown(jobs)})")
     cells = tuple(s if isinstance(s, Scenario) else Scenario(f"scenario {i + 1}", tuple(s))
                   for i, s in enumerate(scenarios))
     if not cells:

@@ -184,6 +184,20 @@ def _json_number(value: Number) -> Any:
 _CACHE: dict[int, tuple[Protocol, ReducedGraph]] = {}
 
 
+def check_target(target: Any) -> None:
+    """Refuse a target DLT probability outside [0, 1] (or not a number), naming the argument.
+
+    Examples
+    --------
+    >>> check_target(2)
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: target: expected a probability from 0 to 1 (got 2)
+    """
+    if isinstance(target, bool) or not isinstance(target, int | float | Fraction) or not 0 <= target <= 1:
+        raise EscalationRulesError(f"target: expected a probability from 0 to 1 (got {shown(target)})")
+
+
 def merged_graph(protocol: Protocol | ReducedGraph) -> ReducedGraph:
     """The merged state graph of ``protocol`` (kept for the protocol objects last used).
 
@@ -328,15 +342,17 @@ def _number_kind(truth: Sequence[Number]) -> tuple[bool, Number, Number]:
 
 def _check_truth(graph: ReducedGraph, truth: Sequence[Number]) -> tuple[Number, ...]:
     k = graph.doses
+    if isinstance(truth, str | bytes) or not isinstance(truth, Sequence):
+        raise TypeError(f"truth: expected a sequence of probabilities, one per dose (got {type(truth).__name__})")
     if len(truth) != k:
         raise EscalationRulesError(
-            f"--truth: {graph.protocol.id} has {k} doses (including provisional ones); "
+            f"truth: {graph.protocol.id} has {k} doses (including provisional ones); "
             f"expected {k} probabilities (got {len(truth)})")
     exact, _, _ = _number_kind(truth)
     values = []
     for i, p in enumerate(truth, 1):
         if isinstance(p, bool) or not isinstance(p, int | float | Fraction) or not 0 <= p <= 1:
-            raise EscalationRulesError(f"--truth: entry {i}: expected a probability from 0 to 1 (got {shown(p)})")
+            raise EscalationRulesError(f"truth[{i - 1}]: expected a probability from 0 to 1 (got {shown(p)})")
         values.append(Fraction(p) if exact else float(p))
     return tuple(values)
 
@@ -492,7 +508,8 @@ def operating_characteristics(
     """
     graph = merged_graph(protocol)
     if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
+        raise EscalationRulesError(f"overdose_patients: expected a positive integer (got {shown(overdose_patients)})")
+    check_target(target)
     model = _Model(graph, truth, target, overdose_patients)
     pol = resolve_policy(graph.protocol, policy)
     chosen = _chosen(graph, pol)

@@ -45,7 +45,7 @@ def _step_probability(step: str, truth: Sequence[Any], one: Any) -> Any:
         raise EscalationRulesError(f"paths: cannot read the step {step!r} (expected e.g. '2NNT' or '[escalate]')")
     dose, outcomes = int(match.group(1)), match.group(2)
     if not 1 <= dose <= len(truth):
-        raise EscalationRulesError(f"--truth: gives {len(truth)} doses but the tree treats at dose {dose}")
+        raise EscalationRulesError(f"truth: gives {len(truth)} doses but the tree treats at dose {dose}")
     p = truth[dose - 1]
     c, x = len(outcomes), outcomes.count("T")
     return math.comb(c, x) * p**x * (one - p) ** (c - x)
