@@ -53,6 +53,7 @@ import attrs
 
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
 from ..errors import EscalationRulesError
+from ..graph import as_protocol
 from ..protocol import Protocol
 from .policy import Policy, resolve_policy
 
@@ -209,6 +210,7 @@ def merged_graph(protocol: Protocol | ReducedGraph) -> ReducedGraph:
     """
     if isinstance(protocol, ReducedGraph):
         return protocol
+    protocol = as_protocol(protocol)
     hit = _CACHE.get(id(protocol))
     if hit is not None and hit[0] is protocol:
         return hit[1]
