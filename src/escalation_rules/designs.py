@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._limits import show
 from .errors import ProtocolError
 from .protocol import Protocol, protocol_from_mapping
 
@@ -188,10 +189,12 @@ DESIGNS: dict[str, Callable[[int], dict[str, Any]]] = {
 
 def design_mapping(name: str, doses: int) -> dict[str, Any]:
     """The protocol data (as a TOML file would hold it) of a built-in design."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected the name of a built-in design (got {type(name).__name__})")
     if name not in DESIGNS:
-        raise ProtocolError([f"{name}: unknown design (known: {', '.join(sorted(DESIGNS))})"])
+        raise ProtocolError([f"{show(name)}: unknown design (known: {', '.join(sorted(DESIGNS))})"])
     if not isinstance(doses, int) or isinstance(doses, bool) or not 1 <= doses <= 40:
-        raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {doses!r})"])
+        raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {show(doses)})"])
     return DESIGNS[name](doses)
 
 
@@ -203,4 +206,5 @@ def builtin_design(name: str, doses: int = 5) -> Protocol:
     ProtocolError
         For an unknown name or a number of doses outside 1 to 40.
     """
-    return protocol_from_mapping(design_mapping(name, doses), f"{name} (--doses {doses})")
+    mapping = design_mapping(name, doses)
+    return protocol_from_mapping(mapping, f"{name} (--doses {doses})")

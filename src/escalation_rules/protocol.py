@@ -807,5 +807,7 @@ def load_protocol(path: str | Path) -> Protocol:
     ...
     escalation_rules.errors.ProtocolError: no/such.toml: no such protocol file or folder
     """
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected a protocol file or folder as a str or Path (got {type(path).__name__})")
     data, source, owners = read_protocol_data(path)
     return protocol_from_mapping(data, source, owners)

@@ -31,6 +31,8 @@ def resolve_spec(spec: str, doses: int | None = None) -> Protocol:
     ProtocolError
         If ``spec`` is neither, or the protocol is refused.
     """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a built-in design name or a protocol path (got {type(spec).__name__})")
     if spec in DESIGNS:
         return builtin_design(spec, 5 if doses is None else doses)
     if not spec.strip():

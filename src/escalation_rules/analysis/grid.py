@@ -92,6 +92,8 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
     (Scenario(name='flat', truth=(0.1, 0.1)), Scenario(name='exact', truth=(Fraction(1, 10), Fraction(1, 5))))
     >>> os.unlink(f.name)
     """
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected a scenarios file as a str or Path (got {type(path).__name__})")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -51,6 +51,7 @@ from typing import Any
 
 import attrs
 
+from .._limits import show
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
 from ..errors import EscalationRulesError
 from ..graph import as_protocol
@@ -109,8 +110,8 @@ def shown(value: Any) -> str:
         return str(value)
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        return show(value, 40)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -344,19 +345,30 @@ def _number_kind(truth: Sequence[Number]) -> tuple[bool, Number, Number]:
 
 def _check_truth(graph: ReducedGraph, truth: Sequence[Number]) -> tuple[Number, ...]:
     k = graph.doses
-    if isinstance(truth, str | bytes) or not isinstance(truth, Sequence):
-        raise TypeError(f"truth: expected a sequence of probabilities, one per dose (got {type(truth).__name__})")
+    check_probabilities(truth)
     if len(truth) != k:
         raise EscalationRulesError(
             f"truth: {graph.protocol.id} has {k} doses (including provisional ones); "
             f"expected {k} probabilities (got {len(truth)})")
     exact, _, _ = _number_kind(truth)
-    values = []
-    for i, p in enumerate(truth, 1):
+    return tuple(Fraction(p) if exact else float(p) for p in truth)
+
+
+def check_probabilities(truth: Any, name: str = "truth") -> None:
+    """Refuse anything but a sequence of probabilities from 0 to 1, naming the argument and the entry.
+
+    Examples
+    --------
+    >>> check_probabilities([0.1, "1/20"])
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: truth[1]: expected a probability from 0 to 1 (got '1/20')
+    """
+    if isinstance(truth, str | bytes) or not isinstance(truth, Sequence):
+        raise TypeError(f"{name}: expected a sequence of probabilities, one per dose (got {type(truth).__name__})")
+    for i, p in enumerate(truth):
         if isinstance(p, bool) or not isinstance(p, int | float | Fraction) or not 0 <= p <= 1:
-            raise EscalationRulesError(f"truth[{i - 1}]: expected a probability from 0 to 1 (got {shown(p)})")
-        values.append(Fraction(p) if exact else float(p))
-    return tuple(values)
+            raise EscalationRulesError(f"{name}[{i}]: expected a probability from 0 to 1 (got {shown(p)})")
 
 
 def _binomials(p: Number, cohort: int, one: Number) -> list[Number]:

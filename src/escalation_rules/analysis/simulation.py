@@ -355,7 +355,7 @@ def simulate(
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 2:
         raise EscalationRulesError(f"trials: expected an integer of at least 2 (got {shown(trials)})")
     if trials > MAX_TRIALS:
-        raise EscalationRulesError(f"trials: expected at most {MAX_TRIALS:,} trials (got {trials:,}); "
+        raise EscalationRulesError(f"trials: expected at most {MAX_TRIALS:,} trials (got {shown(trials)}); "
                                    "the standard errors shrink with the square root of the count")
     if seed is None:
         seed = secrets.randbits(63)  # from the OS; reported with the result so the run can be repeated

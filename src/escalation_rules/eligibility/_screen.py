@@ -27,7 +27,7 @@ import attrs
 
 from ..guards import QuantityType
 from ._record import PatientRecord, read_record
-from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
+from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility
 
 __all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen"]
 
