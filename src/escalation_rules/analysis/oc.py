@@ -51,7 +51,7 @@ from typing import Any
 
 import attrs
 
-from .._limits import show
+from .._limits import MAX_CAP, show
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, reduce_protocol
 from ..errors import EscalationRulesError
 from ..graph import as_protocol
@@ -521,8 +521,9 @@ def operating_characteristics(
     (1.1, 17.927)
     """
     graph = merged_graph(protocol)
-    if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"overdose_patients: expected a positive integer (got {shown(overdose_patients)})")
+    if not isinstance(overdose_patients, int) or not 1 <= overdose_patients <= MAX_CAP:
+        raise EscalationRulesError(f"overdose_patients: expected a positive integer of at most {MAX_CAP} "
+                                   f"(got {shown(overdose_patients)})")
     check_target(target)
     model = _Model(graph, truth, target, overdose_patients)
     pol = resolve_policy(graph.protocol, policy)

@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
+from .._limits import MAX_CAP
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph
 from ..engine import decide
 from ..errors import EscalationRulesError
@@ -361,8 +362,9 @@ def simulate(
         seed = secrets.randbits(63)  # from the OS; reported with the result so the run can be repeated
     elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise EscalationRulesError(f"seed: expected a whole number of 0 or more (got {shown(seed)})")
-    if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"overdose_patients: expected a positive integer (got {shown(overdose_patients)})")
+    if not isinstance(overdose_patients, int) or not 1 <= overdose_patients <= MAX_CAP:
+        raise EscalationRulesError(f"overdose_patients: expected a positive integer of at most {MAX_CAP} "
+                                   f"(got {shown(overdose_patients)})")
     check_target(target)
     start = time.perf_counter()
     graph = merged_graph(protocol)
