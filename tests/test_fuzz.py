@@ -83,14 +83,19 @@ PATHS = _key_paths(BASE)
 @st.composite
 def protocol_mappings(draw: st.DrawFn) -> dict[str, Any]:
     """The small protocol with up to three keys replaced by arbitrary JSON, deleted, or added."""
-    data = copy.deepcopy(BASE)
+    return _mutated(draw, BASE, PATHS, ["replace", "delete", "add"])
+
+
+def _mutated(draw: st.DrawFn, base: Any, paths: list[tuple[Any, ...]], actions: list[str]) -> Any:
+    """A copy of ``base`` with one to three places (key paths) replaced by arbitrary JSON, deleted or added to."""
+    data = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(PATHS))
+        path = draw(st.sampled_from(paths))
         node: Any = data
         try:
             for key in path[:-1]:
                 node = node[key]
-            action = draw(st.sampled_from(["replace", "delete", "add"]))
+            action = draw(st.sampled_from(actions))
             if action == "replace":
                 node[path[-1]] = draw(JSON)
             elif action == "delete" and isinstance(node, dict):
@@ -168,17 +173,7 @@ def records(draw: st.DrawFn) -> Any:
     """A real record with up to three values replaced by arbitrary JSON (or arbitrary JSON outright)."""
     if draw(st.booleans()):
         return draw(JSON)
-    data = copy.deepcopy(RECORD)
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(RECORD_PATHS))
-        node: Any = data
-        try:
-            for key in path[:-1]:
-                node = node[key]
-            node[path[-1]] = draw(JSON)
-        except (KeyError, IndexError, TypeError):
-            continue
-    return data
+    return _mutated(draw, RECORD, RECORD_PATHS, ["replace"])
 
 
 def _record_case(data: Any, tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
