@@ -167,3 +167,10 @@ def test_guard_length_limit_ignores_surrounding_white_space() -> None:
     data = _minimal()
     data["stages"][0]["rules"][0]["when"] += " " * (MAX_GUARD_CHARS * 50)
     protocol_from_mapping(data, "p.toml")
+
+
+def test_the_shipped_protocol_at_the_cap_limit_verifies() -> None:
+    """NCT07117175 with its cap raised to the limit verifies on merged states (cap 100,000 took 55 s before)."""
+    data, source, owners = read_protocol_data(NCT)
+    data["protocol"]["cap"] = MAX_CAP
+    assert verify(protocol_from_mapping(data, source, owners)).ok
