@@ -52,7 +52,7 @@ MAX_RULES = 1000
 MAX_OPTIONS = 100
 #: States in the full compiled state graph (``compile_protocol``, ``show``, ``verify --full``): that graph holds
 #: every history, so it grows exponentially with the ladder; verification on merged states has no such limit.
-MAX_STATES = 50_000
+MAX_STATES = 100_000
 #: Characters in one guard, cohort expression or eligibility criterion.
 MAX_GUARD_CHARS = 2000
 #: Bytes in one protocol file, history file or patient record (and one line of a batch).
