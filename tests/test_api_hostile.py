@@ -139,7 +139,7 @@ def test_issue_examples() -> None:
     with pytest.raises(EscalationRulesError, match=r"^truth\[0\]: expected a probability"):
         er.operating_characteristics(nct, ["1/20", 0.1, 0.2, 0.35])
     deep: Any = {}
-    for _ in range(5000):
+    for _ in range(20_000):
         deep = {"a": deep}
     with pytest.raises(EscalationRulesError):
         er.screen(compiled, {"id": "P1", "ecog": deep})

@@ -19,7 +19,7 @@ GOOD = {"id": "P4", "anchors": {"screening": "2026-03-02"}, "ecog": 3}
 @pytest.mark.parametrize(("text", "message"), [
     ('{"id": "P2", "ecog": ' + "1" * 5000 + "}", "a number in the JSON is too large"),
     ("[" * 20_000 + "]" * 20_000, "JSON nested too deeply"),
-    ('{"id": "P3", "x": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}", "JSON nested too deeply"),
+    ('{"id": "P3", "x": ' + '{"a": ' * 20_000 + "1" + "}" * 20_000 + "}", "JSON nested too deeply"),
 ])
 def test_absurd_record_text_is_refused(text: str, message: str) -> None:
     """Huge integers and deep nesting are RecordErrors naming the source."""
@@ -37,7 +37,7 @@ def test_a_deeply_nested_decoded_record_is_refused() -> None:
     """A record nested past Python's recursion limit is our error, not RecursionError."""
     deep: dict[str, object] = {}
     node = deep
-    for _ in range(5000):
+    for _ in range(20_000):
         node["a"] = {}
         node = node["a"]  # type: ignore[assignment]
     with pytest.raises(RecordError):
