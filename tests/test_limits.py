@@ -38,3 +38,10 @@ def test_the_limits_table_matches_the_constants() -> None:
 def test_the_index_links_the_limits_page() -> None:
     """The reference toctree lists the limits page."""
     assert "reference/limits" in (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_quotes_the_limits_the_code_checks() -> None:
+    """The README's sentence on limits gives the current constants."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"({_limits.MAX_DOSES} doses, an enrolment cap of {_limits.MAX_CAP}, cohorts of {_limits.MAX_COHORT}, "
+            "...; see docs/reference/limits.md)") in text
