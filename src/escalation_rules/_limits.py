@@ -35,6 +35,7 @@ __all__ = [
     "MAX_STAGES",
     "MAX_STATES",
     "check_int",
+    "count_text",
     "show",
 ]
 
@@ -84,6 +85,17 @@ def show(value: Any, width: int = 60) -> str:
             return f"{text[:width - 3]}...' ({len(value)} characters)"
         return text[:width - 3] + "..."
     return text
+
+
+def count_text(value: int) -> str:
+    """A count for people: exact up to 18 digits, else its order of magnitude (never past the printing limit).
+
+    Examples
+    --------
+    >>> count_text(12), count_text(2 ** 20000)
+    ('12', 'about 10^6020')
+    """
+    return str(value) if value < 10**18 else f"about 10^{_digit_count(value) - 1}"
 
 
 def _digit_count(value: int) -> int:

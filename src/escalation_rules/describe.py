@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._limits import count_text
 from .graph import CompiledProtocol
 from .protocol import Outcome, Rule
 
@@ -106,7 +107,7 @@ def protocol_text(compiled: CompiledProtocol) -> str:
                      f"{et['paraphrase']}")
     g = s["graph"]
     lines.append("")
-    lines.append(f"state graph: {g['states']} states, {g['edges']} transitions, {g['paths']} paths, "
+    lines.append(f"state graph: {g['states']} states, {g['edges']} transitions, {count_text(g['paths'])} paths, "
                  f"{g['decisions']} decision points")
     for w in s["warnings"]:
         lines.append(f"note: {w}")
