@@ -118,8 +118,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_paths(args: argparse.Namespace) -> int:
-    if args.depth is not None and args.depth < 0:
-        raise EscalationRulesError(f"--depth: expected 0 or more steps (got {args.depth})")
     protocol = load_spec(args)
     explore_merged(protocol)  # refuse a protocol that fails its build checks
     tree = future_paths(protocol, load_history(args), max_depth=args.depth)
@@ -206,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = int(args.handler(args))
     except EscalationRulesError as err:
-        for line in str(err).splitlines() or [type(err).__name__]:
+        for line in _as_options(str(err)).splitlines() or [type(err).__name__]:
             print(f"escalation-rules {args.command}: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # pragma: no cover - e.g. piped into head
@@ -220,6 +218,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # never mistaken for a verdict: a status of its own, and where the details are
         return _report_bug(args.command)
     return status
+
+
+#: The Python arguments the API names in its errors, as the options that set them.
+_OPTIONS = {"truth": "--truth", "target": "--target", "overdose_patients": "--overdose-patients",
+            "trials": "--trials", "seed": "--seed", "jobs": "--jobs", "policy": "--policy", "max_depth": "--depth"}
+
+
+def _as_options(message: str) -> str:
+    """Reword an API error that names a Python argument (``truth[0]: ...``) by its option (``--truth: entry 1:``).
+
+    Examples
+    --------
+    >>> _as_options("truth[1]: expected a probability from 0 to 1 (got 1.5)")
+    '--truth: entry 2: expected a probability from 0 to 1 (got 1.5)'
+    """
+    import re
+
+    match = re.match(r"^(" + "|".join(_OPTIONS) + r")(?:\[(\d+)\])?: ", message)
+    if match is None:
+        return message
+    name, index = match.groups()
+    entry = f" entry {int(index) + 1}:" if index is not None else ""
+    return f"{_OPTIONS[name]}:{entry} {message[match.end():]}"
 
 
 #: Exit status of an unexpected error (a bug), distinct from every verdict (EX_SOFTWARE of sysexits.h).

@@ -15,7 +15,6 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,29 +101,6 @@ def _allow_negative_values(parser: argparse.ArgumentParser) -> None:
     parser._negative_number_matcher = re.compile(r"^-[\d.,/\s-]+$")  # no option of ours looks like this
 
 
-#: The Python arguments the analysis functions name in their errors, as the options that set them.
-_OPTIONS = {"truth": "--truth", "target": "--target", "overdose_patients": "--overdose-patients",
-            "trials": "--trials", "seed": "--seed", "jobs": "--jobs", "policy": "--policy"}
-_ARGUMENT = re.compile(r"^(" + "|".join(_OPTIONS) + r")(?:\[(\d+)\])?: ")
-
-
-def _options_named(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run ``handler``, rewording an error that names a Python argument (``truth[0]: ...``) by its option."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except EscalationRulesError as err:
-            match = _ARGUMENT.match(str(err))
-            if match is None or type(err) is not EscalationRulesError:
-                raise
-            name, index = match.groups()
-            entry = f" entry {int(index) + 1}:" if index is not None else ""
-            raise EscalationRulesError(f"{_OPTIONS[name]}:{entry} {str(err)[match.end():]}") from None
-
-    return run
-
-
 def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2)
 
@@ -204,7 +180,7 @@ def register(subparsers: Any) -> None:
     _allow_negative_values(p)
     p.add_argument("--no-bounds", action="store_true", help="skip the range of each figure over every policy")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(handler=_options_named(_cmd_oc))
+    p.set_defaults(handler=_cmd_oc)
 
     p = subparsers.add_parser("simulate", help="Monte Carlo operating characteristics with standard errors")
     _common(p)
@@ -217,7 +193,7 @@ def register(subparsers: Any) -> None:
                    help="run every trial through the decision engine (slow; for comparison with the graph walk)")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     p.add_argument("--json", action="store_true", help="print the figures and standard errors as JSON")
-    p.set_defaults(handler=_options_named(_cmd_simulate))
+    p.set_defaults(handler=_cmd_simulate)
 
     p = subparsers.add_parser("grid", help="operating characteristics of designs over a file of scenarios")
     _common(p, truth=False)
@@ -231,4 +207,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="worker processes (default: one per CPU; 1 runs in this process)")
     p.add_argument("--no-bounds", action="store_true", help="skip the range of each figure over every policy")
-    p.set_defaults(handler=_options_named(_cmd_grid))
+    p.set_defaults(handler=_cmd_grid)
