@@ -374,7 +374,7 @@ def test_paths_depth_zero_and_negative(capsys) -> None:
     assert main(["paths", "3+3-deescalate", "--depth", "0"]) == 0
     assert capsys.readouterr().out.strip() == "(start) -> treat 3 at dose 1"
     assert main(["paths", "3+3-deescalate", "--depth", "-1"]) == 2
-    assert "--depth: expected 0 or more" in capsys.readouterr().err
+    assert "--depth: expected an integer of 0 or more" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ start-up: lazy imports

@@ -193,7 +193,7 @@ def test_cli_grid_prints_csv_by_default_and_refuses_unknown_designs(tmp_path, ca
 @pytest.mark.parametrize("jobs", [0, -3])
 def test_jobs_below_one_are_refused(tmp_path, capsys, jobs):
     """--jobs 0 or negative is refused with one line (API and CLI), never a ValueError traceback."""
-    with pytest.raises(EscalationRulesError, match="--jobs: expected a whole number of 1 or more"):
+    with pytest.raises(EscalationRulesError, match=r"^jobs: expected a whole number of 1 or more"):
         run_grid(DESIGNS, SCENARIOS[:1], jobs=jobs)
     scenarios = tmp_path / "s.csv"
     scenarios.write_text("name,p1,p2\na,0.1,0.2\n", encoding="utf-8")

@@ -322,7 +322,7 @@ def test_truth_of_the_wrong_length_is_refused(nct):
 
 def test_truth_outside_zero_one_is_refused():
     """Probabilities outside [0, 1] are refused, naming the entry."""
-    with pytest.raises(EscalationRulesError, match="entry 2"):
+    with pytest.raises(EscalationRulesError, match=r"truth\[1\]: expected a probability"):
         operating_characteristics(builtin_design("3+3-deescalate", 2), [0.1, 1.5])
 
 
@@ -415,7 +415,7 @@ def test_path_probabilities_after_a_history_and_as_json(nct):
 
 def test_path_probabilities_refuse_a_short_truth():
     """A truth covering fewer doses than the tree treats at is refused."""
-    with pytest.raises(EscalationRulesError, match="--truth"):
+    with pytest.raises(EscalationRulesError, match="truth: gives 1 doses"):
         path_probabilities(future_paths(builtin_design("3+3-escalate-only", 2)), [0.1])
 
 

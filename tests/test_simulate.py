@@ -99,9 +99,9 @@ def test_progress_bar_only_on_a_terminal():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"trials": 1}, "--trials"),
-    ({"engine": "fast"}, "--engine"),
-    ({"overdose_patients": 0}, "--overdose-patients"),
+    ({"trials": 1}, "^trials: "),
+    ({"engine": "fast"}, "^engine: "),
+    ({"overdose_patients": 0}, "^overdose_patients: "),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     """Trial counts below 2, unknown engines and non-positive thresholds are refused."""
@@ -169,7 +169,7 @@ def test_decision_engine_agrees_with_exact_figures_for_builtin_designs(design):
 @pytest.mark.parametrize("seed", [-1, 1.5, True])
 def test_negative_or_non_integer_seed_is_refused(seed: Any) -> None:
     """A seed numpy cannot take is refused with a one-line EscalationRulesError, not a numpy traceback."""
-    with pytest.raises(EscalationRulesError, match="--seed: expected a whole number of 0 or more"):
+    with pytest.raises(EscalationRulesError, match="seed: expected a whole number of 0 or more"):
         simulate(builtin_design("3+3-deescalate", 2), [0.1, 0.2], trials=10, seed=seed)
 
 
@@ -194,7 +194,7 @@ def test_trials_above_the_maximum_are_refused(capsys: pytest.CaptureFixture[str]
     """More than MAX_TRIALS trials are refused at once with a clear error instead of running for days."""
     from escalation_rules.analysis.simulation import MAX_TRIALS
 
-    with pytest.raises(EscalationRulesError, match="--trials: expected at most 1,000,000,000"):
+    with pytest.raises(EscalationRulesError, match="trials: expected at most 1,000,000,000"):
         simulate(builtin_design("3+3-deescalate", 2), [0.1, 0.2], trials=MAX_TRIALS + 1, seed=1)
     assert main(["simulate", "3+3-deescalate", "--truth", "0.1,0.2", "--trials", "10000000000000"]) == 2
     assert "--trials: expected at most" in capsys.readouterr().err

@@ -7,7 +7,9 @@ any folder) or a built-in design name with ``--doses N``.
 Exit status: 0 success; 1 a check failed (``verify`` found a violation,
 ``trial verify`` a broken chain); 2 the input was refused (bad protocol,
 impossible history, bad arguments); ``screen`` also answers 3 (not
-eligible) and 4 (undetermined).
+eligible) and 4 (undetermined); 70 an unexpected error, a bug in the package
+(one line on stderr names the file holding the traceback; set
+ESCALATION_RULES_DEBUG=1 to print it instead).
 Errors are printed on stderr, one line each, never as a traceback.
 """
 
@@ -150,8 +152,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_paths(args: argparse.Namespace) -> int:
-    if args.depth is not None and args.depth < 0:
-        raise EscalationRulesError(f"--depth: expected 0 or more steps (got {args.depth})")
     from .graph import explore_merged
     from .paths import future_paths, paths_text
 
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = int(args.handler(args))
     except EscalationRulesError as err:
-        for line in str(err).splitlines() or [type(err).__name__]:
+        for line in _as_options(str(err)).splitlines() or [type(err).__name__]:
             print(f"escalation-rules {args.command}: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # pragma: no cover - e.g. piped into head
@@ -260,7 +260,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         print(f"escalation-rules {args.command}: input nested too deeply to read", file=sys.stderr)
         return 2
+    except Exception:  # never mistaken for a verdict: a status of its own, and where the details are
+        return _report_bug(args.command)
     return status
+
+
+#: The Python arguments the API names in its errors, as the options that set them.
+_OPTIONS = {"truth": "--truth", "target": "--target", "overdose_patients": "--overdose-patients",
+            "trials": "--trials", "seed": "--seed", "jobs": "--jobs", "policy": "--policy", "max_depth": "--depth"}
+
+
+def _as_options(message: str) -> str:
+    """Reword an API error that names a Python argument (``truth[0]: ...``) by its option (``--truth: entry 1:``).
+
+    Examples
+    --------
+    >>> _as_options("truth[1]: expected a probability from 0 to 1 (got 1.5)")
+    '--truth: entry 2: expected a probability from 0 to 1 (got 1.5)'
+    """
+    import re
+
+    match = re.match(r"^(" + "|".join(_OPTIONS) + r")(?:\[(\d+)\])?: ", message)
+    if match is None:
+        return message
+    name, index = match.groups()
+    entry = f" entry {int(index) + 1}:" if index is not None else ""
+    return f"{_OPTIONS[name]}:{entry} {message[match.end():]}"
+
+
+#: Exit status of an unexpected error (a bug), distinct from every verdict (EX_SOFTWARE of sysexits.h).
+EXIT_BUG = 70
+
+
+def _report_bug(command: str) -> int:
+    import os
+    import tempfile
+    import traceback
+
+    details = traceback.format_exc()
+    if os.environ.get("ESCALATION_RULES_DEBUG"):
+        sys.stderr.write(details)
+        where = "the traceback above"
+    else:
+        try:
+            fd, name = tempfile.mkstemp(prefix="escalation-rules-bug-", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(details)
+            where = name
+        except OSError:
+            where = "none written (set ESCALATION_RULES_DEBUG=1 to print the traceback)"
+    error = details.rstrip().splitlines()[-1]
+    print(f"escalation-rules {command}: internal error (a bug in escalation-rules, not a verdict on the input): "
+          f"{error[:200]}; details: {where}", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

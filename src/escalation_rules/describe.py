@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from ._limits import count_text
 from .graph import CompiledProtocol
 from .protocol import Outcome, Rule, policy_entry_data
 
@@ -159,7 +160,7 @@ def protocol_text(compiled: CompiledProtocol) -> str:
                      f"{et['paraphrase']}")
     g = s["graph"]
     lines.append("")
-    lines.append(f"state graph: {g['states']} states, {g['edges']} transitions, {g['paths']} paths, "
+    lines.append(f"state graph: {g['states']} states, {g['edges']} transitions, {count_text(g['paths'])} paths, "
                  f"{g['decisions']} decision points")
     for w in s["warnings"]:
         lines.append(f"note: {w}")

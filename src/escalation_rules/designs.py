@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from . import _interval as _iv
+from ._limits import show
 from .errors import ProtocolError
 from .protocol import Protocol, protocol_from_mapping
 
@@ -408,10 +409,12 @@ DESIGNS: dict[str, Callable[[int, Mapping[str, Any]], dict[str, Any]]] = {
 
 def design_mapping(name: str, doses: int, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The protocol data (as a TOML file would hold it) of a built-in design."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected the name of a built-in design (got {type(name).__name__})")
     if name not in DESIGNS:
-        raise ProtocolError([f"{name}: unknown design (known: {', '.join(sorted(DESIGNS))})"])
+        raise ProtocolError([f"{show(name)}: unknown design (known: {', '.join(sorted(DESIGNS))})"])
     if not isinstance(doses, int) or isinstance(doses, bool) or not 1 <= doses <= 40:
-        raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {doses!r})"])
+        raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {show(doses)})"])
     params = dict(params or {})
     if params and name not in _DESIGN_PARAMS:
         raise ProtocolError([f"{name}: takes no parameters (got {', '.join(sorted(params))})"])

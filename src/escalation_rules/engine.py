@@ -21,8 +21,8 @@ import attrs
 
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from .errors import CompileError, HistoryError
-from .graph import CompiledProtocol
-from .history import Choice, Cohort, Entry, format_history, parse_outcomes
+from .graph import CompiledProtocol, as_protocol
+from .history import Choice, Cohort, Entry, format_history
 from .protocol import Option, Protocol, Rule
 
 __all__ = ["Decision", "OptionView", "decide", "replay"]
@@ -434,8 +434,10 @@ def _with_context(protocol: Protocol, state: State, decision: Decision) -> Decis
 
 def replay(protocol: Protocol | CompiledProtocol, history: str | Sequence[Entry]) -> tuple[State, Decision]:
     """Walk a history; return the final state and the decision (used by ``paths``)."""
-    p = _protocol_of(protocol)
-    entries = parse_outcomes(history) if isinstance(history, str) else tuple(history)
+    from ._args import as_entries
+
+    p = as_protocol(protocol)
+    entries = as_entries(history)
     run = _Run(p)
     for index, entry in enumerate(entries, 1):
         if run.partial:

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._limits import MAX_STATES
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from ._reduce import Observer, ReducedGraph, reduce_protocol
 from .errors import CompileError
-from .protocol import Protocol
+from .protocol import Protocol, protocol_from_mapping
 
 if TYPE_CHECKING:
     import networkx as nx  # imported where a graph is built or walked: a decision never needs it
@@ -142,12 +143,39 @@ def explore_merged(protocol: Protocol, observer: Observer | None = None) -> Redu
     """
     try:
         return reduce_protocol(protocol, observer)
-    except CompileError:
-        compile_protocol(protocol)
-        raise
+    except CompileError as merged:
+        try:
+            compile_protocol(protocol)
+        except CompileError as full:
+            if _STATE_LIMIT not in str(full):
+                raise
+        raise merged from None  # the full graph is too large to name a shorter history
 
 
-def compile_protocol(protocol: Protocol) -> CompiledProtocol:
+_STATE_LIMIT = "passes the limit of"
+
+
+def as_protocol(value: Any, name: str = "protocol") -> Protocol:
+    """The :class:`Protocol` behind ``value`` (a Protocol, a CompiledProtocol or a protocol mapping).
+
+    Raises
+    ------
+    TypeError
+        For anything else, naming the argument.
+    ProtocolError
+        For a mapping that is not a valid protocol.
+    """
+    if isinstance(value, Protocol):
+        return value
+    if isinstance(value, CompiledProtocol):
+        return value.protocol
+    if isinstance(value, Mapping):
+        return protocol_from_mapping(dict(value), name)
+    raise TypeError(f"{name}: expected a Protocol, a CompiledProtocol or a protocol mapping "
+                    f"(got {type(value).__name__})")
+
+
+def compile_protocol(protocol: Protocol | CompiledProtocol | Mapping[str, Any]) -> CompiledProtocol:
     """Explore every reachable state, check the rules, and freeze the graph.
 
     Raises
@@ -164,6 +192,9 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
     """
     import networkx as nx
 
+    if isinstance(protocol, CompiledProtocol):
+        return protocol
+    protocol = as_protocol(protocol)
     graph: nx.DiGraph = nx.DiGraph()
     start = initial_state(protocol)
     graph.add_node(start)
@@ -189,6 +220,10 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
             if data["kind"] == "option":
                 fired.add(f"{data['rule']}/{data['option']}")
             if nxt not in graph:
+                if graph.number_of_nodes() >= MAX_STATES:
+                    raise CompileError([f"{protocol.source}: the full state graph {_STATE_LIMIT} {MAX_STATES} "
+                                        f"states (every history is a state here: shorten the ladder or lower the "
+                                        f"cap); verify and decide work on merged states and have no such limit"])
                 graph.add_node(nxt)
                 queue.append(nxt)
             graph.add_edge(state, nxt, **data)

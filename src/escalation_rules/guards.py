@@ -71,6 +71,7 @@ from typing import Any
 import attrs
 
 from . import _units
+from ._limits import MAX_GUARD_CHARS, MAX_INT_DIGITS, show
 from .errors import GuardSyntaxError
 
 __all__ = [
@@ -101,12 +102,14 @@ _STRING = "string"  # a quoted literal before it meets a code
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<int>[0-9]+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
-    r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|\(|\)|,)|(?P<bad>\S))"
+    r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|\(|\)|,)|(?P<bad>\S)|(?P<end>\Z))"
 )
 _TOKEN_CRITERIA = re.compile(
     r"\s*(?:(?P<float>[0-9]+\.[0-9]+)|(?P<int>[0-9]+)|(?P<string>'[^']*')|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
-    r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|,)|(?P<bad>\S))"
+    r"|(?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|,)|(?P<bad>\S)|(?P<end>\Z))"
 )
+# Each pattern ends with an alternative for the end of the text, so that trailing white space is
+# consumed by one match instead of being rescanned from every position (which took time quadratic in it).
 _KEYWORDS = {"and", "or", "not", "true", "false"}
 _FUNCTIONS = {"min": min, "max": max}
 
@@ -186,15 +189,25 @@ class _Parser:
         self.text = text
         self.criteria = criteria
         self.tokens: list[tuple[str, str, int]] = []
+        if len(text.strip()) > MAX_GUARD_CHARS:
+            raise GuardSyntaxError(f"expression too long: expected at most {MAX_GUARD_CHARS} characters "
+                                   f"(got {len(text.strip())}) in {show(text)}", text[:MAX_GUARD_CHARS])
         for match in (_TOKEN_CRITERIA if criteria else _TOKEN).finditer(text):
             kind = match.lastgroup
-            if kind is None:  # trailing white space
+            if kind is None or kind == "end":  # trailing white space
                 continue
             value = match.group(kind)
             start = match.start(kind)
             if kind == "bad":
                 raise GuardSyntaxError(
-                    f"unexpected character {value!r} at column {start + 1} in {text!r}",
+                    f"unexpected character {value!r} at column {start + 1} in {show(text)}",
+                    text,
+                    start,
+                )
+            if kind in ("int", "float") and len(value.lstrip("0")) > MAX_INT_DIGITS:
+                raise GuardSyntaxError(
+                    f"number too large at column {start + 1} (at most {MAX_INT_DIGITS} digits, got {len(value)}) "
+                    f"in {show(text)}",
                     text,
                     start,
                 )
@@ -466,7 +479,7 @@ class Guard:
 
 def _build(text: str, names: Mapping[str, str], expected: str) -> Guard:
     if not isinstance(text, str):
-        raise GuardSyntaxError(f"expected an expression as a string (got {text!r})", str(text))
+        raise GuardSyntaxError(f"expected an expression as a string (got {show(text)})", show(text))
     tree = _Parser(text).parse()
     kind = _type_of(tree, names, text)
     if kind != expected:
@@ -1102,7 +1115,7 @@ def parse_criterion(text: str, names: Mapping[str, Any]) -> Guard:
     escalation_rules.errors.GuardSyntaxError: '>' compares mL/min ([length] ** 3 / [time]) with kg ([mass]) in ...
     """
     if not isinstance(text, str):
-        raise GuardSyntaxError(f"expected an expression as a string (got {text!r})", str(text))
+        raise GuardSyntaxError(f"expected an expression as a string (got {show(text)})", show(text))
     tree = _Parser(text, criteria=True).parse()
     kind, run, read = _Criteria(text, names).build(tree)
     if kind != BOOL:

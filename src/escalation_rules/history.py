@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from ._limits import MAX_HISTORY_CHARS, MAX_HISTORY_ENTRIES, MAX_INT_DIGITS, show
 from .errors import HistoryError
 
 __all__ = ["Choice", "Cohort", "Entry", "format_history", "parse_history_json", "parse_outcomes"]
@@ -66,7 +67,10 @@ class Choice:
 
 Entry = Cohort | Choice
 
-_TOKEN = re.compile(r"\s*(?:(?P<cohort>(?P<dose>[0-9]+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+))")
+# The last alternative takes trailing white space in one match (without it, every position of the
+# trailing run would be rescanned: quadratic time).
+_TOKEN = re.compile(
+    r"\s*(?:(?P<cohort>(?P<dose>[0-9]+)(?P<out>[A-Za-z]+))|\[(?P<choice>[^\]\s]+)\]|(?P<bad>\S+)|(?P<end>\Z))")
 
 
 def parse_outcomes(text: str) -> tuple[Entry, ...]:
@@ -78,16 +82,18 @@ def parse_outcomes(text: str) -> tuple[Entry, ...]:
         Naming the cohort (1-based entry number) and what is wrong with it.
     """
     if not isinstance(text, str):
-        raise HistoryError(f"expected an outcome string such as '1NNN 2NTN' (got {text!r})")
+        raise HistoryError(f"expected an outcome string such as '1NNN 2NTN' (got {show(text)})")
+    _check_size(len(text.strip()), "history")
     entries: list[Entry] = []
     for match in _TOKEN.finditer(text):
-        if match.group(0).strip() == "":
+        if match.lastgroup == "end" or match.lastgroup is None:
             continue
         index = len(entries) + 1
+        _check_entries(index, "history")
         if match.group("bad"):
             bad = match.group("bad")
             raise HistoryError(
-                f"cohort {index} ({bad!r}): expected a dose level followed by N/T letters, "
+                f"cohort {index} ({show(bad)}): expected a dose level followed by N/T letters, "
                 f"such as '2NTN', or a decision in brackets such as '[escalate]'",
                 index,
             )
@@ -95,13 +101,13 @@ def parse_outcomes(text: str) -> tuple[Entry, ...]:
             entries.append(Choice(match.group("choice")))
             continue
         token = match.group("cohort")
-        dose = int(match.group("dose"))
+        dose = _dose_level(match.group("dose"), f"cohort {index} ({show(token)})", index)
         outcomes = match.group("out")
         for symbol in outcomes:
             if symbol not in "NT":
                 hint = " (symbols are upper case)" if symbol in "nt" else ""
                 raise HistoryError(
-                    f"cohort {index} ({token!r}): unknown symbol {symbol!r} "
+                    f"cohort {index} ({show(token)}): unknown symbol {symbol!r} "
                     f"(expected N for no DLT or T for a DLT){hint}",
                     index,
                 )
@@ -118,12 +124,16 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
     (Cohort(dose=1, outcomes='N'), Choice(option='escalate', signoff=None))
     """
     if isinstance(data, str):
+        _check_size(len(data), source)
         try:
             data = json.loads(data)
         except json.JSONDecodeError as err:
             raise HistoryError(f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
         except RecursionError:
             raise HistoryError(f"{source}: JSON nested too deeply to read") from None
+        except ValueError:  # an integer past Python's 4,300-digit conversion limit
+            raise HistoryError(f"{source}: a number in the JSON is too large (at most {MAX_INT_DIGITS} digits)") \
+                from None
     if isinstance(data, dict):
         unknown = set(data) - {"history", "protocol"}
         if unknown:
@@ -135,12 +145,13 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
         return parse_outcomes(data)
     if not isinstance(data, list):
         raise HistoryError(f"{source}: expected a list of entries (got {type(data).__name__})")
+    _check_entries(len(data), source)
     entries: list[Entry] = []
     for i, raw in enumerate(data):
         where = f"{source}[{i}]"
         index = i + 1
         if not isinstance(raw, dict):
-            raise HistoryError(f"{where}: expected an object (got {raw!r})", index)
+            raise HistoryError(f"{where}: expected an object (got {show(raw)})", index)
         if "decision" in raw:
             unknown = set(raw) - {"decision", "signoff", "note"}
             if unknown:
@@ -148,10 +159,10 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
                 raise HistoryError(f"{where}.{key}: unknown key (expected decision, signoff, note)", index)
             option = raw["decision"]
             if not isinstance(option, str) or not option:
-                raise HistoryError(f"{where}.decision: expected an option id (got {option!r})", index)
+                raise HistoryError(f"{where}.decision: expected an option id (got {show(option)})", index)
             signoff = raw.get("signoff")
             if signoff is not None and (not isinstance(signoff, list) or not all(isinstance(s, str) for s in signoff)):
-                raise HistoryError(f"{where}.signoff: expected a list of role names (got {signoff!r})", index)
+                raise HistoryError(f"{where}.signoff: expected a list of role names (got {show(signoff)})", index)
             entries.append(Choice(option, tuple(signoff) if signoff is not None else None))
             continue
         unknown = set(raw) - {"dose", "outcomes", "note"}
@@ -159,16 +170,34 @@ def parse_history_json(data: Any, source: str = "history") -> tuple[Entry, ...]:
             raise HistoryError(f"{where}.{sorted(unknown)[0]}: unknown key (expected dose, outcomes, note)", index)
         dose = raw.get("dose")
         if not isinstance(dose, int) or isinstance(dose, bool):
-            raise HistoryError(f"{where}.dose: expected a dose level as an integer (got {dose!r})", index)
+            raise HistoryError(f"{where}.dose: expected a dose level as an integer (got {show(dose)})", index)
+        if dose.bit_length() > 64:
+            raise HistoryError(f"{where}.dose: dose level too large (got {show(dose)})", index)
         outcomes = raw.get("outcomes")
         if not isinstance(outcomes, str) or not outcomes:
-            raise HistoryError(f"{where}.outcomes: expected a string of N/T letters (got {outcomes!r})", index)
+            raise HistoryError(f"{where}.outcomes: expected a string of N/T letters (got {show(outcomes)})", index)
         for symbol in outcomes:
             if symbol not in "NT":
                 raise HistoryError(f"{where}.outcomes: cohort {index}: unknown symbol {symbol!r} "
                                    f"(expected N for no DLT or T for a DLT)", index)
         entries.append(Cohort(dose, outcomes))
     return tuple(entries)
+
+
+def _check_size(length: int, source: str) -> None:
+    if length > MAX_HISTORY_CHARS:
+        raise HistoryError(f"{source}: longer than the limit of {MAX_HISTORY_CHARS} characters (got {length})")
+
+
+def _check_entries(count: int, source: str) -> None:
+    if count > MAX_HISTORY_ENTRIES:
+        raise HistoryError(f"{source}: more than the limit of {MAX_HISTORY_ENTRIES} entries")
+
+
+def _dose_level(digits: str, where: str, index: int) -> int:
+    if len(digits.lstrip("0")) > MAX_INT_DIGITS:
+        raise HistoryError(f"{where}: dose level too large (at most {MAX_INT_DIGITS} digits, got {len(digits)})", index)
+    return int(digits)
 
 
 def format_history(entries: Sequence[Entry]) -> str:

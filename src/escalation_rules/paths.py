@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._args import as_entries, check_count
 from ._machine import State, after_cohort, choose
 from .engine import Decision, decision_at, replay
 from .errors import EscalationRulesError
-from .graph import CompiledProtocol
+from .graph import CompiledProtocol, as_protocol
 from .history import Choice, Cohort, Entry, format_history, parse_outcomes
 from .protocol import Protocol
 
@@ -52,8 +53,10 @@ def future_paths(protocol: Protocol | CompiledProtocol, history: str = "",
     EscalationRulesError
         If the tree would exceed ``max_nodes``.
     """
-    p = protocol.protocol if isinstance(protocol, CompiledProtocol) else protocol
-    entries = parse_outcomes(history) if isinstance(history, str) else tuple(history)
+    p = as_protocol(protocol)
+    entries = as_entries(history)
+    check_count(max_depth, "max_depth", optional=True)
+    check_count(max_nodes, "max_nodes", low=1)
     state, decision = replay(p, entries)
     budget = [max_nodes]
     base = decision.history

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ._interval import BOUNDARY_NAMES, Boundary, Selection
+from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_FILE_BYTES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, show
 from .errors import GuardSyntaxError, ProtocolError
 from .guards import BOOL, INT, Guard, parse_guard, parse_int_expression
 
@@ -474,7 +475,7 @@ class _Reader:
         ok = False if isinstance(value, bool) and bool not in kinds else isinstance(value, kinds)
         if not ok:
             names = " or ".join(_type_name(k) for k in kinds)
-            self.problem(where, f"expected {names} (got {value!r})")
+            self.problem(where, f"expected {names} (got {show(value)})")
             return None
         return value
 
@@ -485,18 +486,40 @@ class _Reader:
                 where = f"{path}.{key}" if path else key
                 self.problem(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
+    def bounded(self, value: Any, path: str, high: int, low: int = 1) -> Any:
+        """``value`` if it is an integer within ``low..high``; else records a problem and returns None."""
+        if not isinstance(value, int):
+            return None
+        problem = check_int(value, path, high, low)
+        if problem is None:
+            return value
+        top = path.split(".")[0].split("[")[0]
+        self.problems.append(f"{self.owners.get(top, self.source)}: {problem}")
+        return None
+
+    def items(self, value: Any, path: str, limit: int, what: str) -> list[Any]:
+        """The list ``value`` (empty if it was refused), refusing more than ``limit`` entries."""
+        if not isinstance(value, list):
+            return []
+        if len(value) > limit:
+            self.problem(path, f"expected at most {limit} {what} (got {len(value)})")
+            return []
+        return value
+
     def choice(self, value: Any, path: str, choices: Iterable[str]) -> None:
         choices = tuple(choices)
         if value is not None and value not in choices:
-            self.problem(path, f"expected one of {', '.join(choices)} (got {value!r})")
+            self.problem(path, f"expected one of {', '.join(choices)} (got {show(value)})")
 
     def guard(self, text: Any, path: str, integer: bool = False) -> Guard | None:
         if text is None:
             return None
         if isinstance(text, int) and not isinstance(text, bool) and integer:
+            if self.bounded(text, path, MAX_COHORT) is None:
+                return None
             text = str(text)
         if not isinstance(text, str):
-            self.problem(path, f"expected an expression string (got {text!r})")
+            self.problem(path, f"expected an expression string (got {show(text)})")
             return None
         try:
             if integer:
@@ -505,6 +528,10 @@ class _Reader:
         except GuardSyntaxError as err:
             self.problem(path, err.message)
             return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _type_name(kind: type) -> str:
@@ -542,10 +569,10 @@ def _read_roles(r: _Reader, raw: Mapping[str, Any], path: str, roles: tuple[str,
     result = []
     for i, role in enumerate(value):
         if not isinstance(role, str):
-            r.problem(f"{path}.{key}[{i}]", f"expected a role name (got {role!r})")
+            r.problem(f"{path}.{key}[{i}]", f"expected a role name (got {show(role)})")
         elif role not in roles:
             r.problem(f"{path}.{key}[{i}]",
-                      f"unknown role {role!r} (known: {', '.join(roles) or 'none; declare them in roles'})")
+                      f"unknown role {show(role)} (known: {', '.join(roles) or 'none; declare them in roles'})")
         else:
             result.append(role)
     return tuple(result)
@@ -553,7 +580,7 @@ def _read_roles(r: _Reader, raw: Mapping[str, Any], path: str, roles: tuple[str,
 
 def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule | None:
     if not isinstance(raw, dict):
-        r.problem(path, f"expected a table (got {raw!r})")
+        r.problem(path, f"expected a table (got {show(raw)})")
         return None
     r.unknown_keys(raw, path, _RULE_KEYS)
     rule_id = r.get(raw, "id", path, str)
@@ -568,7 +595,7 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
     if action in ("treat", "stop"):
         outcome = _read_outcome(r, raw, path, action)
         if "options" in raw:
-            r.problem(f"{path}.options", f"only allowed with action 'decide' (got action {action!r})")
+            r.problem(f"{path}.options", f"only allowed with action 'decide' (got action {show(action)})")
     elif action == "decide":
         for key in ("move", "cohort", "stage", "mtd", "close"):
             if key in raw:
@@ -577,15 +604,15 @@ def _read_rule(r: _Reader, raw: Any, path: str, roles: tuple[str, ...]) -> Rule 
         if raw_options is not None and not raw_options:
             r.problem(f"{path}.options", "expected at least one option (got an empty list)")
         seen: set[str] = set()
-        for j, raw_option in enumerate(raw_options or []):
+        for j, raw_option in enumerate(r.items(raw_options, f"{path}.options", MAX_OPTIONS, "options")):
             opath = f"{path}.options[{j}]"
             if not isinstance(raw_option, dict):
-                r.problem(opath, f"expected a table (got {raw_option!r})")
+                r.problem(opath, f"expected a table (got {show(raw_option)})")
                 continue
             r.unknown_keys(raw_option, opath, _OPTION_KEYS)
             oid = r.get(raw_option, "id", opath, str)
             if oid in seen:
-                r.problem(f"{opath}.id", f"duplicate option id {oid!r}")
+                r.problem(f"{opath}.id", f"duplicate option id {show(oid)}")
             seen.add(oid)
             label = r.get(raw_option, "label", opath, str, oid or "")
             oaction = r.get(raw_option, "action", opath, str)
@@ -743,7 +770,7 @@ def _read_window(r: _Reader, raw: Mapping[str, Any], path: str) -> Window | None
         return None
     if (len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value)
             or not 0 < value[0] <= value[1]):
-        r.problem(f"{path}.window_days", f"expected [min, max] days with 0 < min <= max (got {value!r})")
+        r.problem(f"{path}.window_days", f"expected [min, max] days with 0 < min <= max (got {show(value)})")
         return None
     return Window(value[0], value[1])
 
@@ -769,9 +796,7 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
                                       "escalation_signoff", "description"))
     pid = r.get(head, "id", "protocol", str)
     title = r.get(head, "title", "protocol", str, pid or "")
-    cap = r.get(head, "cap", "protocol", int)
-    if isinstance(cap, int) and cap < 1:
-        r.problem("protocol.cap", f"expected a positive integer (got {cap})")
+    cap = r.bounded(r.get(head, "cap", "protocol", int), "protocol.cap", MAX_CAP)
 
     roles_raw = r.get(data, "roles", "", list, [])
     roles: list[str] = []
@@ -779,26 +804,29 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
         if isinstance(role, str):
             roles.append(role)
         else:
-            r.problem(f"roles[{i}]", f"expected a role name (got {role!r})")
+            r.problem(f"roles[{i}]", f"expected a role name (got {show(role)})")
     role_tuple = tuple(roles)
     esc_sign = _read_roles(r, head, "protocol", role_tuple, key="escalation_signoff")
 
     doses: list[Dose] = []
     seen_doses: set[str] = set()
-    raw_doses = r.get(data, "doses", "", list) or []
+    raw_doses = r.items(r.get(data, "doses", "", list), "doses", MAX_DOSES, "doses")
     if not raw_doses and "doses" in data:
         r.problem("doses", "expected at least one dose (got an empty list)")
     for i, raw in enumerate(raw_doses):
         path = f"doses[{i}]"
         if not isinstance(raw, dict):
-            r.problem(path, f"expected a table (got {raw!r})")
+            r.problem(path, f"expected a table (got {show(raw)})")
             continue
         r.unknown_keys(raw, path, ("id", "label", "amount", "unit", "provisional"))
         did = r.get(raw, "id", path, str)
         if did in seen_doses:
-            r.problem(f"{path}.id", f"duplicate dose id {did!r}")
+            r.problem(f"{path}.id", f"duplicate dose id {show(did)}")
         seen_doses.add(did)
         amount = r.get(raw, "amount", path, (int, float), None)
+        if isinstance(amount, int) and amount.bit_length() > 1000:  # past a float's range
+            r.problem(f"{path}.amount", f"expected a positive amount (got {show(amount)})")
+            amount = None
         dose = Dose(did or "", r.get(raw, "label", path, str, did) or "",
                     float(amount) if amount is not None else None,
                     r.get(raw, "unit", path, str, None),
@@ -810,47 +838,53 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
         if dose.amount is None:
             continue
         if not math.isfinite(dose.amount) or dose.amount <= 0:
-            r.problem(f"doses[{i}].amount", f"expected a positive amount (got {dose.amount!r})")
+            r.problem(f"doses[{i}].amount", f"expected a positive amount (got {show(dose.amount)})")
         elif previous is not None and previous.unit == dose.unit and dose.amount <= (previous.amount or 0):
             before = f"{previous.amount:g} {dose.unit}" if dose.unit else f"{previous.amount:g}"
             r.problem(f"doses[{i}].amount",
                       f"the ladder goes lowest first: expected more than {before} (the dose before) "
                       f"(got {dose.amount:g})")
         previous = dose
+    seen_provisional = False
     for i, dose in enumerate(doses):
-        if not dose.provisional and any(d.provisional for d in doses[:i]):
+        if not dose.provisional and seen_provisional:
             r.problem(f"doses[{i}].provisional",
                       "a provisional dose group may only be followed by other provisional ones")
+        seen_provisional = seen_provisional or dose.provisional
 
     stages: list[Stage] = []
     rule_ids: set[str] = set()
     stage_ids: set[str] = set()
-    raw_stages = r.get(data, "stages", "", list) or []
+    raw_stages = r.items(r.get(data, "stages", "", list), "stages", MAX_STAGES, "stages")
     for i, raw in enumerate(raw_stages):
         path = f"stages[{i}]"
         if not isinstance(raw, dict):
-            r.problem(path, f"expected a table (got {raw!r})")
+            r.problem(path, f"expected a table (got {show(raw)})")
             continue
         r.unknown_keys(raw, path, ("id", "label", "kind", "cohort", "doses", "hit_policy",
                                    "window_days", "rules", "clause"))
         sid = r.get(raw, "id", path, str)
         if sid in stage_ids:
-            r.problem(f"{path}.id", f"duplicate stage id {sid!r}")
-        stage_ids.add(sid)
+            r.problem(f"{path}.id", f"duplicate stage id {show(sid)}")
+        if sid is not None:
+            stage_ids.add(sid)
         kind = r.get(raw, "kind", path, str, "escalation")
         r.choice(kind, f"{path}.kind", STAGE_KINDS)
-        cohort = r.get(raw, "cohort", path, int)
-        if isinstance(cohort, int) and cohort < 1:
-            r.problem(f"{path}.cohort", f"expected a positive integer (got {cohort})")
-        sdoses = r.get(raw, "doses", path, list, [])
-        for j, did in enumerate(sdoses or []):
-            if did not in seen_doses:
-                r.problem(f"{path}.doses[{j}]", f"unknown dose {did!r} (known: {', '.join(d.id for d in doses)})")
+        cohort = r.bounded(r.get(raw, "cohort", path, int), f"{path}.cohort", MAX_COHORT)
+        sdoses = r.items(r.get(raw, "doses", path, list, []), f"{path}.doses", MAX_DOSES, "doses")
+        for j, did in enumerate(sdoses):
+            if not isinstance(did, str):
+                r.problem(f"{path}.doses[{j}]", f"expected a dose id (got {show(did)})")
+            elif did not in seen_doses:
+                r.problem(f"{path}.doses[{j}]", f"unknown dose {show(did)} (known: {', '.join(d.id for d in doses)})")
         policy = r.get(raw, "hit_policy", path, str, "unique")
         r.choice(policy, f"{path}.hit_policy", HIT_POLICIES)
         window = _read_window(r, raw, path)
         rules: list[Rule] = []
-        raw_rules = r.get(raw, "rules", path, list) or []
+        raw_rules = r.items(r.get(raw, "rules", path, list), f"{path}.rules", MAX_RULES, "rules")
+        if len(rule_ids) + len(raw_rules) > MAX_RULES:
+            r.problem(f"{path}.rules", f"expected at most {MAX_RULES} rules in the protocol (got more)")
+            raw_rules = []
         if "rules" in raw and not raw_rules:
             r.problem(f"{path}.rules", "expected at least one rule (got an empty list)")
         for j, raw_rule in enumerate(raw_rules):
@@ -858,11 +892,12 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
             if rule is None:
                 continue
             if rule.id in rule_ids:
-                r.problem(f"{path}.rules[{j}].id", f"duplicate rule id {rule.id!r}")
+                r.problem(f"{path}.rules[{j}].id", f"duplicate rule id {show(rule.id)}")
             rule_ids.add(rule.id)
             rules.append(rule)
         stages.append(Stage(sid or "", r.get(raw, "label", path, str, sid) or "", kind or "escalation",
-                            cohort if isinstance(cohort, int) else 1, tuple(sdoses or ()),
+                            cohort if isinstance(cohort, int) else 1,
+                            tuple(d for d in sdoses if isinstance(d, str)),
                             policy or "unique", window, tuple(rules), r.get(raw, "clause", path, str, "") or ""))
 
     # cross references
@@ -870,11 +905,11 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     for i, stage in enumerate(stages):
         for did in stage.doses:
             if did in governed:
-                r.problem(f"stages[{i}].doses", f"dose {did!r} is already governed by stage {governed[did]!r}")
+                r.problem(f"stages[{i}].doses", f"dose {show(did)} is already governed by stage {show(governed[did])}")
             governed[did] = stage.id
     for dose in doses:
         if dose.id not in governed:
-            r.problem("stages", f"no stage governs dose {dose.id!r} (list it in one stage's doses)")
+            r.problem("stages", f"no stage governs dose {show(dose.id)} (list it in one stage's doses)")
     for i, stage in enumerate(stages):
         for j, rule in enumerate(stage.rules):
             outcomes = [(f"stages[{i}].rules[{j}]", rule.outcome)] if rule.outcome else []
@@ -882,14 +917,14 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
             for opath, outcome in outcomes:
                 if outcome is not None and outcome.stage is not None and outcome.stage not in stage_ids:
                     known = ", ".join(sorted(stage_ids))
-                    r.problem(f"{opath}.stage", f"unknown stage {outcome.stage!r} (known: {known})")
+                    r.problem(f"{opath}.stage", f"unknown stage {show(outcome.stage)} (known: {known})")
 
     start_dose = r.get(head, "start_dose", "protocol", str, doses[0].id if doses else None)
     if start_dose is not None and start_dose not in seen_doses:
-        r.problem("protocol.start_dose", f"unknown dose {start_dose!r}")
+        r.problem("protocol.start_dose", f"unknown dose {show(start_dose)}")
     start_stage = r.get(head, "start_stage", "protocol", str, governed.get(start_dose or ""))
     if start_stage is not None and start_stage not in stage_ids:
-        r.problem("protocol.start_stage", f"unknown stage {start_stage!r}")
+        r.problem("protocol.start_stage", f"unknown stage {show(start_stage)}")
 
     early = None
     raw_early = r.get(data, "early_termination", "", dict, None)
@@ -904,10 +939,11 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     clauses = r.get(data, "clauses", "", dict, {}) or {}
     for key, value in clauses.items():
         if not isinstance(value, str):
-            r.problem(f"clauses.{key}", f"expected a string (got {value!r})")
+            r.problem(f"clauses.{key}", f"expected a string (got {show(value)})")
 
     declared_rules = {rule.get("id") for stage in raw_stages if isinstance(stage, dict)
-                      for rule in (stage.get("rules") or []) if isinstance(rule, dict)}
+                      for rule in _list(stage.get("rules"))
+                      if isinstance(rule, dict) and isinstance(rule.get("id"), str)}
     policy_raw = r.get(data, "policy", "", dict, {}) or {}
     r.unknown_keys(policy_raw, "policy", ("default",))
     default_policy = r.get(policy_raw, "default", "policy", dict, {}) or {}
@@ -917,10 +953,10 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
             rule = next(x for s in stages for x in s.rules if x.id == rule_id)
         except StopIteration:
             if rule_id not in declared_rules:  # a declared rule that was refused is reported already
-                r.problem(f"policy.default.{rule_id}", f"unknown rule {rule_id!r}")
+                r.problem(f"policy.default.{rule_id}", f"unknown rule {show(rule_id)}")
             continue
         if rule.action != "decide":
-            r.problem(f"policy.default.{rule_id}", f"rule {rule_id!r} is not a decision point")
+            r.problem(f"policy.default.{rule_id}", f"rule {show(rule_id)} is not a decision point")
             continue
         def report(path: str, message: str, rid: str = rule_id) -> None:
             r.problem(f"policy.default.{rid}{path}", message)
@@ -1019,7 +1055,11 @@ def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str,
     for file in files:
         try:
             with file.open("rb") as handle:
-                data = tomllib.load(handle)
+                raw = handle.read(MAX_FILE_BYTES + 1)
+            if len(raw) > MAX_FILE_BYTES:
+                problems.append(f"{file}: larger than the limit of {MAX_FILE_BYTES} bytes for a protocol file")
+                continue
+            data = tomllib.loads(raw.decode("utf-8"))
         except tomllib.TOMLDecodeError as err:
             problems.append(f"{file}: not valid TOML: {err}")
             continue
@@ -1058,5 +1098,7 @@ def load_protocol(path: str | Path) -> Protocol:
     ...
     escalation_rules.errors.ProtocolError: no/such.toml: no such protocol file or folder
     """
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected a protocol file or folder as a str or Path (got {type(path).__name__})")
     data, source, owners = read_protocol_data(path)
     return protocol_from_mapping(data, source, owners)

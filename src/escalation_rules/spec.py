@@ -122,6 +122,8 @@ def resolve_spec(spec: str, doses: int | None = None, params: Mapping[str, Any] 
     ProtocolError
         If ``spec`` is none of these, or the protocol is refused.
     """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a built-in design name or a protocol path (got {type(spec).__name__})")
     if spec in DESIGNS:
         return builtin_design(spec, 5 if doses is None else doses, **dict(params or {}))
     path = spec_path(spec)

@@ -67,7 +67,7 @@ import networkx as nx
 
 from ._machine import State
 from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph
-from .graph import CompiledProtocol, describe_path, explore_merged
+from .graph import CompiledProtocol, as_protocol, describe_path, explore_merged
 from .protocol import Protocol
 
 __all__ = ["INVARIANTS", "InvariantResult", "VerificationReport", "applicable_invariants", "verify"]
@@ -462,4 +462,4 @@ def verify(protocol: CompiledProtocol | Protocol) -> VerificationReport:
     """
     if isinstance(protocol, CompiledProtocol):
         return _verify_full(protocol)
-    return _verify_merged(protocol)
+    return _verify_merged(as_protocol(protocol))

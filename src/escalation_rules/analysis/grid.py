@@ -96,6 +96,8 @@ def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
     (Scenario(name='flat', truth=(0.1, 0.1)), Scenario(name='exact', truth=(Fraction(1, 10), Fraction(1, 5))))
     >>> os.unlink(f.name)
     """
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected a scenarios file as a str or Path (got {type(path).__name__})")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -279,7 +281,7 @@ def run_grid(
     if not designs:
         raise EscalationRulesError("grid: expected at least one design")
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-        raise EscalationRulesError(f"--jobs: expected a whole number of 1 or more (got {shown(jobs)})")
+        raise EscalationRulesError(f"jobs: expected a whole number of 1 or more (got {shown(jobs)})")
     cells = tuple(s if isinstance(s, Scenario) else Scenario(f"scenario {i + 1}", tuple(s))
                   for i, s in enumerate(scenarios))
     if not cells:

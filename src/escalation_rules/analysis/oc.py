@@ -51,8 +51,10 @@ from typing import Any
 
 import attrs
 
+from .._limits import MAX_CAP, show
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, Watch, reduce_protocol, watch_key
 from ..errors import EscalationRulesError
+from ..graph import as_protocol
 from ..protocol import Protocol
 from .policy import Policy, resolve_policy
 
@@ -120,8 +122,8 @@ def shown(value: Any) -> str:
         return str(value)
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        return show(value, 40)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -196,6 +198,20 @@ def _json_number(value: Number) -> Any:
 _CACHE: dict[tuple[int, frozenset[tuple[str, str]]], tuple[Protocol, ReducedGraph]] = {}
 
 
+def check_target(target: Any) -> None:
+    """Refuse a target DLT probability outside [0, 1] (or not a number), naming the argument.
+
+    Examples
+    --------
+    >>> check_target(2)
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: target: expected a probability from 0 to 1 (got 2)
+    """
+    if isinstance(target, bool) or not isinstance(target, int | float | Fraction) or not 0 <= target <= 1:
+        raise EscalationRulesError(f"target: expected a probability from 0 to 1 (got {shown(target)})")
+
+
 def merged_graph(protocol: Protocol | ReducedGraph, watch: Watch | None = None) -> ReducedGraph:
     """The merged state graph of ``protocol`` (kept for the protocol objects last used).
 
@@ -214,6 +230,7 @@ def merged_graph(protocol: Protocol | ReducedGraph, watch: Watch | None = None) 
         if key <= protocol.watched:
             return protocol
         protocol = protocol.protocol
+    protocol = as_protocol(protocol)
     hit = _CACHE.get((id(protocol), key))
     if hit is not None and hit[0] is protocol:
         return hit[1]
@@ -224,8 +241,8 @@ def merged_graph(protocol: Protocol | ReducedGraph, watch: Watch | None = None) 
     return graph
 
 
-def _protocol_of(protocol: Protocol | ReducedGraph) -> Protocol:
-    return protocol.protocol if isinstance(protocol, ReducedGraph) else protocol
+def _protocol_of(protocol: Any) -> Protocol:
+    return protocol.protocol if isinstance(protocol, ReducedGraph) else as_protocol(protocol)
 
 
 def policy_graph(protocol: Protocol | ReducedGraph, policy: str | Mapping[str, Any] | Policy | None
@@ -358,17 +375,30 @@ def _number_kind(truth: Sequence[Number]) -> tuple[bool, Number, Number]:
 
 def _check_truth(graph: ReducedGraph, truth: Sequence[Number]) -> tuple[Number, ...]:
     k = graph.doses
+    check_probabilities(truth)
     if len(truth) != k:
         raise EscalationRulesError(
-            f"--truth: {graph.protocol.id} has {k} doses (including provisional ones); "
+            f"truth: {graph.protocol.id} has {k} doses (including provisional ones); "
             f"expected {k} probabilities (got {len(truth)})")
     exact, _, _ = _number_kind(truth)
-    values = []
-    for i, p in enumerate(truth, 1):
+    return tuple(Fraction(p) if exact else float(p) for p in truth)
+
+
+def check_probabilities(truth: Any, name: str = "truth") -> None:
+    """Refuse anything but a sequence of probabilities from 0 to 1, naming the argument and the entry.
+
+    Examples
+    --------
+    >>> check_probabilities([0.1, "1/20"])
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: truth[1]: expected a probability from 0 to 1 (got '1/20')
+    """
+    if isinstance(truth, str | bytes) or not isinstance(truth, Sequence):
+        raise TypeError(f"{name}: expected a sequence of probabilities, one per dose (got {type(truth).__name__})")
+    for i, p in enumerate(truth):
         if isinstance(p, bool) or not isinstance(p, int | float | Fraction) or not 0 <= p <= 1:
-            raise EscalationRulesError(f"--truth: entry {i}: expected a probability from 0 to 1 (got {shown(p)})")
-        values.append(Fraction(p) if exact else float(p))
-    return tuple(values)
+            raise EscalationRulesError(f"{name}[{i}]: expected a probability from 0 to 1 (got {shown(p)})")
 
 
 def _binomials(p: Number, cohort: int, one: Number) -> list[Number]:
@@ -521,8 +551,10 @@ def operating_characteristics(
     (1.1, 17.927)
     """
     graph, pol = policy_graph(protocol, policy)
-    if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
+    if not isinstance(overdose_patients, int) or not 1 <= overdose_patients <= MAX_CAP:
+        raise EscalationRulesError(f"overdose_patients: expected a positive integer of at most {MAX_CAP} "
+                                   f"(got {shown(overdose_patients)})")
+    check_target(target)
     model = _Model(graph, truth, target, overdose_patients)
     chosen = _chosen(graph, pol)
     zero, one, k, m = model.zero, model.one, graph.doses, model.m

@@ -45,7 +45,7 @@ def _step_probability(step: str, truth: Sequence[Any], one: Any) -> Any:
         raise EscalationRulesError(f"paths: cannot read the step {step!r} (expected e.g. '2NNT' or '[escalate]')")
     dose, outcomes = int(match.group(1)), match.group(2)
     if not 1 <= dose <= len(truth):
-        raise EscalationRulesError(f"--truth: gives {len(truth)} doses but the tree treats at dose {dose}")
+        raise EscalationRulesError(f"truth: gives {len(truth)} doses but the tree treats at dose {dose}")
     p = truth[dose - 1]
     c, x = len(outcomes), outcomes.count("T")
     return math.comb(c, x) * p**x * (one - p) ** (c - x)
@@ -68,6 +68,11 @@ def path_probabilities(tree: dict[str, Any], truth: Sequence[Any], *, as_json: b
     EscalationRulesError
         When the tree treats at a dose the truth does not cover.
     """
+    from .oc import check_probabilities
+
+    if not isinstance(tree, dict):
+        raise TypeError(f"tree: expected the dict future_paths returns (got {type(tree).__name__})")
+    check_probabilities(truth)
     exact = all(isinstance(p, Fraction | int) and not isinstance(p, bool) for p in truth)
     one: Any = Fraction(1) if exact else 1.0
     values = [Fraction(p) if exact else float(p) for p in truth]
@@ -86,7 +91,11 @@ def path_probabilities(tree: dict[str, Any], truth: Sequence[Any], *, as_json: b
         copy["children"] = children
         return copy
 
-    result = walk(tree, one)
+    try:
+        result = walk(tree, one)
+    except (KeyError, TypeError, AttributeError):
+        raise EscalationRulesError("tree: not a tree from future_paths (each node has children, each child a step "
+                                   "and a node)") from None
     result["truth"] = [out(p) for p in values]
     return result
 

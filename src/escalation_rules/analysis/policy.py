@@ -207,7 +207,7 @@ def resolve_policy(protocol: Protocol, policy: str | Mapping[str, Any] | Policy 
     if isinstance(policy, str):
         path = Path(policy)
         if not path.is_file():
-            raise EscalationRulesError(f"--policy: {policy!r} is neither a built-in policy "
+            raise EscalationRulesError(f"policy: {policy!r} is neither a built-in policy "
                                        f"({', '.join(BUILTIN_POLICIES)}) nor a policy file")
         return Policy(path.name, _check(protocol, _read_file(path), str(path)))
     return Policy("custom", _check(protocol, policy, "policy"))

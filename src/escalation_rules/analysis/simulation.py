@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
+from .._limits import MAX_CAP
 from .._machine import env_of
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph
 from ..engine import replay
@@ -47,6 +48,7 @@ from .oc import (
     BOUNDED_FIGURES,
     _check_truth,
     _chosen,
+    check_target,
     format_number,
     operating_characteristics,
     policy_graph,
@@ -354,18 +356,20 @@ def simulate(
         For a bad truth, trial count, engine or policy.
     """
     if engine not in ENGINES:
-        raise EscalationRulesError(f"--engine: expected one of {', '.join(ENGINES)} (got {engine!r})")
+        raise EscalationRulesError(f"engine: expected one of {', '.join(ENGINES)} (got {engine!r})")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 2:
-        raise EscalationRulesError(f"--trials: expected an integer of at least 2 (got {shown(trials)})")
+        raise EscalationRulesError(f"trials: expected an integer of at least 2 (got {shown(trials)})")
     if trials > MAX_TRIALS:
-        raise EscalationRulesError(f"--trials: expected at most {MAX_TRIALS:,} trials (got {trials:,}); "
+        raise EscalationRulesError(f"trials: expected at most {MAX_TRIALS:,} trials (got {shown(trials)}); "
                                    "the standard errors shrink with the square root of the count")
     if seed is None:
         seed = secrets.randbits(63)  # from the OS; reported with the result so the run can be repeated
     elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise EscalationRulesError(f"--seed: expected a whole number of 0 or more (got {shown(seed)})")
-    if not isinstance(overdose_patients, int) or overdose_patients < 1:
-        raise EscalationRulesError(f"--overdose-patients: expected a positive integer (got {shown(overdose_patients)})")
+        raise EscalationRulesError(f"seed: expected a whole number of 0 or more (got {shown(seed)})")
+    if not isinstance(overdose_patients, int) or not 1 <= overdose_patients <= MAX_CAP:
+        raise EscalationRulesError(f"overdose_patients: expected a positive integer of at most {MAX_CAP} "
+                                   f"(got {shown(overdose_patients)})")
+    check_target(target)
     start = time.perf_counter()
     graph, pol = policy_graph(protocol, policy)
     probs = tuple(float(p) for p in _check_truth(graph, truth))

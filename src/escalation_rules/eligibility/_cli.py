@@ -3,8 +3,9 @@
 Exit status of ``screen``: 0 eligible, 3 not eligible, 4 undetermined, 2 the
 input was refused (bad protocol, malformed or impossible record).  With
 ``--batch``: 0 when every record was screened (whatever the outcomes), 2 when
-any line was refused (each refused line is reported, the others are still
-screened).
+any line was refused (each refused line is reported with its line number, the
+others are still screened), whatever the reason: a malformed or impossible
+record, JSON nested too deeply, a number or a line past the documented limits.
 """
 
 from __future__ import annotations
@@ -93,12 +94,13 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
                 print(json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")))
                 continue
             result = screen(spec, read_record_json(line, where), site=site)
-        except RecordError as err:
+        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
             refused += 1
-            for problem in err.problems:
+            problems = err.problems if isinstance(err, RecordError) else [f"{where}: {_reason(err)}"]
+            for problem in problems:
                 print(f"escalation-rules screen: {problem}", file=sys.stderr)
             if as_json:
-                print(json.dumps({"line": number, "error": err.problems}, ensure_ascii=False))
+                print(json.dumps({"line": number, "error": problems}, ensure_ascii=False))
             continue
         tally[result.outcome] += 1
         if as_json:
@@ -114,6 +116,14 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
         counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
         print(f"screened {sum(tally.values())} record(s): {counts}; {refused} refused")
     return 2 if refused else 0
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(err, EscalationRulesError):
+        return str(err).splitlines()[0]
+    return "a number or value too large to read"
 
 
 def _cmd_data_items(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from .._limits import MAX_FILE_BYTES, MAX_INT_DIGITS, show
 from ..errors import EscalationRulesError, GuardSyntaxError
 from ..guards import parse_unit
 from ._units import lab_factor, lab_unit
@@ -338,6 +339,9 @@ class _Reader:
             return None
         kind = type(raw)
         if kind is int or kind is float:
+            if kind is int and raw.bit_length() > 50:  # past 15 digits: no measurement is that large
+                self.problem(path, f"expected a number of at most {MAX_INT_DIGITS} digits (got {show(raw)})")
+                return None
             if raw - raw == 0:  # nan - nan and inf - inf are nan
                 return float(raw)
             self.problem(path, f"expected a finite number (got {_show(raw)})")
@@ -384,7 +388,7 @@ class _Reader:
                 self.problem(path, f"expected a whole number (got {_show(raw)})")
                 return None
             if not low <= raw <= high:
-                self.problem(path, f"expected {low} to {high} (got {raw})")
+                self.problem(path, f"expected {low} to {high} (got {_show(raw)})")
                 return None
             return raw
         if type(raw) is not str or raw not in kind:
@@ -517,8 +521,8 @@ def _factor_or_none(unit: str, target: str) -> float | None:
 def _show(raw: Any) -> str:
     try:
         text = json.dumps(raw) if not isinstance(raw, str) else repr(raw)
-    except (TypeError, ValueError):  # not JSON data (the API accepts any mapping)
-        text = repr(raw)
+    except (TypeError, ValueError, RecursionError):  # not JSON data (the API accepts any mapping), or absurd
+        return show(raw, 40)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -757,6 +761,15 @@ def read_record(data: Any, source: str = "record") -> PatientRecord:
     ...
     escalation_rules.eligibility._record.RecordError: record: weight.value: expected more than 0 (got -3)
     """
+    if not isinstance(source, str):
+        raise TypeError(f"source: expected a string naming the record (got {type(source).__name__})")
+    try:
+        return _read_record(data, source)
+    except RecursionError:
+        raise RecordError([f"{source}: nested too deeply to read"]) from None
+
+
+def _read_record(data: Any, source: str) -> PatientRecord:
     r = _Reader(source)
     if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
@@ -910,10 +923,18 @@ def read_record_json(text: str, source: str = "record") -> PatientRecord:
     ...
     escalation_rules.eligibility._record.RecordError: p.json: not valid JSON: Expecting property name ... column 14
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected JSON text as a string (got {type(text).__name__})")
+    if len(text) > MAX_FILE_BYTES:
+        raise RecordError([f"{source}: longer than the limit of {MAX_FILE_BYTES} characters for a record"])
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RecordError([f"{source}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"]) from None
+    except RecursionError:
+        raise RecordError([f"{source}: JSON nested too deeply to read"]) from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise RecordError([f"{source}: a number in the JSON is too large (at most {MAX_INT_DIGITS} digits)"]) from None
     return read_record(data, source)
 
 

@@ -28,7 +28,7 @@ import attrs
 from ..guards import QuantityType
 from ._record import PatientRecord, read_record
 from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
-from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility  # noqa: F401 (doctests)
+from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility
 
 __all__ = ["EXIT_STATUS", "OUTCOMES", "CriterionResult", "ScreeningResult", "data_dictionary", "screen",
            "screen_summary"]
@@ -221,6 +221,14 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
     >>> r.result("inc_ecog").reason
     'not met: ecog <= 2 with ecog = 3'
     """
+    if not isinstance(spec, EligibilitySpec):
+        from ..graph import as_protocol
+
+        try:
+            spec = load_eligibility(as_protocol(spec, "spec"))
+        except TypeError:
+            raise TypeError(f"spec: expected an EligibilitySpec, a Protocol, a CompiledProtocol or a protocol "
+                            f"mapping (got {type(spec).__name__})") from None
     if not isinstance(record, PatientRecord):
         record = read_record(record, source)
     env = spec.environment(record, site)

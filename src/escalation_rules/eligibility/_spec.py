@@ -617,6 +617,9 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     ...
     escalation_rules.errors.ProtocolError: 3+3-deescalate (--doses 3): eligibility: this protocol declares no ...
     """
+    from ..graph import as_protocol
+
+    protocol = as_protocol(protocol)
     source = protocol.source
     raw = protocol.extra.get("eligibility")
     if not isinstance(raw, dict):

@@ -39,6 +39,7 @@ escalation_rules.trial.events.TrialError: event 4 (enrolled P02, 2025-01-06T00:0
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,7 +48,7 @@ import attrs
 
 from ..engine import Decision, decide
 from ..errors import EscalationRulesError, HistoryError
-from ..graph import explore_merged
+from ..graph import as_protocol, explore_merged
 from ..history import Choice, Cohort, Entry, format_history
 from ..protocol import Dose, Protocol
 from .dlt import (
@@ -827,12 +828,16 @@ def _amend(trial: _Trial, ev: ProtocolAmended) -> None:
 
 
 def _coerce(events: Iterable[Event | Mapping[str, Any]]) -> list[Event]:
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+        raise TypeError(f"events: expected a list of events or their JSON objects (got {type(events).__name__})")
     result = []
     for i, ev in enumerate(events):
         if isinstance(ev, Mapping):
             result.append(parse_event(dict(ev), f"event {i + 1}"))
-        else:
+        elif isinstance(ev, typing.get_args(Event)):
             result.append(ev)
+        else:
+            raise TypeError(f"events[{i}]: expected an event or its JSON object (got {type(ev).__name__})")
     return result
 
 
@@ -1041,6 +1046,7 @@ def trial_status(protocol: Protocol, events: Iterable[Event | Mapping[str, Any]]
     TrialError
         The first event that cannot be applied, named by its position.
     """
+    protocol = as_protocol(protocol)
     evs = _coerce(events)
     moment = _moment(as_of, evs)
     trial = fold(protocol, evs, until=moment)

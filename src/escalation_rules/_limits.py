@@ -1,0 +1,121 @@
+"""The documented limits on input, checked where input is read (one place for every reader).
+
+Anything a protocol file, a history, a patient record or a stored trial may
+hold is bounded here, so that whatever the package accepts it can verify,
+decide and print in seconds.  docs/reference/limits.md lists the same numbers
+(a test compares them with these constants).
+
+Examples
+--------
+>>> show(10 ** 5000)
+'an integer of 5001 digits'
+>>> show("x" * 100)
+"'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' (100 characters)"
+>>> check_int(5, "protocol.cap", MAX_CAP) is None
+True
+>>> check_int(10 ** 9, "protocol.cap", MAX_CAP)
+'protocol.cap: expected at most 1000, the documented limit (got 1000000000)'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "MAX_CAP",
+    "MAX_COHORT",
+    "MAX_DOSES",
+    "MAX_FILE_BYTES",
+    "MAX_GUARD_CHARS",
+    "MAX_HISTORY_CHARS",
+    "MAX_HISTORY_ENTRIES",
+    "MAX_INT_DIGITS",
+    "MAX_OPTIONS",
+    "MAX_RULES",
+    "MAX_STAGES",
+    "MAX_STATES",
+    "check_int",
+    "count_text",
+    "show",
+]
+
+#: Doses on a ladder (the built-in designs take 1 to 40 too).
+MAX_DOSES = 40
+#: The enrolment cap (patients in one trial).
+MAX_CAP = 1000
+#: Patients in one cohort (a stage's entry cohort, a rule's cohort expression, a history's cohort).
+MAX_COHORT = 100
+#: Stages in one protocol.
+MAX_STAGES = 100
+#: Rules in one protocol (all stages together).
+MAX_RULES = 1000
+#: Options at one decision point.
+MAX_OPTIONS = 100
+#: States in the full compiled state graph (``compile_protocol``, ``show``, ``verify --full``): that graph holds
+#: every history, so it grows exponentially with the ladder; verification on merged states has no such limit.
+MAX_STATES = 100_000
+#: Characters in one guard, cohort expression or eligibility criterion.
+MAX_GUARD_CHARS = 2000
+#: Bytes in one protocol file, history file or patient record (and one line of a batch).
+MAX_FILE_BYTES = 1_000_000
+#: Characters in a history (outcome string or JSON text).
+MAX_HISTORY_CHARS = 100_000
+#: Entries (cohorts and decisions) in a history.
+MAX_HISTORY_ENTRIES = 10_000
+#: Digits in any integer read from input (a guard literal, a dose level, a record's number).
+MAX_INT_DIGITS = 15
+
+
+def show(value: Any, width: int = 60) -> str:
+    """``repr(value)`` for an error message, shortened, and safe for huge integers.
+
+    Examples
+    --------
+    >>> show([1, 2])
+    '[1, 2]'
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {_digit_count(value)} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer past Python's printing limit inside a container
+        return f"a {type(value).__name__} holding a number too large to print"
+    if len(text) > width:
+        if isinstance(value, str):
+            return f"{text[:width - 3]}...' ({len(value)} characters)"
+        return text[:width - 3] + "..."
+    return text
+
+
+def count_text(value: int) -> str:
+    """A count for people: exact up to 18 digits, else its order of magnitude (never past the printing limit).
+
+    Examples
+    --------
+    >>> count_text(12), count_text(2 ** 20000)
+    ('12', 'about 10^6020')
+    """
+    return str(value) if value < 10**18 else f"about 10^{_digit_count(value) - 1}"
+
+
+def _digit_count(value: int) -> int:
+    # the number of decimal digits, without converting the whole number to text
+    value = abs(value)
+    estimate = max(1, int(value.bit_length() * 0.30102999566398))
+    return estimate + (1 if value >= 10**estimate else 0)
+
+
+def check_int(value: int, where: str, high: int, low: int = 1) -> str | None:
+    """A one-line problem when ``value`` lies outside ``low..high``, else None.
+
+    Examples
+    --------
+    >>> check_int(0, "stages[0].cohort", MAX_COHORT)
+    'stages[0].cohort: expected a positive integer (got 0)'
+    """
+    if value < low:
+        wanted = "a positive integer" if low == 1 else f"at least {low}"
+        return f"{where}: expected {wanted} (got {show(value)})"
+    if value > high:
+        return f"{where}: expected at most {high}, the documented limit (got {show(value)})"
+    return None
