@@ -82,7 +82,8 @@ def initial_state(protocol: Protocol) -> State:
     return State("treat", stage.id, protocol.dose_index(protocol.start_dose), cohort, counts, 0, 0, 0, "start")
 
 
-def env_of(protocol: Protocol, dose: int, counts: Counts, enrolled: int, closed: int) -> dict[str, Any]:
+def env_of(protocol: Protocol, dose: int, counts: Counts, enrolled: int, closed: int,
+           last: tuple[int, int] | None = None) -> dict[str, Any]:
     """The values of every guard name at a dose, given the counts."""
     k = len(counts)
     n, tox = counts[dose]
@@ -107,7 +108,17 @@ def env_of(protocol: Protocol, dose: int, counts: Counts, enrolled: int, closed:
     }
     if protocol.boundaries:
         env.update(boundary_env(protocol, n))
+    if protocol.model is not None:
+        env.update(model_env(protocol, dose, counts, last))
     return env
+
+
+def model_env(protocol: Protocol, dose: int, counts: Counts, last: tuple[int, int] | None) -> dict[str, Any]:
+    """The model's names: where it sends the next cohort (``last``: the cohort just completed, size and DLTs)."""
+    model = protocol.model
+    assert model is not None
+    cohort, dlts = last if last is not None else (0, 0)
+    return {"model_dose": model.next_dose(counts, dose, cohort, dlts), "model_too_toxic": model.too_toxic(counts)}
 
 
 def boundary_env(protocol: Protocol, n: int) -> dict[str, int]:
@@ -162,7 +173,7 @@ def after_cohort(protocol: Protocol, state: State, dlts: int, evaluated: int | N
     new_counts = tuple(counts)
     enrolled = state.enrolled + state.cohort
     stage = protocol.stage(state.stage)
-    env = env_of(protocol, state.dose, new_counts, enrolled, state.closed)
+    env = env_of(protocol, state.dose, new_counts, enrolled, state.closed, (seen, dlts))
     rule = fire(protocol, stage, env)
     base = attrs.evolve(state, counts=new_counts, enrolled=enrolled, cohort=0, rule=rule.id)
     if rule.action == "decide":
@@ -176,9 +187,15 @@ def apply_outcome(protocol: Protocol, state: State, outcome: Outcome, env: dict[
     closed = state.closed | (1 << state.dose) if outcome.close else state.closed
     dose = state.dose
     if outcome.action == "stop":
-        mtd = selected_mtd(protocol, state.counts, closed) if outcome.mtd == "selected" else outcome.mtd_dose(dose)
+        if outcome.mtd == "selected":
+            mtd = selected_mtd(protocol, state.counts, closed)
+        elif outcome.mtd == "model":
+            assert protocol.model is not None  # the loader requires [model]
+            mtd = protocol.model.recommend(state.counts) - 1
+        else:
+            mtd = outcome.mtd_dose(dose)
         return attrs.evolve(state, phase="stop", cohort=0, closed=closed, rule=label, mtd=mtd)
-    target = outcome.target(dose)
+    target = env["model_dose"] - 1 if outcome.move == "model" else outcome.target(dose)
     if not 0 <= target < len(protocol.doses):
         where = "above the top dose" if target > dose else "below the lowest dose"
         raise StepError(f"rule {label!r} moves {where}", (label.split("/")[0],))

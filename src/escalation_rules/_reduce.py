@@ -65,7 +65,7 @@ from typing import Any
 import attrs
 
 from ._interval import BOUNDARY_NAMES
-from ._machine import StepError, boundary_env, env_of, fire, selected_mtd
+from ._machine import StepError, boundary_env, env_of, fire, model_env, selected_mtd
 from .errors import CompileError
 from .guards import Guard
 from .protocol import Outcome, Protocol
@@ -241,14 +241,20 @@ class ReducedGraph:
 class _Env(dict[str, Any]):
     """The guard names at a dose, computed on first use and recorded as read fields."""
 
-    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: set[int]) -> None:
+    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: set[int],
+                 last: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.explorer = explorer
         self.vals = vals
         self.dose = dose
         self.reads = reads
+        self.last = last  # the cohort just completed (size, DLTs): the model's restriction reads it
 
     def __missing__(self, name: str) -> Any:
+        if name in ("model_dose", "model_too_toxic"):
+            value = self.explorer.model_value(name, self.vals, self.dose, self.reads, self.last)
+            self[name] = value
+            return value
         value = self.explorer.name_value(name, self.vals, self.dose, self.reads)
         self[name] = value
         return value
@@ -341,6 +347,14 @@ class _Explorer:
         closed = sum(1 << i for i in range(k) if vals[2 * k + i])
         return env_of(self.p, dose, counts, vals[self.enrolled], closed)[name]
 
+    def model_value(self, name: str, vals: list[int], dose: int, reads: set[int],
+                    last: tuple[int, int] | None) -> Any:
+        """A name of the protocol's [model]: it reads the counts at every dose."""
+        k = self.k
+        reads.update(range(2 * k))
+        counts = tuple((vals[i], vals[k + i]) for i in range(k))
+        return model_env(self.p, dose, counts, last)[name]
+
     # -- steps ------------------------------------------------------------
 
     def fail(self, message: str, path: list[str], step: str = "") -> CompileError:
@@ -355,7 +369,10 @@ class _Explorer:
         if outcome.close and not vals[2 * k + dose]:
             vals = list(vals)
             vals[2 * k + dose] = 1
-        if outcome.action == "treat" and outcome.target(dose) > dose and not vals[3 * k + dose]:
+        target = -1
+        if outcome.action == "treat":
+            target = env["model_dose"] - 1 if outcome.move == "model" else outcome.target(dose)
+        if outcome.action == "treat" and target > dose and not vals[3 * k + dose]:
             vals = list(vals)
             vals[3 * k + dose] = 1
         if outcome.action == "stop":
@@ -364,8 +381,12 @@ class _Explorer:
                 counts = tuple((vals[i], vals[k + i]) for i in range(k))
                 closed = sum(1 << i for i in range(k) if vals[2 * k + i])
                 return (STOP, selected_mtd(self.p, counts, closed), outcome.close), vals
+            if outcome.mtd == "model":
+                assert self.p.model is not None
+                env.reads.update(range(2 * k))
+                counts = tuple((vals[i], vals[k + i]) for i in range(k))
+                return (STOP, self.p.model.recommend(counts) - 1, outcome.close), vals
             return (STOP, outcome.mtd_dose(dose), outcome.close), vals
-        target = outcome.target(dose)
         if not 0 <= target < k:
             where = "above the top dose" if target > dose else "below the lowest dose"
             raise self.fail(f"rule {label!r} moves {where}", path, step)
@@ -417,7 +438,7 @@ class _Explorer:
                 new[dose] += cohort
                 new[k + dose] += dlts
                 new[self.enrolled] += cohort
-                env = _Env(self, new, dose, reads)
+                env = _Env(self, new, dose, reads, (cohort, dlts))
                 try:
                     rule = fire(self.p, stage, env)
                 except StepError as err:

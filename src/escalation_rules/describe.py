@@ -29,9 +29,11 @@ def outcome_text(outcome: Outcome) -> str:
     close = "close this dose; " if outcome.close else ""
     if outcome.action == "stop":
         mtd = {"current": "MTD = this dose", "previous": "MTD = the dose below", "none": "no MTD",
-           "selected": "MTD selected by isotonic regression"}[outcome.mtd]
+               "selected": "MTD selected by isotonic regression",
+               "model": "MTD = the dose the model recommends"}[outcome.mtd]
         return f"{close}stop, {mtd}"
-    where = {"stay": "this dose", "next": "the next dose", "previous": "the dose below"}[outcome.move]
+    where = {"stay": "this dose", "next": "the next dose", "previous": "the dose below",
+             "model": "the dose the model chooses"}[outcome.move]
     size = outcome.cohort.text if outcome.cohort is not None else "the stage's first cohort"
     stage = f" (stage {outcome.stage})" if outcome.stage else ""
     return f"{close}treat {size} at {where}{stage}"

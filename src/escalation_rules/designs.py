@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from . import _interval as _iv
+from ._crm import lee_cheung_skeleton
 from ._limits import show
 from .errors import ProtocolError
 from .protocol import Protocol, protocol_from_mapping
@@ -232,6 +233,8 @@ def design_parameters(name: str) -> dict[str, tuple[type, Any, str]]:
     >>> design_parameters("3+3-deescalate")
     {}
     """
+    if name == "crm":
+        return dict(_CRM_PARAMS)
     if name not in _DESIGN_PARAMS:
         return {}
     return {**_COMMON_PARAMS, **_DESIGN_PARAMS[name]}
@@ -239,6 +242,15 @@ def design_parameters(name: str) -> dict[str, tuple[type, Any, str]]:
 
 def _coerce(design: str, key: str, kind: type, value: Any) -> Any:
     where = f"{design}: parameter {key}"
+    if kind is list:  # rates: "0.05,0.1,0.2" or a list of numbers
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not 1 <= len(items) <= 40:
+            raise ProtocolError([f"{where}: expected 1 to 40 numbers separated by commas (got {show(value)})"])
+        return [_coerce(design, f"{key}[{i}]", float, item) for i, item in enumerate(items)]
+    if kind is str:
+        if not isinstance(value, str) or len(value) > 40:
+            raise ProtocolError([f"{where}: expected a word (got {show(value)})"])
+        return value.strip()
     if isinstance(value, str):
         text = value.strip()
         if kind is bool:
@@ -397,6 +409,81 @@ def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
     }
 
 
+_DLD = "O'Quigley, Pepe and Fisher (1990), CRM; as R package dfcrm's crm and crmsim"
+_CRM_PARAMS: dict[str, tuple[type, Any, str]] = {
+    "target": (float, 0.3, "target DLT rate (our default; dfcrm requires it)"),
+    "cohort": (int, 3, "cohort size"),
+    "max_n": (int, 30, "sample size (a multiple of the cohort size)"),
+    "start": (int, 1, "1-based start dose"),
+    "skeleton": (list, None, "prior DLT rate of each dose (default: Lee and Cheung from halfwidth and prior_mtd)"),
+    "halfwidth": (float, 0.05, "half-width of the indifference interval for the skeleton (our default)"),
+    "prior_mtd": (int, 0, "1-based dose the skeleton puts at the target (0: the middle dose; our default)"),
+    "prior_sd": (float, math.sqrt(1.34), "standard deviation of the normal prior on the model parameter"),
+    "model": (str, "empiric", "empiric (power) or logistic (one parameter, intercept intcpt)"),
+    "intcpt": (float, 3.0, "intercept of the logistic model"),
+    "restrict": (bool, True, "no skipping when escalating; no escalation right after a cohort at or above the target"),
+    "stop_p": (float, 0.0, "stop when Pr(DLT rate at dose 1 > target | data) exceeds this (0: off)"),
+}
+
+
+def _crm_design(doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The CRM as protocol data: a [model] table and three rules that read it."""
+    spec = _CRM_PARAMS
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ProtocolError([f"crm: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(spec))})"])
+    v = {key: _coerce("crm", key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
+    problems = []
+    if not 0.05 <= v["target"] <= 0.6:
+        problems.append(f"crm: parameter target: expected a rate from 0.05 to 0.6 (got {v['target']})")
+    if not 1 <= v["cohort"] <= 12 or not v["cohort"] <= v["max_n"] <= 120 or v["max_n"] % v["cohort"]:
+        problems.append(f"crm: parameters cohort, max_n: expected a cohort of 1 to 12 and max_n a multiple of it up "
+                        f"to 120 (got {v['cohort']}, {v['max_n']})")
+    if not 1 <= v["start"] <= doses:
+        problems.append(f"crm: parameter start: expected a dose from 1 to {doses} (got {v['start']})")
+    if v["model"] not in ("empiric", "logistic"):
+        problems.append(f"crm: parameter model: expected empiric or logistic (got {v['model']!r})")
+    if not 0 <= v["stop_p"] < 1:
+        problems.append(f"crm: parameter stop_p: expected 0 (off) or a probability below 1 (got {v['stop_p']})")
+    prior_mtd = v["prior_mtd"] or (doses + 1) // 2
+    if not 1 <= prior_mtd <= doses:
+        problems.append(f"crm: parameter prior_mtd: expected a dose from 1 to {doses} (got {prior_mtd})")
+    if not 0 < v["halfwidth"] < min(v["target"], 1 - v["target"]):
+        problems.append(f"crm: parameter halfwidth: expected a number between 0 and {min(v['target'], 1 - v['target'])}"
+                        f" (got {v['halfwidth']})")
+    if problems:
+        raise ProtocolError(problems)
+    skeleton = v["skeleton"]
+    if skeleton is None:
+        skeleton = list(lee_cheung_skeleton(v["target"], v["halfwidth"], prior_mtd, doses, v["model"], v["intcpt"]))
+    model = {"method": "crm", "skeleton": skeleton, "target": v["target"], "prior_sd": v["prior_sd"],
+             "model": v["model"], "intcpt": v["intcpt"], "restrict": v["restrict"]}
+    rules = [_rule("crm-sample-size", "remaining == 0", "stop", _DLD,
+                   f"{v['max_n']} patients treated: the MTD is the dose the model recommends from all the data",
+                   mtd="model")]
+    if v["stop_p"]:
+        model["stop_p"] = v["stop_p"]
+        rules.append(_rule("crm-too-toxic", "model_too_toxic", "stop", _DLD,
+                           f"Pr(DLT rate at dose 1 > target | data) > {v['stop_p']:g}: stop, no MTD",
+                           mtd="none", close=True))
+    rules.append(_rule("crm-next", "n >= 0", "treat", _DLD,
+                       "the next cohort goes to the dose whose estimated DLT rate is closest to the target"
+                       + (" (not skipping a dose upward, and not above the current dose after a cohort at or above "
+                          "the target rate)" if v["restrict"] else ""), move="model"))
+    shown_params = {k: val for k, val in v.items() if val is not None}
+    shown_params["skeleton"] = [round(x, 4) for x in skeleton]
+    return {
+        "protocol": {"id": "crm", "title": f"CRM with {doses} doses, target {v['target']:g}", "cap": v["max_n"],
+                     "start_dose": f"d{v['start']}"},
+        "doses": _ladder(doses),
+        "stages": [{"id": "crm", "label": "Continual reassessment method", "kind": "model", "cohort": v["cohort"],
+                    "doses": [f"d{i}" for i in range(1, doses + 1)], "hit_policy": "first", "clause": _DLD,
+                    "rules": rules}],
+        "model": model,
+        "meta": {"design": {"name": "crm", "parameters": shown_params, "defaults": "R package dfcrm"}},
+    }
+
+
 DESIGNS: dict[str, Callable[[int, Mapping[str, Any]], dict[str, Any]]] = {
     "3+3-escalate-only": lambda k, _: _three_plus_three(k, deescalate=False, six_at_top=False,
                                                         name="3+3-escalate-only"),
@@ -404,6 +491,7 @@ DESIGNS: dict[str, Callable[[int, Mapping[str, Any]], dict[str, Any]]] = {
     "3+3-six-at-top": lambda k, _: _three_plus_three(k, deescalate=True, six_at_top=True, name="3+3-six-at-top"),
     "accelerated-titration": lambda k, _: _accelerated(k),
     **{name: functools.partial(_interval_design, name) for name in _DESIGN_PARAMS},
+    "crm": _crm_design,
 }
 
 
@@ -416,7 +504,7 @@ def design_mapping(name: str, doses: int, params: Mapping[str, Any] | None = Non
     if not isinstance(doses, int) or isinstance(doses, bool) or not 1 <= doses <= 40:
         raise ProtocolError([f"{name}: --doses: expected an integer from 1 to 40 (got {show(doses)})"])
     params = dict(params or {})
-    if params and name not in _DESIGN_PARAMS:
+    if params and not design_parameters(name):
         raise ProtocolError([f"{name}: takes no parameters (got {', '.join(sorted(params))})"])
     return DESIGNS[name](doses, params)
 

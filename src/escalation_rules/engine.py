@@ -375,7 +375,7 @@ class _Run:
             elif option is not None:
                 reason = f"people chose {option.label!r}: treat {state.cohort} at {_dose_text(p, state.dose)}"
             else:
-                reason = f"{counts}: {rule.paraphrase}"
+                reason = f"{counts}: {rule.paraphrase}" + self.model_note(rule, state, fired)
             signoff = rule.signoff if rule is not None and option is None else ()
             return Decision("treat", state.dose + 1, state.cohort, None, (), signoff, state.rule or "start",
                             self.clause_of(state.rule), reason, state.stage, determined_early, history,
@@ -395,10 +395,20 @@ class _Run:
             reason = f"{counts}: people chose {option.label!r}"
             signoff = ()
         else:
-            reason = f"{counts}: {rule.paraphrase}"
+            reason = f"{counts}: {rule.paraphrase}" + self.model_note(rule, state, None)
             signoff = rule.signoff
         return Decision("stop", None, None, mtd, (), signoff, state.rule or "", self.clause_of(state.rule),
                         reason, state.stage, determined_early, history, None, mtd_label)
+
+    def model_note(self, rule: Rule, state: State, fired: int | None) -> str:
+        """For a rule that follows the protocol's model: the estimates and why the dose was chosen."""
+        model = self.p.model
+        if model is None or rule.outcome is None or "model" not in (rule.outcome.move, rule.outcome.mtd):
+            return ""
+        last = next((e for e in reversed(self.entries) if isinstance(e, Cohort)), None)
+        if fired is None or last is None:
+            return f" ({model.explain(state.counts)})"
+        return f" ({model.explain(state.counts, fired, len(last.outcomes), last.dlts)})"
 
     def option_view(self, state: State, option: Option) -> OptionView:
         try:

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from ._crm import CrmModel
 from ._interval import BOUNDARY_NAMES, Boundary, Selection
 from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_FILE_BYTES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, show
 from .errors import GuardSyntaxError, ProtocolError
@@ -73,6 +74,8 @@ GUARD_NAMES: Mapping[str, str] = {
     "remaining": INT,
     "cap": INT,
     **dict.fromkeys(BOUNDARY_NAMES, INT),
+    "model_dose": INT,
+    "model_too_toxic": BOOL,
 }
 
 #: What each name means, for documentation and ``show``.
@@ -93,13 +96,15 @@ GUARD_NAME_DOCS: Mapping[str, str] = {
     "remaining": "places left under the enrolment cap",
     "cap": "the enrolment cap",
     **BOUNDARY_NAMES,
+    "model_dose": "the 1-based dose the [model] sends the next cohort to (restrictions applied)",
+    "model_too_toxic": "the [model]'s safety rule: Pr(DLT rate at dose 1 > target | data) > stop_p",
 }
 
 ACTIONS = ("treat", "stop", "decide")
-MOVES = ("stay", "next", "previous")
+MOVES = ("stay", "next", "previous", "model")
 _MOVE_STEP = {"stay": 0, "next": 1, "previous": -1}
-MTDS = ("current", "previous", "none", "selected")
-STAGE_KINDS = ("escalation", "titration", "deescalation", "fill", "interval")
+MTDS = ("current", "previous", "none", "selected", "model")
+STAGE_KINDS = ("escalation", "titration", "deescalation", "fill", "interval", "model")
 HIT_POLICIES = ("unique", "first")
 
 
@@ -173,6 +178,8 @@ class Outcome:
         >>> Outcome("treat", move="previous").target(2)
         1
         """
+        if self.move == "model":
+            raise ValueError("a move chosen by the model has no fixed target (see _machine.apply_outcome)")
         return dose + _MOVE_STEP[self.move]
 
     def treats_at(self, dose: int) -> int | None:
@@ -407,6 +414,7 @@ class Protocol:
     files: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
     boundaries: tuple[Boundary, ...] = ()
     selection: Selection | None = None
+    model: CrmModel | None = None
 
     def key_source(self, key: str) -> str:
         """The file that declared a top-level key (for error messages), else :attr:`source`.
@@ -790,7 +798,7 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     r = _Reader(source, owners)
     r.unknown_keys(data, "", ("protocol", "doses", "stages", "roles", "early_termination",
                               "clauses", "policy", "eligibility", "dlt", "scenarios", "meta",
-                              "boundaries", "selection"))
+                              "boundaries", "selection", "model"))
     head = r.get(data, "protocol", "", dict) or {}
     r.unknown_keys(head, "protocol", ("id", "title", "cap", "start_dose", "start_stage",
                                       "escalation_signoff", "description"))
@@ -966,17 +974,73 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
             entries[rule_id] = entry
 
     boundaries, selection = _read_model(r, data, stages)
+    model = _read_crm(r, data, stages, len(doses))
 
     if r.problems:
         raise ProtocolError(r.problems)
     extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
     return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
                     start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
-                    entries, extra, dict(owners or {}), boundaries, selection)
+                    entries, extra, dict(owners or {}), boundaries, selection, model)
 
 
 
 _SELECTION_KEYS = ("method", "target", "cutoff_eli", "extrasafe", "offset")
+_MODEL_KEYS = ("method", "skeleton", "target", "prior_sd", "model", "intcpt", "restrict", "stop_p")
+
+
+def _read_crm(r: _Reader, data: Mapping[str, Any], stages: list[Stage], doses: int) -> CrmModel | None:
+    """The ``[model]`` table (a CRM), checked against the rules that read it."""
+    raw = r.get(data, "model", "", dict, None)
+    model = None
+    if raw is not None:
+        r.unknown_keys(raw, "model", _MODEL_KEYS)
+        method = r.get(raw, "method", "model", str, "crm")
+        r.choice(method, "model.method", ("crm",))
+        skeleton = r.get(raw, "skeleton", "model", list)
+        target = r.get(raw, "target", "model", (int, float))
+        prior_sd = r.get(raw, "prior_sd", "model", (int, float), math.sqrt(1.34))
+        kind = r.get(raw, "model", "model", str, "empiric")
+        r.choice(kind, "model.model", ("empiric", "logistic"))
+        intcpt = r.get(raw, "intcpt", "model", (int, float), 3.0)
+        restrict = r.get(raw, "restrict", "model", bool, True)
+        stop_p = r.get(raw, "stop_p", "model", (int, float), None)
+        ok = True
+        if isinstance(skeleton, list):
+            if len(skeleton) != doses:
+                r.problem("model.skeleton", f"expected one prior DLT rate per dose ({doses}) (got {len(skeleton)})")
+                ok = False
+            elif not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < 1 for x in skeleton):
+                r.problem("model.skeleton", f"expected rates between 0 and 1 (got {show(skeleton)})")
+                ok = False
+            elif any(a >= b for a, b in itertools.pairwise(skeleton)):
+                r.problem("model.skeleton", f"expected rates rising with the dose (got {show(skeleton)})")
+                ok = False
+        for key, value, low, high in (("target", target, 0, 1), ("prior_sd", prior_sd, 0, 100),
+                                      ("stop_p", stop_p, 0, 1)):
+            if value is not None and not low < value < high:
+                r.problem(f"model.{key}", f"expected a number between {low} and {high} (got {show(value)})")
+                ok = False
+        if (kind == "logistic" and ok and isinstance(skeleton, list) and isinstance(intcpt, int | float)
+                and not all(math.log(x / (1 - x)) - intcpt < 0 for x in skeleton)):
+            r.problem("model.intcpt", f"too small for the skeleton: every logit(rate) - intcpt must be "
+                                      f"below 0 (got intcpt {intcpt})")
+            ok = False
+        if ok and isinstance(skeleton, list) and target is not None and kind is not None and intcpt is not None:
+            model = CrmModel(tuple(float(x) for x in skeleton), float(target), float(prior_sd), kind,
+                             float(intcpt), bool(restrict), None if stop_p is None else float(stop_p))
+    for i, stage in enumerate(stages):
+        for j, rule in enumerate(stage.rules):
+            used = sorted(set(rule.when.names) & {"model_dose", "model_too_toxic"})
+            if used and raw is None:
+                r.problem(f"stages[{i}].rules[{j}].when", f"reads {', '.join(used)}, which need a [model] table")
+            if raw is None and rule.outcome is not None and "model" in (rule.outcome.move, rule.outcome.mtd):
+                r.problem(f"stages[{i}].rules[{j}]", "moves or declares by the model, which needs a [model] table")
+            for k, option in enumerate(rule.options):
+                if option.outcome.move == "model":
+                    r.problem(f"stages[{i}].rules[{j}].options[{k}].move",
+                              "'model' is for rules: an option people choose names its dose")
+    return model
 
 
 def _read_model(r: _Reader, data: Mapping[str, Any],

@@ -194,7 +194,7 @@ class _Invariants(Observer):
         self.boundaries = protocol.boundaries
 
     def treat(self, stage: str, dose: int, cohort: int, view: Any) -> list[Check]:
-        if self.kinds[stage] in ("fill", "interval"):
+        if self.kinds[stage] in ("fill", "interval", "model"):
             return []
         total = view.n(dose) + cohort
         return [("at-most-six-during-escalation",
@@ -212,11 +212,11 @@ class _Invariants(Observer):
                     failure = (f"escalated from dose {dose + 1} with {tox} DLT in {n} (de-escalation boundary {limit})"
                                if tox >= limit else None)
                     checks.append(("interval-boundaries", failure))
-                else:
+                elif self.kinds[stage] != "model":
                     checks.append(("no-escalation-after-two-dlts",
                                    f"escalated from dose {dose + 1} with {tox} DLT in {n}" if tox >= 2 else None))
                 allowed = (n >= 3 or (self.kinds[stage] == "titration" and n == 1 and tox == 0)
-                           or self.kinds[stage] == "interval")  # a table design may escalate after a cohort of 1
+                           or self.kinds[stage] in ("interval", "model"))  # these may escalate after a cohort of 1
                 checks.append(("no-escalation-under-three",
                                None if allowed else f"escalated from dose {dose + 1} with {n} evaluated"))
                 missing = self.required - set(signoff)
@@ -239,7 +239,7 @@ class _Invariants(Observer):
                 checks.append(("mtd-accepted", f"MTD {d + 1} is a closed dose"))
             elif self.kinds[stage] == "fill" and d == dose:
                 checks.append(("mtd-accepted", None))  # checked when the fill began
-            elif self.kinds[stage] == "interval":
+            elif self.kinds[stage] in ("interval", "model"):
                 pass  # the MTD is selected from the data; that it is not a closed dose is checked above
             else:
                 n, tox = view.n(d), view.tox(d)
@@ -285,7 +285,7 @@ def applicable_invariants(protocol: Protocol) -> tuple[str, ...]:
     for key in INVARIANTS:
         if key == "interval-boundaries" and "interval" not in kinds:
             continue
-        if key in THREE_PLUS_THREE_ONLY and kinds <= {"interval"}:
+        if key in THREE_PLUS_THREE_ONLY and kinds <= {"interval", "model"}:
             continue
         out.append(key)
     return tuple(out)
