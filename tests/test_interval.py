@@ -141,3 +141,17 @@ def test_exact_oc_matches_independent_simulation_within_4_se(truth: list[float])
         share = sum(p == dose for p in picks) / trials
         se = math.sqrt(max(exact * (1 - exact), 1e-4) / trials)
         assert abs(share - exact) <= 4 * se, (dose, share, exact)
+
+
+@pytest.mark.parametrize(("design", "heading"), [("boin", "Decision boundaries"), ("crm", "Dose-toxicity model")])
+def test_audit_page_shows_the_design_as_protocols_print_it(design: str, heading: str) -> None:
+    """The audit page of a model-assisted design has its boundary table; of the CRM, its model and first decisions."""
+    from escalation_rules.auditdoc import audit_rst, site_stamp
+    from escalation_rules.sphinx import build_context
+
+    ctx = build_context(design, Path("."), doses=3, render=False, params={"target": "0.25", "max_n": "9"})
+    text = audit_rst(ctx)
+    assert heading in text
+    assert ("Escalate if DLTs <=" in text) == (design == "boin")
+    assert ("1NNN" in text) == (design == "crm")
+    assert "--set max_n=9" in site_stamp(ctx, built="x")["parameters"]

@@ -826,6 +826,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def design_settings(protocol: Protocol) -> str:
+    """A built-in design's parameters as the ``--set`` options that give them (empty for designs without)."""
+    parameters = protocol.extra.get("meta", {}).get("design", {}).get("parameters", {})
+    return " ".join(f"--set {k}={v}" for k, v in sorted(parameters.items())) if isinstance(parameters, dict) else ""
+
+
 def site_stamp(ctx: AuditContext, built: str | None = None) -> dict[str, Any]:
     """The stamp of an audit page: the SHA-256 of every file it was built from, the package version and the date.
 
@@ -840,8 +846,11 @@ def site_stamp(ctx: AuditContext, built: str | None = None) -> dict[str, Any]:
     vectors_dir = None if ctx.vectors_dir is None else Path(ctx.vectors_dir)
     files = stamp_files(ctx.spec_path, vectors_dir, ctx.vectors)
     p = ctx.compiled.protocol
-    return {"stamp": STAMP_FORMAT, "protocol": p.id, "spec": ctx.spec,
-            "design": p.id if ctx.spec_path is None else None, "doses": len(p.doses),
+    stamp: dict[str, Any] = {"stamp": STAMP_FORMAT, "protocol": p.id, "spec": ctx.spec,
+                             "design": p.id if ctx.spec_path is None else None, "doses": len(p.doses)}
+    if ctx.spec_path is None and design_settings(p):
+        stamp["parameters"] = design_settings(p)
+    return {**stamp,
             "package": "escalation_rules", "version": __version__, "built": built or build_date(),
             "files": [{"name": name, "sha256": sha256_of(path)} for name, path in files]}
 
@@ -886,10 +895,13 @@ def stamp_differences(stamp: Mapping[str, Any], current: Mapping[str, Any],
     added: c.toml (not in the stamp)
     """
     out = []
-    if stamp.get("design") != current.get("design") or (stamp.get("design") and
-                                                        stamp.get("doses") != current.get("doses")):
+    if stamp.get("design") != current.get("design") or (stamp.get("design") and (
+            stamp.get("doses") != current.get("doses") or stamp.get("parameters") != current.get("parameters"))):
         def what(s: Mapping[str, Any]) -> str:
-            return f"built-in design {s['design']} with {s.get('doses')} doses" if s.get("design") else "protocol files"
+            if not s.get("design"):
+                return "protocol files"
+            settings = f" ({s['parameters']})" if s.get("parameters") else ""
+            return f"built-in design {s['design']} with {s.get('doses')} doses{settings}"
         out.append(f"different protocol: the page was built from {what(stamp)}, not {what(current)}")
 
     def files(s: Mapping[str, Any]) -> dict[str, str]:
@@ -1020,11 +1032,50 @@ def _tables(ctx: AuditContext) -> str:
                          f"{_esc(rule.paraphrase)} ({_esc(rule.clause)})"])
         out.append(_table(["#", "Rule", "Condition", "Then", "Signed by", "What the protocol says (clause)"],
                           rows, [3, 14, 24, 24, 10, 25], "escalation-decision-table"))
+    out.append(_design_tables(p))
     from .protocol import GUARD_NAME_DOCS
 
     out.append(_heading("Names in conditions", "-"))
     used = sorted({name for s in p.stages for r in s.rules for name in r.when.names})
     out.append(_table(["Name", "Meaning"], [[_lit(n), _esc(GUARD_NAME_DOCS.get(n, ""))] for n in used], [20, 80]))
+    return "".join(out)
+
+
+def _design_tables(p: Protocol) -> str:
+    """A model-assisted design's boundary table, or a model's skeleton and first decisions, as protocols print them."""
+    out = []
+    if p.boundaries:
+        step = p.stage(p.start_stage).cohort if p.start_stage else 1
+        rows = [b for b in p.boundaries if b.n % max(step, 1) == 0] or list(p.boundaries)
+
+        def cell(value: int, n: int, low: bool = False) -> str:
+            return "\\-" if (low and value < 0) or (not low and value > n) else str(value)
+
+        out.append(_heading("Decision boundaries", "-"))
+        out.append("For each number of patients treated at the current dose: escalate when the DLTs there are at "
+                   "most the first value, de-escalate when they are at least the second, and close the dose with "
+                   "every dose above it when they are at least the third (\\- : never).\n\n")
+        out.append(_table(["Patients treated", "Escalate if DLTs <=", "De-escalate if DLTs >=",
+                           "Eliminate if DLTs >="],
+                          [[str(b.n), cell(b.escalate, b.n, True), cell(b.deescalate, b.n), cell(b.eliminate, b.n)]
+                           for b in rows], [25, 25, 25, 25]))
+        if p.selection is not None:
+            out.append(f"At the end the MTD is selected by isotonic regression of the observed DLT rates, the dose "
+                       f"closest to the target {p.selection.target:g}; doses with Pr(rate > target | data) > "
+                       f"{p.selection.cutoff_eli:g} (and all above) are left out.\n\n")
+    if p.model is not None:
+        from .describe import model_decisions
+
+        m = p.model
+        out.append(_heading("Dose-toxicity model", "-"))
+        out.append(f"CRM, {_esc(m.model)} curve; skeleton {_esc(', '.join(f'{x:.4g}' for x in m.skeleton))}; "
+                   f"Normal(0, {m.prior_sd:.4g}²) prior on the model parameter; target {m.target:g}"
+                   + ("; restricted (no skipping upward, no escalation right after a cohort at or above the "
+                      "target rate)" if m.restrict else "")
+                   + (f"; safety stop when Pr(rate at dose 1 > target | data) > {m.stop_p:g}" if m.stop_p else "")
+                   + ". What the engine decides after every outcome of the first two cohorts:\n\n")
+        out.append(_table(["History", "Next"], [[_lit(r["history"]), _esc(r["next"])] for r in model_decisions(p)],
+                          [40, 60]))
     return "".join(out)
 
 

@@ -32,10 +32,12 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .auditdoc import (
+    design_settings,
     find_vectors_dir,
     protocol_files,
     read_stamps,
@@ -47,7 +49,7 @@ from .auditdoc import (
 )
 from .designs import DESIGNS
 from .errors import EscalationRulesError, install_hint
-from .spec import resolve_spec, spec_path
+from .spec import resolve_spec, settings_text, spec_path
 
 __all__ = ["build_site", "check_site", "conf_py", "index_rst", "print_pdf", "register"]
 
@@ -55,12 +57,14 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes Sphinx may put in its mess
 
 
 def index_rst(protocol_id: str, spec: str, doses: int | None = None, vectors: str | None = None,
-              command: str | None = None) -> str:
+              command: str | None = None, params: Mapping[str, Any] | None = None) -> str:
     """The page source: a title, how to read the page, and the ``escalation-protocol`` directive."""
     title = f"{protocol_id}: audit of the dose-escalation rules"
     options = ""
     if doses is not None:
         options += f"   :doses: {doses}\n"
+    if params:
+        options += "   :set: " + " ".join(f"{k}={v}" for k, v in sorted(params.items())) + "\n"
     if vectors is not None:
         options += f"   :vectors: {vectors}\n"
     if command is not None:
@@ -109,7 +113,7 @@ table.docutils td, table.docutils th { vertical-align: top; }
 
 
 def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | None = None,
-               warnings_as_errors: bool = False) -> tuple[Path, list[str]]:
+               warnings_as_errors: bool = False, params: Mapping[str, Any] | None = None) -> tuple[Path, list[str]]:
     """Build the audit site of ``spec`` into ``out``; returns the page's path and the build warnings.
 
     Raises
@@ -125,7 +129,7 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
     except ImportError:
         raise EscalationRulesError(f"docs: Sphinx is not installed; install the 'docs' extra, "
                                    f"{install_hint('docs')}") from None
-    protocol = resolve_spec(spec, doses)  # refuse a bad SPEC, scenarios or vectors before building anything
+    protocol = resolve_spec(spec, doses, params)  # refuse a bad SPEC, scenarios or vectors before building anything
     scenarios_of(protocol)
     if vectors is not None and not Path(vectors).is_dir():
         raise EscalationRulesError(f"--vectors {vectors}: no such folder (expected a folder of *.json vectors)")
@@ -143,7 +147,9 @@ def build_site(spec: str, out: Path, doses: int | None = None, vectors: str | No
         (src / "conf.py").write_text(conf_py(title), encoding="utf-8")
         (src / "_static").mkdir()
         (src / "_static" / "audit.css").write_text(AUDIT_CSS, encoding="utf-8")
-        (src / "index.rst").write_text(index_rst(protocol.id, target, doses, vectors_abs, command=spec),
+        command = f"{spec} {settings_text(params)}".strip()
+        (src / "index.rst").write_text(index_rst(protocol.id, target, doses, vectors_abs, command=command,
+                                                 params=params),
                                        encoding="utf-8")
         try:
             with docutils_namespace():  # each build starts from docutils' own registries
@@ -221,7 +227,8 @@ def _site_stamp(site: Path, spec: str) -> tuple[Path, dict[str, Any]]:
     return found[0]
 
 
-def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | None = None) -> tuple[bool, str]:
+def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | None = None,
+               params: Mapping[str, Any] | None = None) -> tuple[bool, str]:
     """Does an audit site still match the protocol files?  Returns the verdict and a report (lines of text).
 
     The protocol's files and the conformance vector files that target it are
@@ -252,7 +259,7 @@ def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | N
                    else find_vectors_dir(proto_path if proto_path is not None else Path("spec") / "x"))
     note = ""
     try:
-        protocol = resolve_spec(spec, doses)
+        protocol = resolve_spec(spec, doses, params)
         results = run_vectors(protocol, vectors_dir, proto_path)
         design_doses: int | None = len(protocol.doses)
     except EscalationRulesError as err:
@@ -261,6 +268,7 @@ def check_site(site: Path, spec: str, doses: int | None = None, vectors: str | N
         results, design_doses = [], None
         note = f"the protocol no longer loads ({str(err).splitlines()[0]}); its vectors were not compared"
     current: dict[str, Any] = {"design": None if proto_path is not None else spec, "doses": design_doses,
+               "parameters": (design_settings(protocol) or None) if proto_path is None and design_doses else None,
                "files": [{"name": name, "sha256": sha256_of(file)}
                          for name, file in stamp_files(proto_path, vectors_dir, results)]}
     differences = stamp_differences(stamp, current, protocol_only=bool(note))
@@ -284,13 +292,19 @@ def _cmd_docs(args: argparse.Namespace) -> int:
         if args.out is not None or args.pdf:
             raise EscalationRulesError("--check compares a built site with the protocol files; "
                                        "give it without --out or --pdf")
-        ok, report = check_site(Path(args.check), args.spec, args.doses, args.vectors)
+        from .cli import parse_design_settings
+
+        ok, report = check_site(Path(args.check), args.spec, args.doses, args.vectors,
+                                parse_design_settings(args.design_set))
         print(report)
         return 0 if ok else 1
     if args.out is None:
         raise EscalationRulesError("give --out DIR to build the site, or --check SITE to compare a built site "
                                    "with the protocol files")
-    page, warnings = build_site(args.spec, Path(args.out), args.doses, args.vectors, args.strict)
+    from .cli import parse_design_settings
+
+    page, warnings = build_site(args.spec, Path(args.out), args.doses, args.vectors, args.strict,
+                                parse_design_settings(args.design_set))
     for line in warnings:
         print(f"warning: {line}")
     print(f"audit site written: {page}")

@@ -19,9 +19,9 @@ import attrs
 
 from ._limits import count_text
 from .graph import CompiledProtocol
-from .protocol import Outcome, Rule, policy_entry_data
+from .protocol import Outcome, Protocol, Rule, policy_entry_data
 
-__all__ = ["outcome_text", "protocol_summary", "protocol_text", "rule_text"]
+__all__ = ["model_decisions", "outcome_text", "protocol_summary", "protocol_text", "rule_text"]
 
 
 def outcome_text(outcome: Outcome) -> str:
@@ -45,6 +45,42 @@ def rule_text(rule: Rule) -> str:
         return "decide: " + " | ".join(f"{o.id}: {outcome_text(o.outcome)}" for o in rule.options)
     assert rule.outcome is not None
     return outcome_text(rule.outcome)
+
+
+def model_decisions(protocol: Protocol, cohorts: int = 2) -> list[dict[str, str]]:
+    """What the engine decides after every outcome of the first ``cohorts`` cohorts (for a model's table).
+
+    Examples
+    --------
+    >>> from escalation_rules import builtin_design
+    >>> rows = model_decisions(builtin_design("crm", 3, target=0.25, max_n=6), cohorts=1)
+    >>> [(r["history"], r["next"]) for r in rows]
+    [('1NNN', 'treat 3 at dose 2'), ('1NNT', 'treat 3 at dose 1'), ('1NTT', 'treat 3 at dose 1'), \
+('1TTT', 'treat 3 at dose 1')]
+    """
+    from .engine import decide
+
+    rows: list[dict[str, str]] = []
+    frontier = [""]
+    for _ in range(cohorts):
+        nxt = []
+        for history in frontier:
+            d = decide(protocol, history)
+            if d.action != "treat" or d.dose is None or d.cohort_size is None:
+                continue
+            for dlts in range(d.cohort_size + 1):
+                step = f"{history} {d.dose}{'N' * (d.cohort_size - dlts)}{'T' * dlts}".strip()
+                after = decide(protocol, step)
+                if after.action == "treat":
+                    what = f"treat {after.cohort_size} at dose {after.dose}"
+                elif after.action == "stop":
+                    what = f"stop, MTD dose {after.mtd}" if after.mtd is not None else "stop, no MTD"
+                else:
+                    what = "decide"
+                rows.append({"history": step, "next": what})
+                nxt.append(step)
+        frontier = nxt
+    return rows
 
 
 def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
@@ -79,6 +115,7 @@ def protocol_summary(compiled: CompiledProtocol) -> dict[str, Any]:
         "boundaries": [attrs.asdict(b) for b in p.boundaries],
         "selection": None if p.selection is None else attrs.asdict(p.selection),
         "design": dict(p.extra.get("meta", {}).get("design", {})),
+        "model": None if p.model is None else {**attrs.asdict(p.model), "first_decisions": model_decisions(p)},
         "clauses": dict(p.clauses),
         "graph": dict(compiled.stats),
         "warnings": list(compiled.warnings),
@@ -155,6 +192,14 @@ def protocol_text(compiled: CompiledProtocol) -> str:
         d = s["design"]
         lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in d.get("parameters", {}).items())
                      + f" (defaults as {d.get('defaults', 'the reference package')})")
+    if s["model"]:
+        m = s["model"]
+        lines.append(f"model: CRM, {m['model']} curve, skeleton {', '.join(f'{x:g}' for x in m['skeleton'])}, "
+                     f"Normal(0, {m['prior_sd']:.4g}^2) prior, target {m['target']:g}"
+                     + (", restricted" if m["restrict"] else "")
+                     + (f", safety stop above {m['stop_p']:g}" if m["stop_p"] is not None else ""))
+        lines.append("decisions after the first cohorts (every number of DLTs):")
+        lines += [f"  {row['history']:<24} -> {row['next']}" for row in m["first_decisions"]]
     if s["early_termination"]:
         et = s["early_termination"]
         lines.append("")

@@ -528,5 +528,6 @@ def builtin_design(name: str, doses: int = 5, **params: Any) -> Protocol:
     """
     where = f"{name} (--doses {doses})"
     if params:
-        where = f"{name} (--doses {doses} " + " ".join(f"--set {k}={v}" for k, v in sorted(params.items())) + ")"
+        settings = " ".join(f"--set {k}={v}" for k, v in sorted(params.items()))
+        where = f"{name} (--doses {doses} {settings})"
     return protocol_from_mapping(design_mapping(name, doses, params), where)

@@ -109,6 +109,17 @@ protocol or a built-in design (shipped protocols: nct07117175; built-in designs:
                          f"({known_specs()})"])
 
 
+def settings_text(params: Mapping[str, Any] | None) -> str:
+    """A design's parameters as the ``--set`` options that give them (empty for none).
+
+    Examples
+    --------
+    >>> settings_text({"target": 0.3, "max_n": 12})
+    '--set max_n=12 --set target=0.3'
+    """
+    return " ".join(f"--set {k}={v}" for k, v in sorted((params or {}).items()))
+
+
 def resolve_spec(spec: str, doses: int | None = None, params: Mapping[str, Any] | None = None) -> Protocol:
     """Load ``spec``: a built-in design name (with ``doses``, default 5, and its ``params``), a protocol path or a
     shipped protocol's name.

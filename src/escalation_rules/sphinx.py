@@ -55,6 +55,7 @@ import hashlib
 import importlib
 import io
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -97,8 +98,22 @@ def spec_files(spec: str, root: Path) -> list[Path]:
     return protocol_files(path)
 
 
+def design_settings(text: str) -> dict[str, str]:
+    """The ``:set:`` option of the directives, ``NAME=VALUE NAME=VALUE``, as a mapping.
+
+    Examples
+    --------
+    >>> design_settings("target=0.3 max_n=12")
+    {'target': '0.3', 'max_n': '12'}
+    """
+    from .cli import parse_design_settings
+
+    return parse_design_settings(text.split())
+
+
 def build_context(spec: str, root: Path, doses: int | None = None, vectors: str | None = None,
-                  command: str | None = None, render: bool = True) -> AuditContext:
+                  command: str | None = None, render: bool = True,
+                  params: Mapping[str, Any] | None = None) -> AuditContext:
     """Load, compile, verify and render a protocol for an audit page.
 
     Parameters
@@ -128,7 +143,7 @@ def build_context(spec: str, root: Path, doses: int | None = None, vectors: str 
     (True, '3+3-deescalate')
     """
     if spec in DESIGNS:
-        protocol = resolve_spec(spec, doses)
+        protocol = resolve_spec(spec, doses, params)
         spec_path = None
     else:
         spec_path = _spec_path(spec, root) or root / spec
@@ -263,6 +278,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
             has_content = False
             option_spec: ClassVar[dict[str, Any]] = {
                 "doses": directives.positive_int,
+                "set": directives.unchanged,  # a model-assisted design's parameters: NAME=VALUE NAME=VALUE
                 "vectors": directives.unchanged,
                 "command": directives.unchanged,
                 "sections": directives.unchanged,
@@ -281,13 +297,16 @@ def setup(app: Sphinx) -> dict[str, Any]:
                 vector_files = sorted(vector_dir.glob("*.json")) if vector_dir and vector_dir.is_dir() else []
                 for f in [*files, *vector_files]:
                     self.env.note_dependency(str(f))
-                key = (spec, str(root), self.options.get("doses"), vectors, self.options.get("command"),
+                params = design_settings(self.options.get("set", ""))
+                key = (spec, str(root), self.options.get("doses"), tuple(sorted(params.items())), vectors,
+                       self.options.get("command"),
                        _signature([*files, *vector_files]), self.config.escalation_rules_render)
                 try:
                     ctx = _CACHE.get(key)
                     if ctx is None:
                         ctx = build_context(spec, root, self.options.get("doses"), vectors,
-                                            self.options.get("command"), render=self.config.escalation_rules_render)
+                                            self.options.get("command"), render=self.config.escalation_rules_render,
+                                            params=params)
                         _CACHE[key] = ctx
                     href = None
                     if ctx.svg is not None and "diagram" in sections:
