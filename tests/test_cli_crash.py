@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_a_bug_exits_70_with_one_line_naming_the_details_file(monkeypatch: pytes
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The line says it is a bug and names a file holding the traceback; nothing else on stderr."""
     monkeypatch.delenv("ESCALATION_RULES_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "verify", _explode)
+    monkeypatch.setattr(importlib.import_module("escalation_rules.verify"), "verify", _explode)
     assert cli.main(["verify", "3+3-deescalate", "--doses", "3"]) == cli.EXIT_BUG == 70
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -31,7 +32,7 @@ def test_debug_environment_prints_the_traceback(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """With ESCALATION_RULES_DEBUG set the traceback goes to stderr instead of a file."""
     monkeypatch.setenv("ESCALATION_RULES_DEBUG", "1")
-    monkeypatch.setattr(cli, "verify", _explode)
+    monkeypatch.setattr(importlib.import_module("escalation_rules.verify"), "verify", _explode)
     assert cli.main(["verify", "3+3-deescalate", "--doses", "3"]) == 70
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "details: the traceback above" in err

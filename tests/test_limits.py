@@ -21,6 +21,7 @@ ROWS = {
     "characters in a history": "MAX_HISTORY_CHARS",
     "entries in a history": "MAX_HISTORY_ENTRIES",
     "states in the full state graph": "MAX_STATES",
+    "classes of merged states": "MAX_MERGED_STATES",
 }
 
 

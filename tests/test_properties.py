@@ -31,6 +31,7 @@ from escalation_rules import (
     decide,
     load_protocol,
 )
+from escalation_rules.designs import design_parameters
 from escalation_rules.history import Entry, format_history
 from escalation_rules.strategies import histories, partial_histories
 
@@ -47,8 +48,10 @@ class Case:
         return self.name
 
 
+# The rule-based designs, whose invariants these are; the model-assisted designs and the CRM break some of
+# them by design and have their own invariants and tests (tests/test_interval.py, tests/test_crm.py).
 CASES = [Case(f"{name} --doses {k}", compile_protocol(builtin_design(name, k)))
-         for name in sorted(DESIGNS) for k in range(1, 7)]
+         for name in sorted(DESIGNS) if not design_parameters(name) for k in range(1, 7)]
 CASES.append(Case("spec/nct07117175", compile_protocol(load_protocol("spec/nct07117175"))))
 BY_NAME = {c.name: c for c in CASES}
 

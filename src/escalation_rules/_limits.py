@@ -30,6 +30,7 @@ __all__ = [
     "MAX_HISTORY_CHARS",
     "MAX_HISTORY_ENTRIES",
     "MAX_INT_DIGITS",
+    "MAX_MERGED_STATES",
     "MAX_OPTIONS",
     "MAX_RULES",
     "MAX_STAGES",
@@ -54,6 +55,10 @@ MAX_OPTIONS = 100
 #: States in the full compiled state graph (``compile_protocol``, ``show``, ``verify --full``): that graph holds
 #: every history, so it grows exponentially with the ladder; verification on merged states has no such limit.
 MAX_STATES = 100_000
+#: Classes of states explored on merged states (``verify``, ``next``, ``paths``, ``oc``): the work of every
+#: analysis grows with them; a protocol past it is refused within seconds instead of running for minutes
+#: (NCT07117175 with its cap raised to 100 has about 240,000; at its own cap of 18, 308).
+MAX_MERGED_STATES = 100_000
 #: Characters in one guard, cohort expression or eligibility criterion.
 MAX_GUARD_CHARS = 2000
 #: Bytes in one protocol file, history file or patient record (and one line of a batch).

@@ -65,6 +65,7 @@ from typing import Any
 import attrs
 
 from ._interval import BOUNDARY_NAMES
+from ._limits import MAX_MERGED_STATES
 from ._machine import StepError, boundary_env, env_of, fire, model_env, selected_mtd
 from .errors import CompileError
 from .guards import Guard
@@ -485,6 +486,9 @@ class _Explorer:
             node = Node(DECIDE, stage_id, dose, 0, rule_id, tuple(children), tuple(labels), None, False, horizon,
                         facts)
         nid = len(self.nodes)
+        if nid >= MAX_MERGED_STATES:
+            raise CompileError([f"{self.p.source}: more than {MAX_MERGED_STATES:,} classes of states to explore "
+                                "(the limit, docs/reference/limits.md); lower the cap or shorten the ladder"])
         self.nodes.append(node)
         self.checks.extend((nid, child, key, failure) for child, key, failure in checks)
         fields = tuple(sorted(reads))

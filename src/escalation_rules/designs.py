@@ -526,8 +526,6 @@ def builtin_design(name: str, doses: int = 5, **params: Any) -> Protocol:
     >>> p.cap, len(p.boundaries), p.selection.target
     (18, 18, 0.3)
     """
-    where = f"{name} (--doses {doses})"
-    if params:
-        settings = " ".join(f"--set {k}={v}" for k, v in sorted(params.items()))
-        where = f"{name} (--doses {doses} {settings})"
-    return protocol_from_mapping(design_mapping(name, doses, params), where)
+    mapping = design_mapping(name, doses, params)  # checks the name, the doses and the parameters first
+    settings = "".join(f" --set {k}={show(v)}" for k, v in sorted(params.items()))
+    return protocol_from_mapping(mapping, f"{name} (--doses {doses}{settings})")

@@ -713,20 +713,20 @@ def read_policy_entry(value: Any, rule: Rule, cap: int, doses: tuple[Dose, ...],
     def option_ok(option: Any, path: str) -> bool:
         if isinstance(option, str) and option in offered:
             return True
-        problem(path, f"unknown option {option!r} (offered: {', '.join(offered)})")
+        problem(path, f"unknown option {show(option)} (offered: {', '.join(offered)})")
         return False
 
     if isinstance(value, str):
         return value if option_ok(value, "") else None
     if not isinstance(value, list) or not value:
-        problem("", f"expected an option id or a list of {{when, option}} cases (got {value!r})")
+        problem("", f"expected an option id or a list of {{when, option}} cases (got {show(value)})")
         return None
     cases: list[PolicyCase] = []
     ok = True
     for i, raw in enumerate(value):
         path = f"[{i}]"
         if not isinstance(raw, dict):
-            problem(path, f"expected a table with 'when' and 'option' (got {raw!r})")
+            problem(path, f"expected a table with 'when' and 'option' (got {show(raw)})")
             ok = False
             continue
         unknown = sorted(set(raw) - {"when", "option"})
@@ -742,7 +742,7 @@ def read_policy_entry(value: Any, rule: Rule, cap: int, doses: tuple[Dose, ...],
         if "when" in raw:
             text = raw["when"]
             if not isinstance(text, str):
-                problem(f"{path}.when", f"expected an expression string (got {text!r})")
+                problem(f"{path}.when", f"expected an expression string (got {show(text)})")
                 ok = False
             else:
                 try:

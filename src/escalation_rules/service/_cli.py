@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import EscalationRulesError
+from ..errors import EscalationRulesError, install_hint
 
 __all__ = ["is_loopback", "register"]
 
@@ -74,7 +74,7 @@ def _import_service() -> Any:
         from . import app
     except ImportError as err:
         raise EscalationRulesError(f"serve: the service needs FastAPI and uvicorn ({err.name} is missing); install "
-                                   f"them with: pip install 'escalation_rules[serve]'") from None
+                                   f"them {install_hint('serve')}") from None
     return app
 
 
