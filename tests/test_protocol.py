@@ -231,7 +231,7 @@ def test_read_protocol_data_returns_merged_mapping() -> None:
         (('id = "d2"', 'id = "d1"'), "doses[1].id: duplicate dose id 'd1'"),
         (('id = "toxic"', 'id = "go"'), "stages[0].rules[2].id: duplicate rule id 'go'"),
         (("cohort = 3", "cohort = 0"), "stages[0].cohort: expected a positive integer (got 0)"),
-        (('move = "next"', 'move = "up"'), "stages[0].rules[0].move: expected one of stay, next, previous (got 'up')"),
+        (('move = "next"', 'move = "up"'), "stages[0].rules[0].move: expected one of stay, next, previous, model (got 'up')"),
         (('action = "stop"\nmtd = "current"', 'action = "halt"'),
          "stages[0].rules[1].action: expected one of treat, stop, decide (got 'halt')"),
         (('mtd = "current"', 'mtd = "current"\nmove = "next"'),

@@ -30,7 +30,8 @@ Examples
 >>> len(p.doses), p.cap
 (4, 24)
 >>> sorted(DESIGNS)
-['3+3-deescalate', '3+3-escalate-only', '3+3-six-at-top', 'accelerated-titration', 'boin', 'i3+3', 'keyboard', 'mtpi2']
+['3+3-deescalate', '3+3-escalate-only', '3+3-six-at-top', 'accelerated-titration', 'boin', 'crm', 'i3+3', \
+'keyboard', 'mtpi2']
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def spec_path(spec: str) -> Path:
     ...
     escalation_rules.errors.ProtocolError: no-such-protocol: no such protocol file or folder, and not a shipped \
 protocol or a built-in design (shipped protocols: nct07117175; built-in designs: 3+3-deescalate, 3+3-escalate-only, \
-3+3-six-at-top, accelerated-titration, boin, i3+3, keyboard, mtpi2)
+3+3-six-at-top, accelerated-titration, boin, crm, i3+3, keyboard, mtpi2)
     """
     if not spec.strip():
         raise ProtocolError(["SPEC: expected a protocol file or folder, a shipped protocol or a built-in design name "
