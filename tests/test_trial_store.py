@@ -705,4 +705,4 @@ def test_a_stored_protocol_past_the_limits_is_reported_not_built(store: TrialSto
     # the protocol loader's documented limit refuses it before the store's own check could
     assert status == 1 and "protocol.cap: expected at most 1000, the documented limit" in out
     assert cli("status", store.path) == 1
-    assert "cap: at most 1,000" in capsys.readouterr().err
+    assert "protocol.cap: expected at most 1000, the documented limit" in capsys.readouterr().err
