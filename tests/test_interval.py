@@ -88,6 +88,8 @@ def test_unsafe_boundary_table_is_flagged() -> None:
     ({"target": "0.3", "colour": "red"}, "unknown parameter 'colour'"),
     ({"target": "x"}, "parameter target: expected a number"),
     ({"target": "1" * 5000}, "at most 40 characters"),
+    ({"target": 10**5000}, r"below 10\^15 \(got an integer of 5001 digits\)"),
+    ({"max_n": -(10**20)}, r"below 10\^15"),
 ])
 def test_bad_parameters_refused(params: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):

@@ -259,22 +259,24 @@ def _coerce(design: str, key: str, kind: type, value: Any) -> Any:
                 return True
             if text.lower() in ("false", "0", "no"):
                 return False
-            raise ProtocolError([f"{where}: expected true or false (got {value!r})"])
+            raise ProtocolError([f"{where}: expected true or false (got {show(value)})"])
         if len(text) > 40:
             raise ProtocolError([f"{where}: expected a number of at most 40 characters (got {len(text)})"])
         try:
             value = int(text) if kind is int else float(text)
         except ValueError:
             raise ProtocolError([f"{where}: expected {'an integer' if kind is int else 'a number'} "
-                                 f"(got {value!r})"]) from None
+                                 f"(got {show(value)})"]) from None
     if kind is bool:
         if not isinstance(value, bool):
-            raise ProtocolError([f"{where}: expected true or false (got {value!r})"])
+            raise ProtocolError([f"{where}: expected true or false (got {show(value)})"])
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
-        raise ProtocolError([f"{where}: expected {'an integer' if kind is int else 'a number'} (got {value!r})"])
+        raise ProtocolError([f"{where}: expected {'an integer' if kind is int else 'a number'} (got {show(value)})"])
+    if isinstance(value, int) and abs(value) >= 10**15:  # far past any parameter, and past float's range
+        raise ProtocolError([f"{where}: expected a number below 10^15 (got {show(value)})"])
     if not math.isfinite(value):
-        raise ProtocolError([f"{where}: expected a finite number (got {value!r})"])
+        raise ProtocolError([f"{where}: expected a finite number (got {show(value)})"])
     return kind(value)
 
 
@@ -282,7 +284,7 @@ def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
     spec = design_parameters(name)
     unknown = sorted(set(params) - set(spec))
     if unknown:
-        raise ProtocolError([f"{name}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(spec))})"])
+        raise ProtocolError([f"{name}: unknown parameter {show(unknown[0])} (known: {', '.join(sorted(spec))})"])
     values = {key: _coerce(name, key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
     problems = []
     target = values["target"]
@@ -432,7 +434,7 @@ def _crm_design(doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
     spec = _CRM_PARAMS
     unknown = sorted(set(params) - set(spec))
     if unknown:
-        raise ProtocolError([f"crm: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(spec))})"])
+        raise ProtocolError([f"crm: unknown parameter {show(unknown[0])} (known: {', '.join(sorted(spec))})"])
     v = {key: _coerce("crm", key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
     problems = []
     if not 0.05 <= v["target"] <= 0.6:
@@ -443,7 +445,7 @@ def _crm_design(doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
     if not 1 <= v["start"] <= doses:
         problems.append(f"crm: parameter start: expected a dose from 1 to {doses} (got {v['start']})")
     if v["model"] not in ("empiric", "logistic"):
-        problems.append(f"crm: parameter model: expected empiric or logistic (got {v['model']!r})")
+        problems.append(f"crm: parameter model: expected empiric or logistic (got {show(v['model'])})")
     if not 0 <= v["stop_p"] < 1:
         problems.append(f"crm: parameter stop_p: expected 0 (off) or a probability below 1 (got {v['stop_p']})")
     prior_mtd = v["prior_mtd"] or (doses + 1) // 2

@@ -1051,7 +1051,7 @@ def _read_model(r: _Reader, data: Mapping[str, Any],
     for i, raw in enumerate(raw_rows or []):
         path = f"boundaries[{i}]"
         if not isinstance(raw, dict):
-            r.problem(path, f"expected a table (got {raw!r})")
+            r.problem(path, f"expected a table (got {show(raw)})")
             continue
         r.unknown_keys(raw, path, ("n", "escalate", "deescalate", "eliminate", "stop"))
         n = r.get(raw, "n", path, int)
@@ -1083,7 +1083,7 @@ def _read_model(r: _Reader, data: Mapping[str, Any],
         offset = r.get(raw_sel, "offset", "selection", float, 0.05)
         for key, value in (("target", target), ("cutoff_eli", cutoff), ("offset", offset)):
             if value is not None and not 0 < value < 1:
-                r.problem(f"selection.{key}", f"expected a number between 0 and 1 (got {value!r})")
+                r.problem(f"selection.{key}", f"expected a number between 0 and 1 (got {show(value)})")
         if target is not None and cutoff is not None and offset is not None:
             selection = Selection(target, cutoff, bool(extrasafe), offset, method or "isotonic")
     for i, stage in enumerate(stages):
