@@ -389,6 +389,11 @@ def test_paths_depth_zero_and_negative(capsys) -> None:
 def test_fast_commands_import_neither_networkx_nor_numpy_nor_pint(argv: list[str], tmp_path: Path) -> None:
     """next, screen and trial status run without importing networkx, numpy, pint or the analyses.
 
+    Nor the smaller costs found by ``python -X importtime``: cryptography, a
+    FHIR model, the pure-Python tomllib (tomli's compiled parser reads the
+    protocol), shutil (argparse's terminal width), concurrent.futures and
+    logging, calendar, random.
+
     Whole-process start-up is measured in benchmarks/bench_core.py; this
     checks, in a fresh interpreter, the imports that would cost it.
     """
@@ -400,7 +405,8 @@ def test_fast_commands_import_neither_networkx_nor_numpy_nor_pint(argv: list[str
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    status = main({[a.format(db=db) for a in argv]!r})\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('networkx', 'numpy', 'pint', 'matplotlib',"
-        " 'sphinx') or m.startswith(('escalation_rules.analysis', 'escalation_rules.verify')))\n"
+        " 'sphinx', 'cryptography', 'fhir', 'tomllib', 'shutil', 'concurrent', 'logging', 'calendar', 'random')"
+        " or m.startswith(('escalation_rules.analysis', 'escalation_rules.verify')))\n"
         "print(status, heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -60,7 +60,6 @@ escalation_rules.errors.GuardSyntaxError: unknown name 'dlts' (known: n, tox)
 
 from __future__ import annotations
 
-import calendar
 import datetime as _dt
 import functools
 import operator
@@ -682,7 +681,8 @@ def _shift(day: _dt.date, amount: int, unit: str) -> _dt.date:
         return day + _dt.timedelta(weeks=amount)
     months = amount * (12 if unit == "year" else 1)
     year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
-    last = calendar.monthrange(year, month0 + 1)[1]
+    following = _dt.date(year + (month0 + 1) // 12, (month0 + 1) % 12 + 1, 1)  # the next month's first day
+    last = (following - _dt.timedelta(days=1)).day
     return _dt.date(year, month0 + 1, min(day.day, last))
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from . import _toml as tomllib
 from ._crm import CrmModel
 from ._interval import BOUNDARY_NAMES, Boundary, Selection
 from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_FILE_BYTES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, show

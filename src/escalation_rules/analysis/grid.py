@@ -32,7 +32,6 @@ import csv
 import io
 import json
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from fractions import Fraction
@@ -41,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from .. import _toml as tomllib
 from ..designs import DESIGNS, design_parameters
 from ..errors import EscalationRulesError
 from ..protocol import Protocol

@@ -55,13 +55,13 @@ escalation_rules.errors.EscalationRulesError: policy: fill-complete: the cases l
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from .. import _toml as tomllib
 from ..errors import EscalationRulesError
 from ..guards import Guard
 from ..protocol import ConditionalChoice, Option, PolicyEntry, Protocol, Rule, policy_entry_data, read_policy_entry

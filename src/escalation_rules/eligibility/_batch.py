@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._record import RecordError, read_record_json
 from ._screen import screen_summary
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
+
+if TYPE_CHECKING:  # concurrent.futures imports logging: not paid by every screen at start-up
+    from concurrent.futures import Executor
 
 __all__ = ["screen_jsonl", "screen_lines"]
 

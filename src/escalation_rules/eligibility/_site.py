@@ -39,13 +39,13 @@ True
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from .. import _toml as tomllib
 from ..errors import GuardSyntaxError, ProtocolError
 from ._record import _CODE, _show
 from ._units import lab_unit

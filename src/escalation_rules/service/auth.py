@@ -40,12 +40,12 @@ import hmac
 import re
 import secrets
 import threading
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from .. import _toml as tomllib
 from ..errors import EscalationRulesError
 
 __all__ = ["ROLES", "SIGNING_ROLES", "TRIAL_ID", "User", "Users", "hash_token", "load_users", "new_token",

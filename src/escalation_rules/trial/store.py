@@ -48,10 +48,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import sqlite3
 import time as _time
-import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -59,6 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .. import _toml as tomllib
 from ..designs import DESIGNS, design_mapping
 from ..errors import EscalationRulesError
 from ..graph import explore_merged
@@ -788,6 +787,8 @@ class TrialStore:
                 if _time.monotonic() > deadline:
                     raise TrialError(f"{self.path}: another writer held the store for {self.timeout:g} s; "
                                      f"nothing was stored (try again)")
+                import random  # only when the store is busy (start-up time)
+
                 _time.sleep(random.uniform(0.0001, delay))
                 delay = min(delay * 2, 0.001)
         finally:
