@@ -71,7 +71,7 @@ from .errors import CompileError
 from .guards import Guard
 from .protocol import Outcome, Protocol
 
-__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "Watch",
+__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "Reads", "ReducedGraph", "Watch",
            "reduce_protocol", "watch_key"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
@@ -98,26 +98,62 @@ def initial_data(k: int) -> list[int]:
     return [0] * (4 * k + 1) + [k, -1]
 
 
+class Reads:
+    """The data fields read while exploring a state, as a bit mask (field i is bit i).
+
+    Adding a field, a run of fields or another set costs a few machine words
+    whatever the ladder's length, and the mask is the key of the fields read.
+
+    Examples
+    --------
+    >>> reads = Reads()
+    >>> reads.add(3)
+    >>> reads.add_range(5, 8)
+    >>> reads.mask |= 1 << 10
+    >>> reads.fields()
+    (3, 5, 6, 7, 10)
+    """
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: int = 0) -> None:
+        self.mask = mask
+
+    def add(self, field: int) -> None:
+        """Record ``field`` as read."""
+        self.mask |= 1 << field
+
+    def add_range(self, start: int, stop: int) -> None:
+        """Record the fields ``start`` to ``stop - 1`` as read."""
+        if stop > start:
+            self.mask |= ((1 << (stop - start)) - 1) << start
+
+    def fields(self) -> tuple[int, ...]:
+        """The fields read, in ascending order."""
+        bits = bin(self.mask)[:1:-1]  # bit 0 first
+        return tuple(i for i, bit in enumerate(bits) if bit == "1")
+
+
 class FieldView:
     """Read access to a state's data vector that records every field read.
 
     Examples
     --------
-    >>> reads = set()
+    >>> reads = Reads()
     >>> view = FieldView([3, 0, 1, 0, 0, 0, 1, 0, 4, 2, 0], 2, reads)
-    >>> view.n(0), view.tox(0), view.passed(0), sorted(reads)
-    (3, 1, True, [0, 2, 6])
-    >>> view.closed_up_to(1), view.treated_from(0), sorted(reads)
-    (False, True, [0, 2, 4, 5, 6])
+    >>> view.n(0), view.tox(0), view.passed(0), reads.fields()
+    (3, 1, True, (0, 2, 6))
+    >>> view.closed_up_to(1), view.treated_from(0), reads.fields()
+    (False, True, (0, 2, 4, 5, 6))
     """
 
     __slots__ = ("k", "reads", "vals")
 
-    def __init__(self, vals: list[int], k: int, reads: set[int]) -> None:
+    def __init__(self, vals: list[int], k: int, reads: Reads) -> None:
         self.vals, self.k, self.reads = vals, k, reads
 
     def _get(self, field: int) -> int:
-        self.reads.add(field)
+        self.reads.mask |= 1 << field
         return self.vals[field]
 
     def n(self, dose: int) -> int:
@@ -144,7 +180,7 @@ class FieldView:
         closed one), which decide the answer.
         """
         k, lowest = self.k, self.vals[4 * self.k + 1]
-        self.reads.update(range(2 * k, 2 * k + min(lowest, dose) + 1))
+        self.reads.add_range(2 * k, 2 * k + min(lowest, dose) + 1)
         return lowest <= dose
 
     def treated_from(self, dose: int) -> bool:
@@ -157,12 +193,12 @@ class FieldView:
         """
         k, highest, vals = self.k, self.vals[4 * self.k + 2], self.vals
         if highest < dose:
-            self.reads.update(range(max(dose, 0), k))
+            self.reads.add_range(max(dose, 0), k)
             return False
         i = max(dose, 0)
         while not vals[i]:
             i += 1
-        self.reads.update(range(max(dose, 0), i + 1))
+        self.reads.add_range(max(dose, 0), i + 1)
         return True
 
 
@@ -289,7 +325,7 @@ class ReducedGraph:
 class _Env(dict[str, Any]):
     """The guard names at a dose, computed on first use and recorded as read fields."""
 
-    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: set[int],
+    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: Reads,
                  last: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.explorer = explorer
@@ -311,10 +347,11 @@ class _Env(dict[str, Any]):
 class _Bucket:
     """The classes of one control part that read the same fields: field values → node id."""
 
-    __slots__ = ("fields", "project", "table")
+    __slots__ = ("mask", "project", "table")
 
-    def __init__(self, fields: tuple[int, ...]) -> None:
-        self.fields = fields
+    def __init__(self, reads: Reads) -> None:
+        self.mask = reads.mask  # the fields read (see Reads)
+        fields = reads.fields()
         self.project: Callable[[list[int]], Any]
         if not fields:
             self.project = lambda vals: ()
@@ -332,14 +369,13 @@ class _Explorer:
         self.enrolled = 4 * self.k  # index of the enrolment in a data vector (see FIELDS)
         self.lowest_closed = 4 * self.k + 1
         self.highest_treated = 4 * self.k + 2
-        self.all_fields = frozenset(range(4 * self.k + 1))  # the carried fields follow from these
         self.observer = observer
         #: (node id, child index or None, check key, failure or None) for every check the observer made
         self.checks: list[tuple[int, int | None, Any, str | None]] = []
         self.stages = {s.id: s for s in protocol.stages}
         self.nodes: list[Node] = []
         #: per control part, its buckets by the fields they read (in the order made)
-        self.memo: dict[tuple[Any, ...], dict[tuple[int, ...], _Bucket]] = {}
+        self.memo: dict[tuple[Any, ...], dict[int, _Bucket]] = {}
         self.visits = 0
         self.governing = {}
         for stage in protocol.stages:
@@ -348,7 +384,7 @@ class _Explorer:
 
     # -- guard names ------------------------------------------------------
 
-    def name_value(self, name: str, vals: list[int], dose: int, reads: set[int]) -> Any:
+    def name_value(self, name: str, vals: list[int], dose: int, reads: Reads) -> Any:
         k = self.k
         if name == "n":
             reads.add(dose)
@@ -393,17 +429,17 @@ class _Explorer:
             return vals[self.enrolled] if name == "enrolled" else self.cap - vals[self.enrolled]
         # A name this module does not know yet: take the engine's value and
         # count every field as read (exact, merges nothing).
-        reads.update(self.all_fields)
+        reads.add_range(0, self.enrolled + 1)  # the carried fields follow from these
         closed = sum(1 << i for i in range(k) if vals[2 * k + i])
         return env_of(self.p, dose, self.counts(vals, reads), vals[self.enrolled], closed)[name]
 
-    def counts(self, vals: list[int], reads: set[int]) -> Counts:
+    def counts(self, vals: list[int], reads: Reads) -> Counts:
         """(patients, DLTs) at every dose, as the engine holds them; every field they come from is read."""
         k = self.k
-        reads.update(range(2 * k))
+        reads.add_range(0, 2 * k)
         return tuple(zip(vals[:k], vals[k:2 * k], strict=True))
 
-    def model_value(self, name: str, vals: list[int], dose: int, reads: set[int],
+    def model_value(self, name: str, vals: list[int], dose: int, reads: Reads,
                     last: tuple[int, int] | None) -> Any:
         """A name of the protocol's [model]: it reads the counts at every dose."""
         return model_env(self.p, dose, self.counts(vals, reads), last)[name]
@@ -429,7 +465,7 @@ class _Explorer:
                 changes.append((self.lowest_closed, dose))
         if outcome.action == "stop":
             if outcome.mtd == "selected":  # reads every count and the closed doses
-                env.reads.update(range(2 * k, 3 * k))
+                env.reads.add_range(2 * k, 3 * k)
                 assert self.p.selection is not None  # the loader requires it
                 mtd = select_isotonic(self.p.selection, self.counts(vals, env.reads),
                                       lowest_closed if lowest_closed < k else None)
@@ -468,8 +504,8 @@ class _Explorer:
         undo.reverse()
         return undo
 
-    def visit(self, control: tuple[Any, ...], vals: list[int], path: list[str]) -> tuple[int, tuple[int, ...]]:
-        """The node of the class of (control, vals), exploring it if new; with the fields it reads."""
+    def visit(self, control: tuple[Any, ...], vals: list[int], path: list[str]) -> tuple[int, int]:
+        """The node of the class of (control, vals), exploring it if new; with the fields it reads (a mask)."""
         self.visits += 1
         buckets = self.memo.get(control)
         if buckets is not None:
@@ -479,11 +515,11 @@ class _Explorer:
                 if nid is not None:
                     if vals[self.enrolled] + self.nodes[nid].horizon > self.cap:
                         raise self.cap_error(nid, vals[self.enrolled], path)
-                    return nid, bucket.fields
+                    return nid, bucket.mask
         else:
             buckets = self.memo[control] = {}
         kind = control[0]
-        reads: set[int] = set()
+        reads = Reads()
         children: list[int] = []
         labels: list[str] = []
         checks: list[tuple[int | None, Any, str | None]] = []
@@ -525,7 +561,7 @@ class _Explorer:
                 cid, fields = self.visit(child_control, vals, path)
                 path.pop()
                 self.change(vals, undo)
-                reads.update(fields)
+                reads.mask |= fields
                 children.append(cid)
                 labels.append(rule.id)
             vals[dose] -= cohort
@@ -551,7 +587,7 @@ class _Explorer:
                 cid, fields = self.visit(child_control, vals, path)
                 path.pop()
                 self.change(vals, undo)
-                reads.update(fields)
+                reads.mask |= fields
                 children.append(cid)
                 labels.append(option.id)
             horizon = max(self.nodes[c].horizon for c in children)
@@ -564,9 +600,9 @@ class _Explorer:
                                 "(the limit, docs/reference/limits.md); lower the cap or shorten the ladder"])
         self.nodes.append(node)
         self.checks.extend((nid, child, key, failure) for child, key, failure in checks)
-        fields = tuple(sorted(reads))
+        fields = reads.mask
         if fields not in buckets:
-            buckets[fields] = _Bucket(fields)
+            buckets[fields] = _Bucket(reads)
         bucket = buckets[fields]
         bucket.table[bucket.project(vals)] = nid
         return nid, fields
