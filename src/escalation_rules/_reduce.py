@@ -494,6 +494,26 @@ class _Explorer:
                             f"left under the cap of {self.cap}", path, step)
         return (TREAT, stage_id, target, cohort), tuple(changes)
 
+    def child(self, control: tuple[Any, ...], child: tuple[Any, ...], changes: tuple[tuple[int, int], ...],
+              vals: list[int], reads: Reads, path: list[str], step: str, by: tuple[str, tuple[str, ...]],
+              checks: list[tuple[int | None, Any, str | None]], index: int) -> int:
+        """Visit the successor ``child`` of ``control`` (``changes``: its data, made in place and undone after).
+
+        The observer is shown the transition (``by``: the rule or option and its sign-off); the
+        child's reads join ``reads``.  Returns the child's node id.
+        """
+        undo = self.change(vals, changes)
+        if self.observer is not None:
+            view = FieldView(vals, self.k, reads)
+            checks += [(index, key, failure) for key, failure in
+                       self.observer.transition(control[1], control[2], child, view, by[0], by[1])]
+        path.append(step)
+        cid, fields = self.visit(child, vals, path)
+        path.pop()
+        self.change(vals, undo)
+        reads.mask |= fields
+        return cid
+
     @staticmethod
     def change(vals: list[int], changes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """Make ``changes`` (field, value) to the data in place; return the changes that undo them."""
@@ -552,17 +572,8 @@ class _Explorer:
                 else:
                     assert rule.outcome is not None
                     child_control, changes = self.apply(rule.outcome, stage_id, dose, vals, env, rule.id, path, step)
-                undo = self.change(vals, changes)  # the child's data, in place
-                if observer is not None:
-                    view = FieldView(vals, k, reads)
-                    checks += [(dlts, key, failure) for key, failure in
-                               observer.transition(stage_id, dose, child_control, view, rule.id, rule.signoff)]
-                path.append(step)
-                cid, fields = self.visit(child_control, vals, path)
-                path.pop()
-                self.change(vals, undo)
-                reads.mask |= fields
-                children.append(cid)
+                children.append(self.child(control, child_control, changes, vals, reads, path, step,
+                                           (rule.id, rule.signoff), checks, dlts))
                 labels.append(rule.id)
             vals[dose] -= cohort
             vals[k + dose] = tox
@@ -578,17 +589,8 @@ class _Explorer:
                 step = f"[{option.id}]"
                 child_control, changes = self.apply(option.outcome, stage_id, dose, vals, env,
                                                     f"{rule_id}/{option.id}", path, step)
-                undo = self.change(vals, changes)
-                if observer is not None:
-                    view = FieldView(vals, k, reads)
-                    checks += [(len(children), key, failure) for key, failure in observer.transition(
-                        stage_id, dose, child_control, view, f"{rule_id}/{option.id}", option.signoff)]
-                path.append(step)
-                cid, fields = self.visit(child_control, vals, path)
-                path.pop()
-                self.change(vals, undo)
-                reads.mask |= fields
-                children.append(cid)
+                children.append(self.child(control, child_control, changes, vals, reads, path, step,
+                                           (f"{rule_id}/{option.id}", option.signoff), checks, len(children)))
                 labels.append(option.id)
             horizon = max(self.nodes[c].horizon for c in children)
             facts = tuple((g.text, bool(g.evaluate(env))) for g in self.watch.get(rule_id, ()))
