@@ -345,19 +345,39 @@ class _Env(dict[str, Any]):
 
 
 class _Bucket:
-    """The classes of one control part that read the same fields: field values → node id."""
+    """The classes of one control part that read the same fields: field values → node id.
 
-    __slots__ = ("mask", "project", "table")
+    ``first`` holds the values of the first few fields of every class, so
+    that a state of another class is usually turned away without projecting
+    (and hashing) all the fields, which grow with the ladder.
+    """
+
+    __slots__ = ("first", "firsts", "mask", "project", "table")
 
     def __init__(self, reads: Reads) -> None:
         self.mask = reads.mask  # the fields read (see Reads)
         fields = reads.fields()
         self.project: Callable[[list[int]], Any]
+        self.first: Callable[[list[int]], Any]
         if not fields:
-            self.project = lambda vals: ()
+            self.project = self.first = lambda vals: ()
         else:
             self.project = operator.itemgetter(*fields)
+            self.first = operator.itemgetter(*fields[:_FIRST])
+        self.firsts: set[Any] = set()
         self.table: dict[Any, int] = {}
+
+    def get(self, vals: list[int]) -> int | None:
+        """The node id of the class of ``vals`` in this bucket, if any."""
+        return self.table.get(self.project(vals)) if self.first(vals) in self.firsts else None
+
+    def add(self, vals: list[int], nid: int) -> None:
+        """Record the class of ``vals`` as node ``nid``."""
+        self.firsts.add(self.first(vals))
+        self.table[self.project(vals)] = nid
+
+
+_FIRST = 3  # fields in a bucket's quick pre-check (see _Bucket)
 
 
 class _Explorer:
@@ -531,7 +551,7 @@ class _Explorer:
         if buckets is not None:
             # newest first: a state is most often met again soon after its class was made
             for bucket in reversed(buckets.values()):
-                nid = bucket.table.get(bucket.project(vals))
+                nid = bucket.get(vals)
                 if nid is not None:
                     if vals[self.enrolled] + self.nodes[nid].horizon > self.cap:
                         raise self.cap_error(nid, vals[self.enrolled], path)
@@ -606,7 +626,7 @@ class _Explorer:
         if fields not in buckets:
             buckets[fields] = _Bucket(reads)
         bucket = buckets[fields]
-        bucket.table[bucket.project(vals)] = nid
+        bucket.add(vals, nid)
         return nid, fields
 
     def cap_error(self, nid: int, enrolled: int, path: list[str]) -> CompileError:
