@@ -367,10 +367,6 @@ class _Bucket:
         self.firsts: set[Any] = set()
         self.table: dict[Any, int] = {}
 
-    def get(self, vals: list[int]) -> int | None:
-        """The node id of the class of ``vals`` in this bucket, if any."""
-        return self.table.get(self.project(vals)) if self.first(vals) in self.firsts else None
-
     def add(self, vals: list[int], nid: int) -> None:
         """Record the class of ``vals`` as node ``nid``."""
         self.firsts.add(self.first(vals))
@@ -522,7 +518,7 @@ class _Explorer:
         The observer is shown the transition (``by``: the rule or option and its sign-off); the
         child's reads join ``reads``.  Returns the child's node id.
         """
-        undo = self.change(vals, changes)
+        undo = self.change(vals, changes) if changes else changes
         if self.observer is not None:
             view = FieldView(vals, self.k, reads)
             checks += [(index, key, failure) for key, failure in
@@ -530,7 +526,8 @@ class _Explorer:
         path.append(step)
         cid, fields = self.visit(child, vals, path)
         path.pop()
-        self.change(vals, undo)
+        if undo:
+            self.change(vals, undo)
         reads.mask |= fields
         return cid
 
@@ -551,7 +548,9 @@ class _Explorer:
         if buckets is not None:
             # newest first: a state is most often met again soon after its class was made
             for bucket in reversed(buckets.values()):
-                nid = bucket.get(vals)
+                if bucket.first(vals) not in bucket.firsts:
+                    continue
+                nid = bucket.table.get(bucket.project(vals))
                 if nid is not None:
                     if vals[self.enrolled] + self.nodes[nid].horizon > self.cap:
                         raise self.cap_error(nid, vals[self.enrolled], path)
