@@ -21,13 +21,12 @@ clients; no lost or duplicated event.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,30 +37,21 @@ from typing import Any
 from escalation_rules.service.auth import hash_token
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # one way to start a server, shared with the service tests
+
+from _service_server import Server, running_server  # noqa: E402
+
 TOKEN = "bench-token-0123456789abcdef"
 HISTORIES = ["", "1N", "1T", "1TNN", "1N [escalate] 2NNN", "1N [escalate] 2NTN", "1N [escalate] 2NTNNNN",
              "1N [escalate] 2NNN 3NTN", "1N [escalate] 2NNN 3NTNNNN"]
 
 
-def start(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(tmp: Path) -> contextlib.AbstractContextManager[Server]:
+    """The server the tests use (tests/_service_server.py), with one user holding every role the clients need."""
     users = tmp / "users.toml"
     users.write_text(f'[[users]]\nperson = "Bench"\ntoken_hash = "{hash_token(TOKEN)}"\nroles = {{ "*" = ["admin", '
                      f'"investigator"] }}\n', encoding="utf-8")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "escalation_rules.cli", "serve", "--port", str(port), "--data",
-                             str(tmp / "trials"), "--users", str(users), "--protocols", str(ROOT / "spec")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if request(http.client.HTTPConnection("127.0.0.1", port, timeout=5), "GET", "/v1/health")[0] == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("bench_serve: the server did not start in 60 s")
+    return running_server(tmp, users=False, extra=("--users", str(users)))
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
@@ -86,13 +76,8 @@ def main() -> int:
     args = parser.parse_args()
     clients, per_client = (10, 20) if args.quick else (args.clients, args.requests)
     trials = max(1, min(args.trials, clients))
-    with tempfile.TemporaryDirectory() as folder:
-        proc, port = start(Path(folder))
-        try:
-            return run(port, clients, per_client, trials)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as folder, start(Path(folder)) as server:
+        return run(int(server.url.rsplit(":", 1)[1]), clients, per_client, trials)
 
 
 def run(port: int, clients: int, per_client: int, trials: int) -> int:

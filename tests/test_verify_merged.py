@@ -117,3 +117,31 @@ def test_merged_and_full_verification_agree_on_mutated_protocols(name, k, data):
     for a, b in zip(full.results, merged.results, strict=True):
         if not a.ok:
             assert _steps(a.counterexample) == _steps(b.counterexample)
+
+
+def test_a_treatment_above_a_closed_dose_is_flagged_by_both_walks():
+    """Regression (issue 13, checks without a scan): closing dose 1 and escalating still fails the closed-dose check.
+
+    The merged walk answers it from the lowest closed dose it carries; the counterexample is the full graph's.
+    """
+    mapping = copy.deepcopy(design_mapping("3+3-deescalate", 3))
+    rule = next(r for r in mapping["stages"][0]["rules"] if r["id"] == "esc-too-toxic-first")
+    rule.update(action="treat", move="next")
+    rule.pop("mtd")
+    protocol = protocol_from_mapping(mapping, "unsafe")
+    _agree(protocol)
+    result = {r.id: r for r in verify(protocol).results}["no-return-to-closed-dose"]
+    assert not result.ok and result.counterexample == "1NTT"
+    assert result.detail == "treats dose 2 after a dose at or below it was closed"
+
+
+def test_a_skipped_dose_is_flagged_by_both_walks():
+    """Regression (issue 13, checks without a scan): a CRM without its restriction jumps from dose 1 to dose 4.
+
+    The merged walk answers it from the highest dose treated it carries; both walks give the same history.
+    """
+    protocol = builtin_design("crm", 4, restrict=False, max_n=6)
+    _agree(protocol)
+    result = {r.id: r for r in verify(protocol).results}["no-skipped-dose"]
+    assert not result.ok and result.counterexample == "1NNN"
+    assert result.detail == "treats dose 4 with dose 3 never treated"

@@ -76,8 +76,7 @@ class CrmModel:
 
     def estimate(self, counts: Counts) -> float:
         """The posterior mean of a."""
-        grid, post = self._posterior(counts)
-        return float((grid * post).sum())
+        return _fit(self, counts)[0]
 
     def rates(self, counts: Counts) -> tuple[float, ...]:
         """Each dose's DLT rate at the posterior mean of a (as dfcrm's ``ptox``)."""
@@ -126,9 +125,7 @@ target 0.25: dose 4; restricted to dose 2 (no skipping a dose when escalating)
 
     def p_first_too_toxic(self, counts: Counts) -> float:
         """Pr(p_1 > target | data), over the integration grid."""
-        _, post = self._posterior(counts)
-        _, _, logp, _ = self._curve()
-        return float(post[logp[0] > math.log(self.target)].sum())
+        return _fit(self, counts)[1]
 
     def too_toxic(self, counts: Counts) -> bool:
         """The safety rule: Pr(p_1 > target | data) > stop_p (never without ``stop_p``)."""
@@ -152,6 +149,18 @@ def _curve(skeleton: tuple[float, ...], prior_sd: float, model: str, intcpt: flo
         logp = [-np.log1p(np.exp(-intcpt - scale * x)) for x in _scaled(skeleton, intcpt)]
     log1mp = [np.log(-np.expm1(lp)) for lp in logp]
     return grid, prior, logp, log1mp
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fit(model: CrmModel, counts: Counts) -> tuple[float, float]:
+    """The posterior mean of a and Pr(p_1 > target | data), from one integration of the posterior.
+
+    A state's next dose and its safety rule both read them (``model_dose``,
+    ``model_too_toxic``), so the posterior is computed once per data.
+    """
+    grid, post = model._posterior(counts)
+    _, _, logp, _ = model._curve()
+    return float((grid * post).sum()), float(post[logp[0] > math.log(model.target)].sum())
 
 
 @functools.lru_cache(maxsize=1 << 16)

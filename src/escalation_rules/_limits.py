@@ -19,7 +19,11 @@ True
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from . import _toml as tomllib
+from .errors import EscalationRulesError
 
 __all__ = [
     "MAX_CAP",
@@ -37,6 +41,7 @@ __all__ = [
     "MAX_STATES",
     "check_int",
     "count_text",
+    "read_toml",
     "show",
 ]
 
@@ -61,7 +66,7 @@ MAX_STATES = 100_000
 MAX_MERGED_STATES = 100_000
 #: Characters in one guard, cohort expression or eligibility criterion.
 MAX_GUARD_CHARS = 2000
-#: Bytes in one protocol file, history file or patient record (and one line of a batch).
+#: Bytes in one protocol file, history file or patient record (and one line of a batch), users or DLT file.
 MAX_FILE_BYTES = 1_000_000
 #: Characters in a history (outcome string or JSON text).
 MAX_HISTORY_CHARS = 100_000
@@ -124,3 +129,43 @@ def check_int(value: int, where: str, high: int, low: int = 1) -> str | None:
     if value > high:
         return f"{where}: expected at most {high}, the documented limit (got {show(value)})"
     return None
+
+
+#: How :func:`read_toml` words bytes that are not UTF-8 by default (``{path}``, ``{byte}``, ``{offset}``).
+NOT_UTF8 = "{path}: not UTF-8 text (byte {offset}): TOML files are UTF-8"
+
+
+def read_toml(path: str | os.PathLike[str], what: str, not_utf8: str = NOT_UTF8) -> dict[str, Any]:
+    """Read a TOML file of at most :data:`MAX_FILE_BYTES` (a protocol, users or DLT file: ``what``).
+
+    Every way the file can fail to be read is refused with one line naming it:
+    missing or unreadable, too large, not UTF-8 (worded by ``not_utf8``), not
+    valid TOML, nested too deeply for Python's parser.
+
+    Raises
+    ------
+    EscalationRulesError
+        With that line as its message.
+
+    Examples
+    --------
+    >>> read_toml("no/such.toml", "protocol file")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.errors.EscalationRulesError: no/such.toml: cannot read: No such file or directory
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise EscalationRulesError(f"{path}: larger than the limit of {MAX_FILE_BYTES} bytes for a {what}")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise EscalationRulesError(not_utf8.format(path=path, byte=err.object[err.start], offset=err.start)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise EscalationRulesError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise EscalationRulesError(f"{path}: nested too deeply to read") from None

@@ -64,22 +64,74 @@ from typing import Any
 
 import attrs
 
-from ._interval import BOUNDARY_NAMES
+from ._interval import BOUNDARY_NAMES, select_isotonic
 from ._limits import MAX_MERGED_STATES
-from ._machine import StepError, boundary_env, env_of, fire, model_env, selected_mtd
+from ._machine import Counts, StepError, boundary_env, env_of, fire, model_env
 from .errors import CompileError
 from .guards import Guard
 from .protocol import Outcome, Protocol
 
-__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "ReducedGraph", "Watch",
+__all__ = ["DECIDE", "FIELDS", "STOP", "TREAT", "FieldView", "Node", "Observer", "Reads", "ReducedGraph", "Watch",
            "reduce_protocol", "watch_key"]
 
 TREAT, DECIDE, STOP = 0, 1, 2
 _BOUNDARY = frozenset(BOUNDARY_NAMES)
 
 #: The data vector of a state with K doses: patients at dose i (index i), DLTs
-#: (K + i), closed for toxicity (2K + i), escalated from (3K + i), then the enrolment (4K).
-FIELDS = ("n", "tox", "closed", "passed")
+#: (K + i), closed for toxicity (2K + i), escalated from (3K + i), then the enrolment (4K),
+#: the lowest closed dose (4K + 1; K when none is closed) and the highest dose treated so far
+#: (4K + 2; -1 before the first cohort).  The last two are functions of the others, carried
+#: along so that a check need not scan the ladder (a dose is never reopened, so the lowest
+#: closed dose only falls); they are never recorded as read: a check records the fields its
+#: answer depends on, so the merging is the same as with a scan.
+FIELDS = ("n", "tox", "closed", "passed", "enrolled", "lowest_closed", "highest_treated")
+
+
+def initial_data(k: int) -> list[int]:
+    """The data vector before the first cohort, for a ladder of ``k`` doses (see :data:`FIELDS`).
+
+    Examples
+    --------
+    >>> initial_data(2)
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 2, -1]
+    """
+    return [0] * (4 * k + 1) + [k, -1]
+
+
+class Reads:
+    """The data fields read while exploring a state, as a bit mask (field i is bit i).
+
+    Adding a field, a run of fields or another set costs a few machine words
+    whatever the ladder's length, and the mask is the key of the fields read.
+
+    Examples
+    --------
+    >>> reads = Reads()
+    >>> reads.add(3)
+    >>> reads.add_range(5, 8)
+    >>> reads.mask |= 1 << 10
+    >>> reads.fields()
+    (3, 5, 6, 7, 10)
+    """
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: int = 0) -> None:
+        self.mask = mask
+
+    def add(self, field: int) -> None:
+        """Record ``field`` as read."""
+        self.mask |= 1 << field
+
+    def add_range(self, start: int, stop: int) -> None:
+        """Record the fields ``start`` to ``stop - 1`` as read."""
+        if stop > start:
+            self.mask |= ((1 << (stop - start)) - 1) << start
+
+    def fields(self) -> tuple[int, ...]:
+        """The fields read, in ascending order."""
+        bits = bin(self.mask)[:1:-1]  # bit 0 first
+        return tuple(i for i, bit in enumerate(bits) if bit == "1")
 
 
 class FieldView:
@@ -87,19 +139,21 @@ class FieldView:
 
     Examples
     --------
-    >>> reads = set()
-    >>> view = FieldView([3, 0, 1, 0, 0, 0, 1, 0, 4], 2, reads)
-    >>> view.n(0), view.tox(0), view.passed(0), sorted(reads)
-    (3, 1, True, [0, 2, 6])
+    >>> reads = Reads()
+    >>> view = FieldView([3, 0, 1, 0, 0, 0, 1, 0, 4, 2, 0], 2, reads)
+    >>> view.n(0), view.tox(0), view.passed(0), reads.fields()
+    (3, 1, True, (0, 2, 6))
+    >>> view.closed_up_to(1), view.treated_from(0), reads.fields()
+    (False, True, (0, 2, 4, 5, 6))
     """
 
     __slots__ = ("k", "reads", "vals")
 
-    def __init__(self, vals: list[int], k: int, reads: set[int]) -> None:
+    def __init__(self, vals: list[int], k: int, reads: Reads) -> None:
         self.vals, self.k, self.reads = vals, k, reads
 
     def _get(self, field: int) -> int:
-        self.reads.add(field)
+        self.reads.mask |= 1 << field
         return self.vals[field]
 
     def n(self, dose: int) -> int:
@@ -117,6 +171,35 @@ class FieldView:
     def passed(self, dose: int) -> bool:
         """Whether the trial escalated from ``dose``."""
         return bool(self._get(3 * self.k + dose))
+
+    def closed_up_to(self, dose: int) -> bool:
+        """Whether any dose at or below ``dose`` was closed for toxicity.
+
+        Answered from the lowest closed dose in constant time; records as read
+        the closed flags a scan upwards from dose 0 would read (up to the first
+        closed one), which decide the answer.
+        """
+        k, lowest = self.k, self.vals[4 * self.k + 1]
+        self.reads.add_range(2 * k, 2 * k + min(lowest, dose) + 1)
+        return lowest <= dose
+
+    def treated_from(self, dose: int) -> bool:
+        """Whether any patient was treated at ``dose`` or above.
+
+        Answered from the highest dose treated; records as read the patient
+        counts a scan upwards from ``dose`` would read (up to the first treated
+        dose), which decide the answer.  On a ladder treated without gaps from
+        the start dose up, that is one field.
+        """
+        k, highest, vals = self.k, self.vals[4 * self.k + 2], self.vals
+        if highest < dose:
+            self.reads.add_range(max(dose, 0), k)
+            return False
+        i = max(dose, 0)
+        while not vals[i]:
+            i += 1
+        self.reads.add_range(max(dose, 0), i + 1)
+        return True
 
 
 class Observer:
@@ -242,7 +325,7 @@ class ReducedGraph:
 class _Env(dict[str, Any]):
     """The guard names at a dose, computed on first use and recorded as read fields."""
 
-    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: set[int],
+    def __init__(self, explorer: _Explorer, vals: list[int], dose: int, reads: Reads,
                  last: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.explorer = explorer
@@ -262,18 +345,35 @@ class _Env(dict[str, Any]):
 
 
 class _Bucket:
-    """The classes of one control part that read the same fields: field values → node id."""
+    """The classes of one control part that read the same fields: field values → node id.
 
-    __slots__ = ("fields", "project", "table")
+    ``first`` holds the values of the first few fields of every class, so
+    that a state of another class is usually turned away without projecting
+    (and hashing) all the fields, which grow with the ladder.
+    """
 
-    def __init__(self, fields: tuple[int, ...]) -> None:
-        self.fields = fields
+    __slots__ = ("first", "firsts", "mask", "project", "table")
+
+    def __init__(self, reads: Reads) -> None:
+        self.mask = reads.mask  # the fields read (see Reads)
+        fields = reads.fields()
         self.project: Callable[[list[int]], Any]
+        self.first: Callable[[list[int]], Any]
         if not fields:
-            self.project = lambda vals: ()
+            self.project = self.first = lambda vals: ()
         else:
             self.project = operator.itemgetter(*fields)
+            self.first = operator.itemgetter(*fields[:_FIRST])
+        self.firsts: set[Any] = set()
         self.table: dict[Any, int] = {}
+
+    def add(self, vals: list[int], nid: int) -> None:
+        """Record the class of ``vals`` as node ``nid``."""
+        self.firsts.add(self.first(vals))
+        self.table[self.project(vals)] = nid
+
+
+_FIRST = 3  # fields in a bucket's quick pre-check (see _Bucket)
 
 
 class _Explorer:
@@ -283,13 +383,15 @@ class _Explorer:
         self.k = len(protocol.doses)
         self.cap = protocol.cap
         self.enrolled = 4 * self.k  # index of the enrolment in a data vector (see FIELDS)
-        self.all_fields = frozenset(range(4 * self.k + 1))
+        self.lowest_closed = 4 * self.k + 1
+        self.highest_treated = 4 * self.k + 2
         self.observer = observer
         #: (node id, child index or None, check key, failure or None) for every check the observer made
         self.checks: list[tuple[int, int | None, Any, str | None]] = []
         self.stages = {s.id: s for s in protocol.stages}
         self.nodes: list[Node] = []
-        self.memo: dict[tuple[Any, ...], list[_Bucket]] = {}
+        #: per control part, its buckets by the fields they read (in the order made)
+        self.memo: dict[tuple[Any, ...], dict[int, _Bucket]] = {}
         self.visits = 0
         self.governing = {}
         for stage in protocol.stages:
@@ -298,7 +400,7 @@ class _Explorer:
 
     # -- guard names ------------------------------------------------------
 
-    def name_value(self, name: str, vals: list[int], dose: int, reads: set[int]) -> Any:
+    def name_value(self, name: str, vals: list[int], dose: int, reads: Reads) -> Any:
         k = self.k
         if name == "n":
             reads.add(dose)
@@ -343,18 +445,20 @@ class _Explorer:
             return vals[self.enrolled] if name == "enrolled" else self.cap - vals[self.enrolled]
         # A name this module does not know yet: take the engine's value and
         # count every field as read (exact, merges nothing).
-        reads.update(self.all_fields)
-        counts = tuple((vals[i], vals[k + i]) for i in range(k))
+        reads.add_range(0, self.enrolled + 1)  # the carried fields follow from these
         closed = sum(1 << i for i in range(k) if vals[2 * k + i])
-        return env_of(self.p, dose, counts, vals[self.enrolled], closed)[name]
+        return env_of(self.p, dose, self.counts(vals, reads), vals[self.enrolled], closed)[name]
 
-    def model_value(self, name: str, vals: list[int], dose: int, reads: set[int],
+    def counts(self, vals: list[int], reads: Reads) -> Counts:
+        """(patients, DLTs) at every dose, as the engine holds them; every field they come from is read."""
+        k = self.k
+        reads.add_range(0, 2 * k)
+        return tuple(zip(vals[:k], vals[k:2 * k], strict=True))
+
+    def model_value(self, name: str, vals: list[int], dose: int, reads: Reads,
                     last: tuple[int, int] | None) -> Any:
         """A name of the protocol's [model]: it reads the counts at every dose."""
-        k = self.k
-        reads.update(range(2 * k))
-        counts = tuple((vals[i], vals[k + i]) for i in range(k))
-        return model_env(self.p, dose, counts, last)[name]
+        return model_env(self.p, dose, self.counts(vals, reads), last)[name]
 
     # -- steps ------------------------------------------------------------
 
@@ -364,30 +468,31 @@ class _Explorer:
         return CompileError([f"{self.p.source}: {message} after history {where!r}"])
 
     def apply(self, outcome: Outcome, stage: str, dose: int, vals: list[int], env: _Env, label: str,
-              path: list[str], step: str) -> tuple[tuple[Any, ...], list[int]]:
-        """Mirror of ``_machine.apply_outcome`` on a data vector: the next control part and data."""
+              path: list[str], step: str) -> tuple[tuple[Any, ...], tuple[tuple[int, int], ...]]:
+        """Mirror of ``_machine.apply_outcome`` on a data vector: the next control part, and the changes to the
+        data as (field, new value) pairs, which the caller makes (and undoes after visiting the child)."""
         k = self.k
+        changes: list[tuple[int, int]] = []
+        lowest_closed = vals[self.lowest_closed]
         if outcome.close and not vals[2 * k + dose]:
-            vals = list(vals)
-            vals[2 * k + dose] = 1
-        target = -1
-        if outcome.action == "treat":
-            target = env["model_dose"] - 1 if outcome.move == "model" else outcome.target(dose)
-        if outcome.action == "treat" and target > dose and not vals[3 * k + dose]:
-            vals = list(vals)
-            vals[3 * k + dose] = 1
+            changes.append((2 * k + dose, 1))
+            if dose < lowest_closed:  # doses are never reopened: the lowest closed dose only falls
+                lowest_closed = dose
+                changes.append((self.lowest_closed, dose))
         if outcome.action == "stop":
             if outcome.mtd == "selected":  # reads every count and the closed doses
-                env.reads.update(range(3 * k))
-                counts = tuple((vals[i], vals[k + i]) for i in range(k))
-                closed = sum(1 << i for i in range(k) if vals[2 * k + i])
-                return (STOP, selected_mtd(self.p, counts, closed), outcome.close), vals
+                env.reads.add_range(2 * k, 3 * k)
+                assert self.p.selection is not None  # the loader requires it
+                mtd = select_isotonic(self.p.selection, self.counts(vals, env.reads),
+                                      lowest_closed if lowest_closed < k else None)
+                return (STOP, mtd, outcome.close), tuple(changes)
             if outcome.mtd == "model":
                 assert self.p.model is not None
-                env.reads.update(range(2 * k))
-                counts = tuple((vals[i], vals[k + i]) for i in range(k))
-                return (STOP, self.p.model.recommend(counts) - 1, outcome.close), vals
-            return (STOP, outcome.mtd_dose(dose), outcome.close), vals
+                return (STOP, self.p.model.recommend(self.counts(vals, env.reads)) - 1, outcome.close), tuple(changes)
+            return (STOP, outcome.mtd_dose(dose), outcome.close), tuple(changes)
+        target = env["model_dose"] - 1 if outcome.move == "model" else outcome.target(dose)
+        if target > dose and not vals[3 * k + dose]:
+            changes.append((3 * k + dose, 1))
         if not 0 <= target < k:
             where = "above the top dose" if target > dose else "below the lowest dose"
             raise self.fail(f"rule {label!r} moves {where}", path, step)
@@ -403,23 +508,57 @@ class _Explorer:
         if vals[self.enrolled] + cohort > self.cap:
             raise self.fail(f"rule {label!r} treats {cohort} more with {self.cap - vals[self.enrolled]} places "
                             f"left under the cap of {self.cap}", path, step)
-        return (TREAT, stage_id, target, cohort), vals
+        return (TREAT, stage_id, target, cohort), tuple(changes)
 
-    def visit(self, control: tuple[Any, ...], vals: list[int], path: list[str]) -> tuple[int, tuple[int, ...]]:
-        """The node of the class of (control, vals), exploring it if new; with the fields it reads."""
+    def child(self, control: tuple[Any, ...], child: tuple[Any, ...], changes: tuple[tuple[int, int], ...],
+              vals: list[int], reads: Reads, path: list[str], step: str, by: tuple[str, tuple[str, ...]],
+              checks: list[tuple[int | None, Any, str | None]], index: int) -> int:
+        """Visit the successor ``child`` of ``control`` (``changes``: its data, made in place and undone after).
+
+        The observer is shown the transition (``by``: the rule or option and its sign-off); the
+        child's reads join ``reads``.  Returns the child's node id.
+        """
+        undo = self.change(vals, changes) if changes else changes
+        if self.observer is not None:
+            view = FieldView(vals, self.k, reads)
+            checks += [(index, key, failure) for key, failure in
+                       self.observer.transition(control[1], control[2], child, view, by[0], by[1])]
+        path.append(step)
+        cid, fields = self.visit(child, vals, path)
+        path.pop()
+        if undo:
+            self.change(vals, undo)
+        reads.mask |= fields
+        return cid
+
+    @staticmethod
+    def change(vals: list[int], changes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Make ``changes`` (field, value) to the data in place; return the changes that undo them."""
+        undo = []
+        for i, value in changes:
+            undo.append((i, vals[i]))
+            vals[i] = value
+        undo.reverse()
+        return undo
+
+    def visit(self, control: tuple[Any, ...], vals: list[int], path: list[str]) -> tuple[int, int]:
+        """The node of the class of (control, vals), exploring it if new; with the fields it reads (a mask)."""
         self.visits += 1
         buckets = self.memo.get(control)
         if buckets is not None:
-            for bucket in buckets:
+            # newest first: a state is most often met again soon after its class was made
+            for bucket in reversed(buckets.values()):
+                if bucket.first(vals) not in bucket.firsts:
+                    continue
                 nid = bucket.table.get(bucket.project(vals))
                 if nid is not None:
                     if vals[self.enrolled] + self.nodes[nid].horizon > self.cap:
                         raise self.cap_error(nid, vals[self.enrolled], path)
-                    return nid, bucket.fields
+                    return nid, bucket.mask
         else:
-            buckets = self.memo[control] = []
+            buckets = self.memo[control] = {}
         kind = control[0]
-        reads: set[int] = set()
+        reads = Reads()
         children: list[int] = []
         labels: list[str] = []
         checks: list[tuple[int | None, Any, str | None]] = []
@@ -433,34 +572,32 @@ class _Explorer:
             if observer is not None:
                 checks += [(None, key, failure)
                            for key, failure in observer.treat(stage_id, dose, cohort, FieldView(vals, k, reads))]
+            # the cohort's data is written into the vector in place (and taken out again below)
+            tox, highest = vals[k + dose], vals[self.highest_treated]
+            vals[dose] += cohort
+            vals[self.enrolled] += cohort
+            vals[self.highest_treated] = max(highest, dose)
             for dlts in range(cohort + 1):
                 step = f"{dose + 1}{'N' * (cohort - dlts)}{'T' * dlts}"
-                new = list(vals)
-                new[dose] += cohort
-                new[k + dose] += dlts
-                new[self.enrolled] += cohort
-                env = _Env(self, new, dose, reads, (cohort, dlts))
+                vals[k + dose] = tox + dlts
+                env = _Env(self, vals, dose, reads, (cohort, dlts))
                 try:
                     rule = fire(self.p, stage, env)
                 except StepError as err:
                     raise self.fail(str(err), path, step) from None
+                changes: tuple[tuple[int, int], ...] = ()
                 if rule.action == "decide":
                     child_control: tuple[Any, ...] = (DECIDE, stage_id, dose, rule.id)
-                    child_vals = new
                 else:
                     assert rule.outcome is not None
-                    child_control, child_vals = self.apply(rule.outcome, stage_id, dose, new, env, rule.id,
-                                                           path, step)
-                if observer is not None:
-                    view = FieldView(child_vals, k, reads)
-                    checks += [(dlts, key, failure) for key, failure in
-                               observer.transition(stage_id, dose, child_control, view, rule.id, rule.signoff)]
-                path.append(step)
-                cid, fields = self.visit(child_control, child_vals, path)
-                path.pop()
-                reads.update(fields)
-                children.append(cid)
+                    child_control, changes = self.apply(rule.outcome, stage_id, dose, vals, env, rule.id, path, step)
+                children.append(self.child(control, child_control, changes, vals, reads, path, step,
+                                           (rule.id, rule.signoff), checks, dlts))
                 labels.append(rule.id)
+            vals[dose] -= cohort
+            vals[k + dose] = tox
+            vals[self.enrolled] -= cohort
+            vals[self.highest_treated] = highest
             horizon = cohort + max(self.nodes[c].horizon for c in children)
             node = Node(TREAT, stage_id, dose, cohort, "", tuple(children), tuple(labels), None, False, horizon)
         else:
@@ -469,17 +606,10 @@ class _Explorer:
             env = _Env(self, vals, dose, reads)
             for option in rule.options:
                 step = f"[{option.id}]"
-                child_control, child_vals = self.apply(option.outcome, stage_id, dose, vals, env,
-                                                       f"{rule_id}/{option.id}", path, step)
-                if observer is not None:
-                    view = FieldView(child_vals, k, reads)
-                    checks += [(len(children), key, failure) for key, failure in observer.transition(
-                        stage_id, dose, child_control, view, f"{rule_id}/{option.id}", option.signoff)]
-                path.append(step)
-                cid, fields = self.visit(child_control, child_vals, path)
-                path.pop()
-                reads.update(fields)
-                children.append(cid)
+                child_control, changes = self.apply(option.outcome, stage_id, dose, vals, env,
+                                                    f"{rule_id}/{option.id}", path, step)
+                children.append(self.child(control, child_control, changes, vals, reads, path, step,
+                                           (f"{rule_id}/{option.id}", option.signoff), checks, len(children)))
                 labels.append(option.id)
             horizon = max(self.nodes[c].horizon for c in children)
             facts = tuple((g.text, bool(g.evaluate(env))) for g in self.watch.get(rule_id, ()))
@@ -491,14 +621,11 @@ class _Explorer:
                                 "(the limit, docs/reference/limits.md); lower the cap or shorten the ladder"])
         self.nodes.append(node)
         self.checks.extend((nid, child, key, failure) for child, key, failure in checks)
-        fields = tuple(sorted(reads))
-        for bucket in buckets:
-            if bucket.fields == fields:
-                break
-        else:
-            bucket = _Bucket(fields)
-            buckets.append(bucket)
-        bucket.table[bucket.project(vals)] = nid
+        fields = reads.mask
+        if fields not in buckets:
+            buckets[fields] = _Bucket(reads)
+        bucket = buckets[fields]
+        bucket.add(vals, nid)
         return nid, fields
 
     def cap_error(self, nid: int, enrolled: int, path: list[str]) -> CompileError:
@@ -549,7 +676,7 @@ def reduce_protocol(protocol: Protocol, observer: Observer | None = None, watch:
     # own frames; raised only when a large cap needs it (never lowered, for other threads' sake).
     if sys.getrecursionlimit() < 4 * protocol.cap + 200:
         sys.setrecursionlimit(4 * protocol.cap + 200)
-    root, _ = explorer.visit(start, [0] * (4 * explorer.k + 1), [])
+    root, _ = explorer.visit(start, initial_data(explorer.k), [])
     nodes = tuple(explorer.nodes)
     stats = {
         "nodes": len(nodes),

@@ -50,7 +50,7 @@ import attrs
 from . import __version__
 from ._machine import State
 from .describe import outcome_text, rule_text
-from .designs import DESIGNS, builtin_design
+from .designs import DESIGNS, builtin_design, settings_text
 from .engine import decide
 from .errors import EscalationRulesError, ProtocolError
 from .graph import CompiledProtocol
@@ -829,7 +829,7 @@ def sha256_of(path: Path) -> str:
 def design_settings(protocol: Protocol) -> str:
     """A built-in design's parameters as the ``--set`` options that give them (empty for designs without)."""
     parameters = protocol.extra.get("meta", {}).get("design", {}).get("parameters", {})
-    return " ".join(f"--set {k}={v}" for k, v in sorted(parameters.items())) if isinstance(parameters, dict) else ""
+    return settings_text(parameters) if isinstance(parameters, dict) else ""
 
 
 def site_stamp(ctx: AuditContext, built: str | None = None) -> dict[str, Any]:

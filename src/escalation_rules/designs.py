@@ -49,7 +49,7 @@ from ._limits import show
 from .errors import ProtocolError
 from .protocol import Protocol, protocol_from_mapping
 
-__all__ = ["DESIGNS", "builtin_design", "design_mapping", "design_parameters"]
+__all__ = ["DESIGNS", "builtin_design", "design_mapping", "design_parameters", "settings_text"]
 
 _STORER = "Storer (1989); Korn et al. (1994)"
 _KORN = "Korn et al. (1994), 3+3 with de-escalation"
@@ -280,23 +280,41 @@ def _coerce(design: str, key: str, kind: type, value: Any) -> Any:
     return kind(value)
 
 
-def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
-    spec = design_parameters(name)
+def _read_params(name: str, doses: int, spec: Mapping[str, tuple[Any, ...]], params: Mapping[str, Any],
+                 sizes: Callable[[dict[str, Any]], list[str]]) -> tuple[dict[str, Any], list[str]]:
+    """A design's parameters with the defaults filled in, and the problems of those every design has.
+
+    Unknown names are refused outright; the target and the start dose are
+    checked here, the cohort and sample size by ``sizes`` (in that order, so
+    each design's messages keep their order); the caller adds its own.
+    """
     unknown = sorted(set(params) - set(spec))
     if unknown:
         raise ProtocolError([f"{name}: unknown parameter {show(unknown[0])} (known: {', '.join(sorted(spec))})"])
     values = {key: _coerce(name, key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
     problems = []
-    target = values["target"]
-    if not 0.05 <= target <= 0.6:
-        problems.append(f"{name}: parameter target: expected a rate from 0.05 to 0.6 (got {target})")
+    if not 0.05 <= values["target"] <= 0.6:
+        problems.append(f"{name}: parameter target: expected a rate from 0.05 to 0.6 (got {values['target']})")
+    problems += sizes(values)
+    if not 1 <= values["start"] <= doses:
+        problems.append(f"{name}: parameter start: expected a dose from 1 to {doses} (got {values['start']})")
+    return values, problems
+
+
+def _interval_sizes(name: str, values: dict[str, Any]) -> list[str]:
+    problems = []
     if not 1 <= values["cohort"] <= 12:
         problems.append(f"{name}: parameter cohort: expected 1 to 12 patients (got {values['cohort']})")
     if not values["cohort"] <= values["max_n"] <= 120 or values["max_n"] % max(values["cohort"], 1):
         problems.append(f"{name}: parameter max_n: expected a multiple of the cohort size "
                         f"({values['cohort']}) up to 120 (got {values['max_n']})")
-    if not 1 <= values["start"] <= doses:
-        problems.append(f"{name}: parameter start: expected a dose from 1 to {doses} (got {values['start']})")
+    return problems
+
+
+def _interval_params(name: str, doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    values, problems = _read_params(name, doses, design_parameters(name), params,
+                                    functools.partial(_interval_sizes, name))
+    target = values["target"]
     for key in ("cutoff_eli", "offset", "phi1", "phi2", "margin_left", "margin_right", "eps1", "eps2"):
         v = values.get(key)
         if v is not None and not 0 < v < 1:
@@ -429,21 +447,16 @@ _CRM_PARAMS: dict[str, tuple[type, Any, str]] = {
 }
 
 
+def _crm_sizes(v: dict[str, Any]) -> list[str]:
+    if not 1 <= v["cohort"] <= 12 or not v["cohort"] <= v["max_n"] <= 120 or v["max_n"] % v["cohort"]:
+        return [f"crm: parameters cohort, max_n: expected a cohort of 1 to 12 and max_n a multiple of it up "
+                f"to 120 (got {v['cohort']}, {v['max_n']})"]
+    return []
+
+
 def _crm_design(doses: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """The CRM as protocol data: a [model] table and three rules that read it."""
-    spec = _CRM_PARAMS
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ProtocolError([f"crm: unknown parameter {show(unknown[0])} (known: {', '.join(sorted(spec))})"])
-    v = {key: _coerce("crm", key, spec[key][0], params[key]) if key in params else spec[key][1] for key in spec}
-    problems = []
-    if not 0.05 <= v["target"] <= 0.6:
-        problems.append(f"crm: parameter target: expected a rate from 0.05 to 0.6 (got {v['target']})")
-    if not 1 <= v["cohort"] <= 12 or not v["cohort"] <= v["max_n"] <= 120 or v["max_n"] % v["cohort"]:
-        problems.append(f"crm: parameters cohort, max_n: expected a cohort of 1 to 12 and max_n a multiple of it up "
-                        f"to 120 (got {v['cohort']}, {v['max_n']})")
-    if not 1 <= v["start"] <= doses:
-        problems.append(f"crm: parameter start: expected a dose from 1 to {doses} (got {v['start']})")
+    v, problems = _read_params("crm", doses, _CRM_PARAMS, params, _crm_sizes)
     if v["model"] not in ("empiric", "logistic"):
         problems.append(f"crm: parameter model: expected empiric or logistic (got {show(v['model'])})")
     if not 0 <= v["stop_p"] < 1:
@@ -530,5 +543,20 @@ def builtin_design(name: str, doses: int = 5, **params: Any) -> Protocol:
     (18, 18, 0.3)
     """
     mapping = design_mapping(name, doses, params)  # checks the name, the doses and the parameters first
-    settings = "".join(f" --set {k}={show(v)}" for k, v in sorted(params.items()))
-    return protocol_from_mapping(mapping, f"{name} (--doses {doses}{settings})")
+    settings = settings_text(params, show)
+    return protocol_from_mapping(mapping, f"{name} (--doses {doses}{' ' if settings else ''}{settings})")
+
+
+def settings_text(params: Mapping[str, Any] | None, value: Callable[[Any], str] = str) -> str:
+    """A design's parameters as the ``--set`` options that give them (empty for none).
+
+    ``value`` writes each value (``show`` for values given through Python, which may be of any type).
+
+    Examples
+    --------
+    >>> settings_text({"target": 0.3, "max_n": 12})
+    '--set max_n=12 --set target=0.3'
+    >>> settings_text({"target": "0.3"}, show)
+    "--set target='0.3'"
+    """
+    return " ".join(f"--set {k}={value(v)}" for k, v in sorted((params or {}).items()))

@@ -28,11 +28,10 @@ from typing import Any
 
 import attrs
 
-from . import _toml as tomllib
 from ._crm import CrmModel
 from ._interval import BOUNDARY_NAMES, Boundary, Selection
-from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_FILE_BYTES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, show
-from .errors import GuardSyntaxError, ProtocolError
+from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, read_toml, show
+from .errors import EscalationRulesError, GuardSyntaxError, ProtocolError
 from .guards import BOOL, INT, Guard, parse_guard, parse_int_expression
 
 __all__ = [
@@ -1118,23 +1117,9 @@ def read_protocol_data(path: str | Path) -> tuple[dict[str, Any], str, dict[str,
     problems = []
     for file in files:
         try:
-            with file.open("rb") as handle:
-                raw = handle.read(MAX_FILE_BYTES + 1)
-            if len(raw) > MAX_FILE_BYTES:
-                problems.append(f"{file}: larger than the limit of {MAX_FILE_BYTES} bytes for a protocol file")
-                continue
-            data = tomllib.loads(raw.decode("utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            problems.append(f"{file}: not valid TOML: {err}")
-            continue
-        except UnicodeDecodeError as err:
-            problems.append(f"{file}: not UTF-8 text (byte {err.start}): TOML files are UTF-8")
-            continue
-        except RecursionError:
-            problems.append(f"{file}: nested too deeply to read")
-            continue
-        except OSError as err:
-            problems.append(f"{file}: cannot read: {err.strerror}")
+            data = read_toml(file, "protocol file")
+        except EscalationRulesError as err:
+            problems.append(str(err))
             continue
         for key, value in data.items():
             if key in merged:

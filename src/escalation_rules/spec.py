@@ -25,11 +25,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .designs import DESIGNS, builtin_design
+from .designs import DESIGNS, builtin_design, settings_text
 from .errors import ProtocolError
 from .protocol import Protocol, load_protocol
 
-__all__ = ["known_specs", "resolve_spec", "shipped_dir", "shipped_protocols", "spec_path"]
+__all__ = ["known_specs", "resolve_spec", "settings_text", "shipped_dir", "shipped_protocols", "spec_path"]
 
 
 @cache
@@ -107,17 +107,6 @@ protocol or a built-in design (shipped protocols: nct07117175; built-in designs:
         return shipped[name]
     raise ProtocolError([f"{spec}: no such protocol file or folder, and not a shipped protocol or a built-in design "
                          f"({known_specs()})"])
-
-
-def settings_text(params: Mapping[str, Any] | None) -> str:
-    """A design's parameters as the ``--set`` options that give them (empty for none).
-
-    Examples
-    --------
-    >>> settings_text({"target": 0.3, "max_n": 12})
-    '--set max_n=12 --set target=0.3'
-    """
-    return " ".join(f"--set {k}={v}" for k, v in sorted((params or {}).items()))
 
 
 def resolve_spec(spec: str, doses: int | None = None, params: Mapping[str, Any] | None = None) -> Protocol:

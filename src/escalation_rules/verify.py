@@ -171,6 +171,12 @@ class _View:
     def passed(self, dose: int) -> bool:
         return bool(self.state.passed >> dose & 1)
 
+    def closed_up_to(self, dose: int) -> bool:
+        return bool(self.state.closed & ((2 << dose) - 1))
+
+    def treated_from(self, dose: int) -> bool:
+        return any(n for n, _ in self.state.counts[max(dose, 0):])
+
 
 def _acceptable(n: int, tox: int) -> bool:
     return n >= 3 and tox <= 1 and (tox == 0 or n >= 6)
@@ -222,10 +228,12 @@ class _Invariants(Observer):
                 missing = self.required - set(signoff)
                 checks.append(("escalation-signoff", f"escalation by {rule!r} lacks sign-off by "
                                                      f"{', '.join(sorted(missing))}" if missing else None))
-            treated_near = target == 0 or any(view.n(i) > 0 for i in range(target - 1, self.k))
+            # both answered without a scan of the ladder (the merged walk carries the highest dose treated
+            # and the lowest dose closed; doses are never reopened)
+            treated_near = target == 0 or view.treated_from(target - 1)
             checks.append(("no-skipped-dose",
                            None if treated_near else f"treats dose {target + 1} with dose {target} never treated"))
-            back = any(view.closed(i) for i in range(target + 1))
+            back = view.closed_up_to(target)
             checks.append(("no-return-to-closed-dose", f"treats dose {target + 1} after a dose at or below it "
                                                        f"was closed" if back else None))
             if self.kinds[child_stage] == "fill" and (self.kinds[stage] != "fill" or target != dose):

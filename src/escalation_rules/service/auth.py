@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from .. import _toml as tomllib
+from .._limits import read_toml
 from ..errors import EscalationRulesError
 
 __all__ = ["ROLES", "SIGNING_ROLES", "TRIAL_ID", "User", "Users", "hash_token", "load_users", "new_token",
@@ -221,13 +221,4 @@ def parse_users(data: Mapping[str, Any], source: str) -> Users:
 
 def load_users(path: str) -> Users:
     """Read and check a users file (TOML)."""
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as err:
-        raise EscalationRulesError(f"{path}: cannot read: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise EscalationRulesError(f"{path}: not valid TOML: {err}") from None
-    except UnicodeDecodeError as err:
-        raise EscalationRulesError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    return parse_users(data, path)
+    return parse_users(read_toml(path, "users file", "{path}: not UTF-8 text (byte {offset})"), path)

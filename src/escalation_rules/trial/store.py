@@ -57,7 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from .. import _toml as tomllib
+from .._limits import read_toml
 from ..designs import DESIGNS, design_mapping
 from ..errors import EscalationRulesError
 from ..graph import explore_merged
@@ -188,15 +188,10 @@ def protocol_data(spec: str, doses: int | None = None, dlt_file: str | None = No
     data = dict(data)
     if dlt_file is not None:
         try:
-            with open(dlt_file, "rb") as handle:
-                extra = tomllib.load(handle)
-        except OSError as err:
-            raise TrialError(f"{dlt_file}: cannot read: {err.strerror}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise TrialError(f"{dlt_file}: not valid TOML: {err}") from None
-        except UnicodeDecodeError as err:
-            raise TrialError(f"{dlt_file}: cannot read: not UTF-8 text (byte {err.object[err.start]:#04x} at "
-                             f"offset {err.start})") from None
+            extra = read_toml(dlt_file, "DLT file", "{path}: cannot read: not UTF-8 text (byte {byte:#04x} at offset "
+                                                    "{offset})")
+        except EscalationRulesError as err:
+            raise TrialError(str(err)) from None
         if set(extra) != {"dlt"}:
             raise TrialError(f"{dlt_file}: expected only a top-level 'dlt' table (got {', '.join(sorted(extra))})")
         if "dlt" in data:
