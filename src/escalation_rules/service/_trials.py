@@ -10,6 +10,7 @@ other processes), and reads see a whole number of committed appends.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "exists",
     "export",
     "last_seq",
+    "on_trial",
     "protocol",
     "raw_protocol",
     "record",
@@ -54,13 +56,27 @@ def exists(data: Path, trial: str) -> bool:
     return store_file(data, trial).is_file()
 
 
-def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
-    """Run ``work`` on the trial's open store, in the trial's worker thread; its result (or its exception)."""
-    path = str(store_file(data, trial))
+def _worker(path: str, trial: str) -> ThreadPoolExecutor:
     with _workers_lock:
         worker = _workers.get(path)
         if worker is None:
             worker = _workers[path] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trial-{trial}")
+        return worker
+
+
+def _inside(path: str, work: Callable[[], T]) -> T:
+    """Run ``work`` as the trial's worker thread runs it: calls on the same trial from inside run directly."""
+    outer = getattr(_local, "current", None)
+    _local.current = path
+    try:
+        return work()
+    finally:
+        _local.current = outer
+
+
+def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
+    """Run ``work`` on the trial's open store, in the trial's worker thread; its result (or its exception)."""
+    path = str(store_file(data, trial))
 
     def call() -> T:
         stores: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
@@ -70,7 +86,21 @@ def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
             store = stores[path] = TrialStore(path)
         return work(store)
 
-    return worker.submit(call).result()
+    if getattr(_local, "current", None) == path:  # already in the trial's worker (see on_trial)
+        return call()
+    return _worker(path, trial).submit(_inside, path, call).result()
+
+
+def on_trial(data: Path, trial: str, work: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``work`` in the trial's worker thread, after the calls before it; await its result from the event loop.
+
+    The calls of this module that ``work`` makes on the same trial run
+    directly in that thread, so a whole request (an append with its
+    idempotency records) is one step in the trial's queue and the event
+    loop stays free meanwhile.
+    """
+    path = str(store_file(data, trial))
+    return asyncio.wrap_future(_worker(path, trial).submit(_inside, path, work))
 
 
 def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
@@ -112,7 +142,7 @@ def status(data: Path, trial: str, as_of: str | None) -> dict[str, Any] | str:
 
 def last_seq(data: Path, trial: str) -> int:
     """The sequence number of the trial's last stored event (0 for none)."""
-    return _on_store(data, trial, lambda store: max((s.seq for s in store.events()), default=0))
+    return _on_store(data, trial, lambda store: store.record([]).seq)  # the head, checked as far as new
 
 
 def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> bool:
@@ -128,7 +158,7 @@ def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> boo
 
 def events(data: Path, trial: str, after: int = 0) -> list[dict[str, Any]]:
     """The stored events after sequence number ``after``, as ``trial log --json`` prints them."""
-    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events() if s.seq > after])
+    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events(after)])
 
 
 def export(data: Path, trial: str) -> str:

@@ -35,6 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -362,18 +363,35 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     # -- helpers
 
-    def caller(authorization: str | None) -> Caller:
-        if config.users is None:
-            return Caller(None)
+    def bearer(authorization: str | None) -> str:
+        """The token of an ``Authorization: Bearer TOKEN`` header (401 without one)."""
         if not authorization:
             raise ServiceError(401, "Authorization: missing (expected: Bearer TOKEN)")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ServiceError(401, "Authorization: expected: Bearer TOKEN")
-        user = config.users.authenticate(token.strip())
+        return token.strip()
+
+    def known(user: User | None) -> Caller:
         if user is None:
             raise ServiceError(401, "Authorization: unknown token")
         return Caller(user)
+
+    def caller(authorization: str | None) -> Caller:
+        if config.users is None:
+            return Caller(None)
+        return known(config.users.authenticate(bearer(authorization)))
+
+    async def caller_on_loop(authorization: str | None) -> Caller:
+        """:func:`caller` for async endpoints: a token checked before costs one SHA-256 on the event loop; only a
+        token not seen yet pays for scrypt, in the thread pool."""
+        if config.users is None:
+            return Caller(None)
+        token = bearer(authorization)
+        remembered, user = config.users.remembered(token)
+        if not remembered:
+            user = await run_in_threadpool(config.users.authenticate, token)
+        return known(user)
 
     def trial_id(trial: str) -> str:
         if not TRIAL_ID.match(trial):
@@ -439,9 +457,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         with lock:
             yield
 
-    def authenticated(authorization: str | None = Header(default=None)) -> None:
+    async def authenticated(authorization: str | None = Header(default=None)) -> None:
         """Any known token (a protocol's tables, decisions and screening are for the people of the server)."""
-        caller(authorization)
+        await caller_on_loop(authorization)
 
     signed_in = [Depends(authenticated)]
 
@@ -503,17 +521,25 @@ def create_app(config: ServiceConfig) -> FastAPI:
             {"history": json.loads(history[1:])}, "history")
         return json.dumps(decide(p, entries).to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
-    decided_cached = lru_cache(maxsize=4096)(decided)
+    #: decide is a pure function of the protocol and the history: short histories' answers are kept (the event
+    #: loop alone reads and writes this table)
+    answers: dict[tuple[str, int | None, str], bytes] = {}
 
     @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
               response_model=dict[str, Any], dependencies=signed_in,
               responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
-    def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> Response:
+    async def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> Response:
         """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
         history = ("s" + body.history if isinstance(body.history, str)
                    else "j" + json.dumps(body.history, sort_keys=True, separators=(",", ":")))
-        # decide is a pure function of the protocol and the history: short histories' answers are kept
-        answer = (decided_cached if len(history) <= 2048 else decided)(protocol, doses, history)
+        key = (protocol, doses, history)
+        answer = answers.get(key)
+        if answer is None:  # the engine runs in the thread pool; a kept answer is sent from the event loop
+            answer = await run_in_threadpool(decided, protocol, doses, history)
+            if len(history) <= 2048:
+                if len(answers) >= 4096:
+                    answers.clear()
+                answers[key] = answer
         return Response(answer, media_type="application/json")
 
     @app.post("/v1/protocols/{protocol}/screen", tags=["protocols"], summary="Screen a patient record",
@@ -599,11 +625,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/trials/{trial}/events", tags=["trials"], summary="Record events (atomically)", status_code=201,
               openapi_extra={"requestBody": _EVENTS_BODY},
               responses={c: _ERRORS[c] for c in (401, 403, 404, 413, 422)})
-    def record_events(trial: str, request_body: Any = _RAW_BODY,
-                      authorization: str | None = Header(default=None),
-                      idempotency_key: str | None = Header(
-                          default=None, description="a retry with the same key and body records nothing and "
-                                                    "answers the first answer again")) -> dict[str, Any]:
+    async def record_events(trial: str, request_body: Any = _RAW_BODY,
+                            authorization: str | None = Header(default=None),
+                            idempotency_key: str | None = Header(
+                                default=None, description="a retry with the same key and body records nothing "
+                                                          "and answers the first answer again")) -> dict[str, Any]:
         """Check and append one event or a list of them in one transaction; nothing is stored if one is refused.
 
         The server attributes the events to the authenticated person: a
@@ -612,7 +638,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         another person, or a role the caller does not hold, is refused).
         ``at`` may be left out: the server's clock fills it.
         """
-        who = caller(authorization)
+        who = await caller_on_loop(authorization)
         roles = access(trial, who, "write")
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_KEY
                                                 and idempotency_key.isprintable()):
@@ -621,6 +647,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not batch or (isinstance(request_body, list) and len(batch) > MAX_BATCH):
             raise ServiceError(422, f"events: expected an event object or a list of 1 to {MAX_BATCH} events "
                                     f"(got {len(batch)})")
+        # the rest (attribution, the idempotency records, the append and its fsync) is one step in the trial's
+        # own worker thread: appends to one trial are serialised, and the event loop keeps answering meanwhile
+        return await _trials.on_trial(data, trial, lambda: append(trial, request_body, batch, who, roles,
+                                                                  idempotency_key))
+
+    def append(trial: str, request_body: Any, batch: list[Any], who: Caller, roles: tuple[str, ...],
+               idempotency_key: str | None) -> dict[str, Any]:
+        """Attribute, record and keep the answer to an append (in the trial's worker thread)."""
         labels = ["event" if not isinstance(request_body, list) else f"events[{i}]" for i in range(len(batch))]
         now = format_time(datetime.now(UTC))
         filled = [_attribute(ev, label, who, roles, now) for ev, label in zip(batch, labels, strict=True)]
@@ -666,12 +700,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/v1/trials/{trial}/status", tags=["trials"], summary="The trial's status",
              responses={**{c: _ERRORS[c] for c in (401, 403, 404, 422)},
                         409: {"model": ErrorBody, "description": "the store fails verification"}})
-    def trial_status(trial: str, as_of: str | None = Query(default=None, description="ISO 8601 moment"),
-                     authorization: str | None = Header(default=None)) -> dict[str, Any]:
+    async def trial_status(trial: str, as_of: str | None = Query(default=None, description="ISO 8601 moment"),
+                           authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """The object ``escalation-rules trial status DB --json`` prints (a store that fails verification: 409)."""
-        who = caller(authorization)
+        who = await caller_on_loop(authorization)
         access(trial, who, "read")
-        result = _trials.status(data, trial, as_of)
+        result = await _trials.on_trial(data, trial, lambda: _trials.status(data, trial, as_of))
         if isinstance(result, str):
             raise ServiceError(409, f"trial {trial}: the store fails verification, so no status is given: {result}")
         return result
