@@ -248,6 +248,117 @@ async def _send_error(send: Send, status: int, line: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Answers:
+    """Decisions already given, by (protocol, doses, history key): decide is a pure function of these.
+
+    Only the event loop reads and writes it; a history longer than
+    :data:`KEEP` characters is not kept, and the table is emptied when full.
+    """
+
+    KEEP = 2048
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int | None, str], bytes] = {}
+
+    def get(self, protocol: str, doses: int | None, history: str) -> bytes | None:
+        return self._kept.get((protocol, doses, history))
+
+    def keep(self, protocol: str, doses: int | None, history: str, answer: bytes) -> None:
+        if len(history) <= self.KEEP:
+            if len(self._kept) >= self.SIZE:
+                self._kept.clear()
+            self._kept[(protocol, doses, history)] = answer
+
+
+_DECIDE_PATH = re.compile(r"^/v1/protocols/([^/]+)/decide$")
+
+#: The largest body a kept decision is answered for before routing (longer ones take the full route).
+_QUICK_BODY = 4096
+
+
+class QuickDecide:
+    """Answer a decide that was answered before straight from the event loop, before the framework's routing.
+
+    Only the plainest request qualifies: ``POST /v1/protocols/NAME/decide``
+    without a query, ``Content-Type: application/json``, a body of at most
+    4 KiB that is ``{"history": "..."}`` (or ``{}``), a token the server has
+    already checked and knows (or no users file), and a history whose
+    answer is kept.  The answer is then the same bytes with the same headers
+    as the endpoint sends.  Everything else, a refusal included, goes on to
+    the endpoint unchanged (the body read so far is handed on).
+    """
+
+    def __init__(self, app: ASGIApp, answers: Answers, users: Users | None, limit: int) -> None:
+        self.app = app
+        self.answers = answers
+        self.users = users
+        self.limit = min(limit, _QUICK_BODY)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (_DECIDE_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST"
+                 and not scope.get("query_string") else None)
+        if match is None or not self._plain(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        read: list[Message] = []
+        size, complete = 0, False
+        while size <= self.limit:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                complete = size <= self.limit
+                break
+        answer = self._kept(match.group(1), b"".join(m.get("body", b"") for m in read)) if complete else None
+        if answer is None:
+            await self.app(scope, _replaying(read, receive), send)
+            return
+        headers = [(b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A JSON body, and a known token (or none needed); each header once."""
+        seen: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in (b"authorization", b"content-type"):
+                if name in seen:
+                    return False
+                seen[name] = value
+        if seen.get(b"content-type") != b"application/json":
+            return False
+        if self.users is None:
+            return True
+        scheme, _, token = seen.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        known, user = self.users.remembered(token.strip())
+        return known and user is not None
+
+    def _kept(self, protocol: str, body: bytes) -> bytes | None:
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(request, dict) or not set(request) <= {"history"}:
+            return None
+        history = request.get("history", "")
+        return self.answers.get(protocol, None, "s" + history) if isinstance(history, str) else None
+
+
+def _replaying(read: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first gives the messages already read."""
+    pending = list(read)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
 # ---------------------------------------------------------------- the application
 
 
@@ -310,7 +421,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     "Authenticate with `Authorization: Bearer TOKEN`. Errors are `{\"error\", \"problems\"}`. "
                     "`POST /v1/trials/{trial}/events` takes an `Idempotency-Key` header: a retry with the same "
                     "key and body answers the first answer again and records nothing.")
+    answers = Answers()
     app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(QuickDecide, answers=answers, users=config.users, limit=config.max_body)
     app.mount("/static", StaticFiles(directory=_static_root()), name="static")
 
     @app.exception_handler(ServiceError)
@@ -521,10 +634,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
             {"history": json.loads(history[1:])}, "history")
         return json.dumps(decide(p, entries).to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
-    #: decide is a pure function of the protocol and the history: short histories' answers are kept (the event
-    #: loop alone reads and writes this table)
-    answers: dict[tuple[str, int | None, str], bytes] = {}
-
     @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
               response_model=dict[str, Any], dependencies=signed_in,
               responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
@@ -532,14 +641,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
         history = ("s" + body.history if isinstance(body.history, str)
                    else "j" + json.dumps(body.history, sort_keys=True, separators=(",", ":")))
-        key = (protocol, doses, history)
-        answer = answers.get(key)
+        answer = answers.get(protocol, doses, history)
         if answer is None:  # the engine runs in the thread pool; a kept answer is sent from the event loop
             answer = await run_in_threadpool(decided, protocol, doses, history)
-            if len(history) <= 2048:
-                if len(answers) >= 4096:
-                    answers.clear()
-                answers[key] = answer
+            answers.keep(protocol, doses, history, answer)
         return Response(answer, media_type="application/json")
 
     @app.post("/v1/protocols/{protocol}/screen", tags=["protocols"], summary="Screen a patient record",
