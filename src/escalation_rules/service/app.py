@@ -15,18 +15,19 @@ that exists already, 413 a body over the limit, 422 refused input.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
@@ -47,6 +48,11 @@ from ..trial.events import format_time
 from . import _trials
 from ._ledger import Ledger
 from .auth import SIGNING_ROLES, TRIAL_ID, WRITING_ROLES, User, Users
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["MAX_BATCH", "MAX_BODY", "ServiceConfig", "ServiceError", "create_app", "find_protocols"]
 
@@ -260,6 +266,7 @@ class Answers:
 
     def __init__(self) -> None:
         self._kept: dict[tuple[str, int | None, str], bytes] = {}
+        self._running: dict[tuple[str, int | None, str], asyncio.Future[bytes]] = {}
 
     def get(self, protocol: str, doses: int | None, history: str) -> bytes | None:
         return self._kept.get((protocol, doses, history))
@@ -269,6 +276,27 @@ class Answers:
             if len(self._kept) >= self.SIZE:
                 self._kept.clear()
             self._kept[(protocol, doses, history)] = answer
+
+    async def answer(self, protocol: str, doses: int | None, history: str,
+                     compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The kept answer, else ``compute()``'s, kept; the same question asked while it runs waits for that run
+        (a burst of one new history costs one decision, not one per request).  A refusal is not kept."""
+        key = (protocol, doses, history)
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
+        if len(history) > self.KEEP:
+            return await compute()
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(compute())
+            running.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(running)
+
+    def _finished(self, key: tuple[str, int | None, str], done: asyncio.Future[bytes]) -> None:
+        del self._running[key]
+        if not done.cancelled() and done.exception() is None:
+            self.keep(*key, done.result())
 
 
 _DECIDE_PATH = re.compile(r"^/v1/protocols/([^/]+)/decide$")
@@ -405,6 +433,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     """
     data = config.data
     locks: dict[str, threading.Lock] = {}
+    lock_files: dict[str, IO[bytes]] = {}
     locks_guard = threading.Lock()
     ledgers: list[Ledger] = []
 
@@ -559,16 +588,27 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise ServiceError(422, f"doses: expected 1 to 40 (got {doses})")
         return _protocol(name, doses)
 
-    for name in config.protocols:  # built once at start, not by the first requests all at once
-        with contextlib.suppress(EscalationRulesError):  # refused with its message on each request naming it
-            _protocol(name, None)
 
     @contextmanager
     def trial_lock(trial: str) -> Iterator[None]:
+        """Appends to (and the creation of) one trial one at a time: in this process, and across the processes
+        serving the same data folder (``serve --workers``, or two servers) by an advisory lock on a file."""
         with locks_guard:
             lock = locks.setdefault(trial, threading.Lock())
         with lock:
-            yield
+            if fcntl is None:  # pragma: no cover - no advisory file locks here: one process per data folder
+                yield
+                return
+            handle = lock_files.get(trial)
+            if handle is None:
+                folder = data / ".locks"
+                folder.mkdir(exist_ok=True)
+                handle = lock_files[trial] = open(folder / f"{trial}.lock", "a+b")  # noqa: SIM115 (kept open)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     async def authenticated(authorization: str | None = Header(default=None)) -> None:
         """Any known token (a protocol's tables, decisions and screening are for the people of the server)."""
@@ -634,6 +674,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             {"history": json.loads(history[1:])}, "history")
         return json.dumps(decide(p, entries).to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
+    for name in config.protocols:  # built once at start (and a first decision made, which fills the engine's
+        with contextlib.suppress(EscalationRulesError):  # tables), not by the first requests all at once; a refused
+            decided(name, None, "s")  # protocol is refused with its message on each request naming it
+
     @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
               response_model=dict[str, Any], dependencies=signed_in,
               responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
@@ -641,10 +685,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
         history = ("s" + body.history if isinstance(body.history, str)
                    else "j" + json.dumps(body.history, sort_keys=True, separators=(",", ":")))
-        answer = answers.get(protocol, doses, history)
-        if answer is None:  # the engine runs in the thread pool; a kept answer is sent from the event loop
-            answer = await run_in_threadpool(decided, protocol, doses, history)
-            answers.keep(protocol, doses, history, answer)
+        # the engine runs in the thread pool; a kept answer is sent from the event loop
+        answer = await answers.answer(protocol, doses, history,
+                                      lambda: run_in_threadpool(decided, protocol, doses, history))
         return Response(answer, media_type="application/json")
 
     @app.post("/v1/protocols/{protocol}/screen", tags=["protocols"], summary="Screen a patient record",
@@ -810,7 +853,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """The object ``escalation-rules trial status DB --json`` prints (a store that fails verification: 409)."""
         who = await caller_on_loop(authorization)
         access(trial, who, "read")
-        result = await _trials.on_trial(data, trial, lambda: _trials.status(data, trial, as_of))
+        result = await _trials.on_trial(data, trial, lambda: _trials.status(data, trial, as_of), read=True)
         if isinstance(result, str):
             raise ServiceError(409, f"trial {trial}: the store fails verification, so no status is given: {result}")
         return result
