@@ -25,6 +25,8 @@ True
 ('Dr A', ('investigator',), ())
 >>> users.authenticate("wrong") is None
 True
+>>> users.remembered("s3cret-token-of-at-least-16")[0], users.remembered("a-token-never-presented")
+(True, (False, None))
 >>> parse_users({"users": [{"person": "Dr A", "token": "plain", "roles": {}}]}, "users.toml")
 ... # doctest: +ELLIPSIS
 Traceback (most recent call last):
