@@ -69,12 +69,28 @@ def _worker(path: str, trial: str, read: bool) -> ThreadPoolExecutor:
         return worker
 
 
-def _inside(path: str, work: Callable[[], T]) -> T:
-    """Run ``work`` as a trial's worker thread runs it: calls on the same trial from inside run directly."""
+#: Two trial threads compute at a time in this process (Python runs one thread at a time anyway; the second
+#: overlaps the first's fsync): the fewer threads contend for the interpreter lock, the sooner the event loop,
+#: which answers decisions, takes it.  Reads hold a turn for their whole call, appends once they hold the
+#: trial's lock (never while waiting for it, so a turn is never held waiting for another process).
+_computing = threading.Semaphore(2)
+
+
+def computing() -> threading.Semaphore:
+    """The turn to compute: held by a trial thread while it works (see :data:`_computing`)."""
+    return _computing
+
+
+def _inside(path: str, work: Callable[[], T], read: bool) -> T:
+    """Run ``work`` as a trial's worker thread runs it: calls on the same trial from inside run directly; a read
+    waits for its turn to compute (an append takes it itself, after the trial's lock)."""
     outer = getattr(_local, "current", None)
     _local.current = path
     try:
-        return work()
+        if not read:
+            return work()
+        with _computing:
+            return work()
     finally:
         _local.current = outer
 
@@ -97,7 +113,7 @@ def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T], *, read: 
     path = str(store_file(data, trial))
     if getattr(_local, "current", None) == path:
         return work(_open(path))
-    return _worker(path, trial, read).submit(_inside, path, lambda: work(_open(path))).result()
+    return _worker(path, trial, read).submit(_inside, path, lambda: work(_open(path)), read).result()
 
 
 def on_trial(data: Path, trial: str, work: Callable[[], T], *, read: bool = False) -> asyncio.Future[T]:
@@ -112,7 +128,7 @@ def on_trial(data: Path, trial: str, work: Callable[[], T], *, read: bool = Fals
     (SQLite's WAL gives it the events committed when it starts: a prefix).
     """
     path = str(store_file(data, trial))
-    return asyncio.wrap_future(_worker(path, trial, read).submit(_inside, path, work))
+    return asyncio.wrap_future(_worker(path, trial, read).submit(_inside, path, work, read))
 
 
 def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
@@ -130,7 +146,7 @@ def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         store.close()
     # open the trial's writer and reader connections now (each re-reads the protocol and fills the engine's tables
     # on its first status: tens of milliseconds), so that its first appends and reads do not pay for that
-    for opening in [_worker(path, trial, read).submit(_inside, path, lambda: _open(path).status())
+    for opening in [_worker(path, trial, read).submit(_inside, path, lambda: _open(path).status(), read)
                     for read in (False, True)]:
         opening.result()
     return made

@@ -807,7 +807,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         now = format_time(datetime.now(UTC))
         filled = [_attribute(ev, label, who, roles, now) for ev, label in zip(batch, labels, strict=True)]
         request_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
-        with trial_lock(trial):
+        with trial_lock(trial), _trials.computing():
             if idempotency_key is None:
                 seqs = _trials.record(data, trial, filled, labels)
             else:
