@@ -4,16 +4,17 @@ Run from the repository root::
 
     python benchmarks/bench_serve.py                 # 50 clients x 200 requests
     python benchmarks/bench_serve.py --clients 20 --requests 100
+    python benchmarks/bench_serve.py --workers 2     # two server processes
     python benchmarks/bench_serve.py --quick         # 10 clients x 20 requests (a smoke test for CI)
 
-The server runs in its own processes (``--workers``, default 2: one per
-core); the clients are asyncio tasks in this process, each with one
-keep-alive HTTP/1.1 connection, so that the load generator costs a few per
-cent of a core rather than competing with the server (it prints its own CPU
-share).  Each client sends a mix: 60% decide (a history drawn from a fixed
-set of nine, NCT07117175: after the first time, a kept answer), 20% trial
-status and 20% event appends (a ``screened`` event for a new patient, each
-at its own moment, with an Idempotency-Key), the clients spread over
+The server runs in its own process (``--workers N``: N processes, as
+``serve --workers``); the clients are asyncio tasks in this process, each
+with one keep-alive HTTP/1.1 connection, so that the load generator costs a
+few per cent of a core rather than competing with the server (it prints its
+own CPU share).  Each client sends a mix: 60% decide (a history drawn from a
+fixed set of nine, NCT07117175: after the first time, a kept answer), 20%
+trial status and 20% event appends (a ``screened`` event for a new patient,
+each at its own moment, with an Idempotency-Key), the clients spread over
 ``--trials`` trials (default 10: five clients on each trial at 50 clients),
 authenticated with a token from a users file.  Before the clock starts each
 client sends one request of each kind, untimed (the first request a server
@@ -114,8 +115,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--requests", type=int, default=200, help="requests per client (default 200)")
     parser.add_argument("--trials", type=int, default=10, help="trials the clients share (default 10)")
-    parser.add_argument("--workers", type=int, default=2, help="server processes (serve --workers; default 2, "
-                                                                 "one per core)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (serve --workers; default 1)")
     parser.add_argument("--quick", action="store_true", help="10 clients x 20 requests (a smoke test for CI)")
     args = parser.parse_args()
     clients, per_client = (10, 20) if args.quick else (args.clients, args.requests)
