@@ -337,3 +337,32 @@ def test_only_the_plainest_request_with_a_kept_answer_is_answered_before_routing
     status, _, body = asgi_call(quick, asked["method"], asked["path"], asked["body"], headers, asked["query"], chunk=7)
     assert (status, body) == (299, b"inner"), reason
     assert inner.bodies == [asked["body"]]
+
+
+def test_a_burst_of_one_new_history_is_decided_once_and_a_refusal_is_not_kept() -> None:
+    """Requests for a history that is being decided wait for that decision; a refused one is asked again."""
+    import asyncio
+
+    from escalation_rules.service.app import Answers
+
+    answers = Answers()
+    runs: list[str] = []
+
+    async def burst() -> list[bytes]:
+        async def compute() -> bytes:
+            runs.append("run")
+            await asyncio.sleep(0.01)
+            return b"answer"
+
+        return list(await asyncio.gather(*(answers.answer("p", None, "s1N", compute) for _ in range(20))))
+
+    assert asyncio.run(burst()) == [b"answer"] * 20 and runs == ["run"]
+    assert answers.get("p", None, "s1N") == b"answer"
+
+    async def refused() -> None:
+        raise ValueError("refused")
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="refused"):
+            asyncio.run(answers.answer("p", None, "s1X", refused))
+    assert answers.get("p", None, "s1X") is None

@@ -32,6 +32,7 @@ __all__ = [
     "export",
     "last_seq",
     "on_trial",
+    "open_connections",
     "protocol",
     "raw_protocol",
     "record",
@@ -138,18 +139,23 @@ def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
 
 def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Create a trial store for a protocol's raw data (:func:`~escalation_rules.trial.store.protocol_data`)."""
-    path = str(store_file(data, trial))
-    store = TrialStore.create(path, raw)
+    store = TrialStore.create(store_file(data, trial), raw)
     try:
-        made = {"trial": trial, "protocol": store.protocol.id, "source": store.protocol.source}
+        return {"trial": trial, "protocol": store.protocol.id, "source": store.protocol.source}
     finally:
         store.close()
-    # open the trial's writer and reader connections now (each re-reads the protocol and fills the engine's tables
-    # on its first status: tens of milliseconds), so that its first appends and reads do not pay for that
+
+
+def open_connections(data: Path, trial: str) -> None:
+    """Open a trial's writer and reader connections now (each re-reads the protocol and fills the engine's tables on
+    its first status: tens of milliseconds), so that its first appends and reads do not pay for that.
+
+    Call it without holding the trial's lock: it waits for the calls queued before it.
+    """
+    path = str(store_file(data, trial))
     for opening in [_worker(path, trial, read).submit(_inside, path, lambda: _open(path).status(), read)
                     for read in (False, True)]:
         opening.result()
-    return made
 
 
 def protocol(data: Path, trial: str) -> Protocol:

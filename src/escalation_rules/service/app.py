@@ -754,7 +754,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         with trial_lock(trial):
             if _trials.exists(data, trial):
                 raise ServiceError(409, f"trial {trial}: exists already; a trial is created once")
-            return _trials.create(data, trial, raw)
+            made = _trials.create(data, trial, raw)
+        _trials.open_connections(data, trial)  # after the lock: an append that came meanwhile goes first
+        return made
 
     @app.get("/v1/trials/{trial}", tags=["trials"], summary="A trial: its protocol and the caller's roles",
              responses={c: _ERRORS[c] for c in (401, 403, 404, 422)})
