@@ -230,3 +230,139 @@ def test_without_users_a_loopback_server_needs_no_token_and_signatures_name_thei
         status, body = open_server.call("POST", "/v1/trials/solo/events", {
             "type": "decision_signed", "at": "2025-03-20", "option": "escalate", "role": "sponsor"})
         assert status == 422 and body["error"] == "event (decision_signed): person: missing"
+
+
+# -- decisions answered again straight from the event loop (QuickDecide)
+
+
+def asgi_call(app: Any, method: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]],
+              query: bytes = b"", chunk: int = 0) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request through an ASGI application in this process (the body in pieces of ``chunk`` bytes)."""
+    import asyncio
+
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1} for i, p in enumerate(pieces)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query, "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000)}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], start["headers"], b"".join(m.get("body", b"") for m in sent if m["type"] ==
+                                                       "http.response.body")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
+    from escalation_rules.service.app import ServiceConfig, create_app, find_protocols
+    from escalation_rules.service.auth import hash_token, parse_users
+
+    token = "quick-token-0123456789abcdef"
+    users = parse_users({"users": [{"person": "Q", "token_hash": hash_token(token), "roles": {"*": ["monitor"]}}]},
+                        "users.toml")
+    app = create_app(ServiceConfig(tmp_path_factory.mktemp("quick"), users, find_protocols([ROOT / "spec"])))
+    return app, token
+
+
+def test_a_decision_answered_again_is_the_same_bytes_and_headers(quick: tuple[Any, str]) -> None:
+    """The first decide goes through the endpoint, the second is a kept answer: status, headers, body are equal."""
+    app, token = quick
+    headers = [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]
+    body = json.dumps({"history": "1N [escalate] 2NT"}).encode()
+    first = asgi_call(app, "POST", "/v1/protocols/nct07117175/decide", body, headers)
+    assert first[0] == 200 and json.loads(first[2])["history"] == "1N [escalate] 2NT"
+    assert asgi_call(app, "POST", "/v1/protocols/nct07117175/decide", body, headers) == first
+    assert asgi_call(app, "POST", "/v1/protocols/nct07117175/decide", body, headers, chunk=5) == first
+
+
+class Inner:
+    """An application behind QuickDecide that records what reached it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"inner"})
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"token": "quick-token-unknown-0123456789"}, "a token never checked"),
+    ({"token": None}, "no token"),
+    ({"content_type": b"text/plain"}, "not declared JSON"),
+    ({"query": b"doses=3"}, "a query"),
+    ({"body": b'{"history": "1N", "extra": 1}'}, "an unknown field"),
+    ({"body": b'{"history": ["1N"]}'}, "not a string"),
+    ({"body": b'{"history": "1N"'}, "not JSON"),
+    ({"body": b'{"history": "1T"}'}, "an answer not kept"),
+    ({"body": b'{"history": "1N"}' + b" " * 5000}, "over 4 KiB"),
+    ({"path": "/v1/protocols/other/decide"}, "another protocol"),
+    ({"method": "PUT"}, "another method"),
+])
+def test_only_the_plainest_request_with_a_kept_answer_is_answered_before_routing(change: dict[str, Any],
+                                                                                 reason: str) -> None:
+    """Anything else reaches the endpoint with its whole body, even when sent in pieces."""
+    from escalation_rules.service.app import Answers, QuickDecide
+    from escalation_rules.service.auth import hash_token, parse_users
+
+    token = "quick-token-0123456789abcdef"
+    users = parse_users({"users": [{"person": "Q", "token_hash": hash_token(token, salt=b"0123456789abcdef"),
+                                    "roles": {"*": ["monitor"]}}]}, "users.toml")
+    assert users.authenticate(token) is not None  # checked once: remembered from now on
+    answers = Answers()
+    answers.keep("nct07117175", None, "s1N", b'{"kept": true}')
+    inner = Inner()
+    quick = QuickDecide(inner, answers, users, 1_000_000)
+    plain = {"token": token, "content_type": b"application/json", "query": b"", "body": b'{"history": "1N"}',
+             "path": "/v1/protocols/nct07117175/decide", "method": "POST"}
+    assert asgi_call(quick, "POST", plain["path"], plain["body"], [
+        (b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")])[2] == b'{"kept": true}'
+    asked = {**plain, **change}
+    headers = [(b"content-type", asked["content_type"])]
+    if asked["token"]:
+        headers.append((b"authorization", f"Bearer {asked['token']}".encode()))
+    status, _, body = asgi_call(quick, asked["method"], asked["path"], asked["body"], headers, asked["query"], chunk=7)
+    assert (status, body) == (299, b"inner"), reason
+    assert inner.bodies == [asked["body"]]
+
+
+def test_a_burst_of_one_new_history_is_decided_once_and_a_refusal_is_not_kept() -> None:
+    """Requests for a history that is being decided wait for that decision; a refused one is asked again."""
+    import asyncio
+
+    from escalation_rules.service.app import Answers
+
+    answers = Answers()
+    runs: list[str] = []
+
+    async def burst() -> list[bytes]:
+        async def compute() -> bytes:
+            runs.append("run")
+            await asyncio.sleep(0.01)
+            return b"answer"
+
+        return list(await asyncio.gather(*(answers.answer("p", None, "s1N", compute) for _ in range(20))))
+
+    assert asyncio.run(burst()) == [b"answer"] * 20 and runs == ["run"]
+    assert answers.get("p", None, "s1N") == b"answer"
+
+    async def refused() -> None:
+        raise ValueError("refused")
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="refused"):
+            asyncio.run(answers.answer("p", None, "s1X", refused))
+    assert answers.get("p", None, "s1X") is None

@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def stopped_attempt(server: Server, key: str, body: Any, head: int) -> None:
     """What a server that stopped after writing the key (and maybe appending) leaves in its ledger."""
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    with sqlite3.connect(server.data / ".service.sqlite") as conn:
+    with sqlite3.connect(server.data / ".service" / "demo.sqlite") as conn:
         conn.execute("INSERT INTO idempotency (trial, key, person, request, response, head, batch) "
                      "VALUES (?, ?, ?, ?, NULL, ?, ?)", ("demo", key, "A. Admin", digest, head, json.dumps([body])))
 
@@ -64,5 +64,5 @@ def test_a_refused_request_leaves_no_key_behind(server: Server) -> None:
         status, body = server.call("POST", "/v1/trials/demo/events", bad, who="admin",
                                    headers={"Idempotency-Key": "refused-1"})
         assert status == 422 and "Idempotency-Key" not in body["error"]
-    with sqlite3.connect(server.data / ".service.sqlite") as conn:
+    with sqlite3.connect(server.data / ".service" / "demo.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM idempotency WHERE key = 'refused-1'").fetchone() == (0,)

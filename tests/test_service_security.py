@@ -199,3 +199,10 @@ def test_a_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
         done = serve("--data", str(tmp_path / "d"), "--port", str(port), cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"escalation-rules serve: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)")
+
+
+@pytest.mark.parametrize("workers", ["0", "65"])
+def test_a_number_of_worker_processes_out_of_range_is_refused_with_one_line(tmp_path: Path, workers: str) -> None:
+    done = serve("--data", str(tmp_path / "d"), "--workers", workers, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"escalation-rules serve: --workers: expected 1 to 64 processes (got {workers})")

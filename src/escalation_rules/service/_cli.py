@@ -16,7 +16,10 @@ Examples
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
+import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 
 from ..errors import EscalationRulesError, install_hint
 
-__all__ = ["is_loopback", "register"]
+__all__ = ["is_loopback", "register", "worker_app"]
 
 
 
@@ -115,16 +118,60 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EscalationRulesError(f"--data: {data}: cannot create: {err.strerror}") from None
-    protocols = service.find_protocols(_protocol_folders(args.protocols))
+    if not 1 <= args.workers <= 64:
+        raise EscalationRulesError(f"--workers: expected 1 to 64 processes (got {args.workers})")
+    folders = _protocol_folders(args.protocols)
+    protocols = service.find_protocols(folders)
     app = service.create_app(service.ServiceConfig(data, users, protocols, args.max_body))
     _check_address(args.host, args.port)
     import uvicorn
 
     mode = f"users from {args.users}" if users else "no authentication (loopback only)"
     print(f"escalation-rules serve: http://{args.host}:{args.port}/ (data {data}; {mode}; protocols: "
-          f"{', '.join(sorted(protocols)) or 'built-in designs only'})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+          f"{', '.join(sorted(protocols)) or 'built-in designs only'}"
+          f"{f'; {args.workers} worker processes' if args.workers > 1 else ''})", file=sys.stderr, flush=True)
+    if args.workers == 1:
+        _latency_first()
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+        return 0
+    # each worker process builds the same application from what was checked here (the users file is read again)
+    os.environ[_WORKER_CONFIG] = json.dumps({"data": str(data.resolve()), "users": args.users and str(
+        Path(args.users).resolve()), "protocols": [str(f.resolve()) for f in folders], "max_body": args.max_body})
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, host=args.host, port=args.port,
+                log_level=args.log_level, server_header=False)
     return 0
+
+
+def _latency_first() -> None:
+    """Tune the interpreter for short answers once the application is built.
+
+    The interpreter lock changes hands every millisecond instead of every 5
+    (Python's default): the event loop answers decisions while the trials'
+    worker threads run the store, and each time a thread comes back from
+    SQLite or the network it waits for the lock up to one interval.  The
+    objects built at start-up (protocols, tables) are moved out of the
+    garbage collector's generations, so a full collection does not walk
+    them again while requests wait.
+    """
+    sys.setswitchinterval(0.001)
+    gc.freeze()  # what start-up built lives as long as the server: the collector need not walk it again
+
+
+#: The environment variable that hands the checked options to ``--workers`` processes.
+_WORKER_CONFIG = "ESCALATION_RULES_SERVE_WORKER"
+
+
+def worker_app() -> Any:
+    """The application of one ``serve --workers N`` process (uvicorn calls this in each), from the parent's options."""
+    from .auth import load_users
+
+    service = _import_service()
+    given = json.loads(os.environ[_WORKER_CONFIG])
+    users = load_users(given["users"]) if given["users"] else None
+    protocols = service.find_protocols([Path(f) for f in given["protocols"]])
+    app = service.create_app(service.ServiceConfig(Path(given["data"]), users, protocols, given["max_body"]))
+    _latency_first()
+    return app
 
 
 def register(subparsers: Any) -> None:
@@ -139,6 +186,9 @@ def register(subparsers: Any) -> None:
                    help="folder of protocol folders to serve by name (default: the shipped protocols)")
     p.add_argument("--max-body", type=int, default=1_000_000, metavar="BYTES",
                    help="largest request body accepted (default 1000000)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="server processes sharing the port (default 1); appends to one trial stay one at a time "
+                        "across them")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default warning)")
     p.add_argument("--openapi", action="store_true", help="print the OpenAPI description and exit")

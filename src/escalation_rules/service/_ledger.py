@@ -1,6 +1,7 @@
 """The service's own records beside the trial stores: idempotency keys and who recorded which event.
 
-One SQLite file, ``DIR/.service.sqlite``.  A key is kept with the hash of
+One SQLite file per trial, ``DIR/.service/<trial>.sqlite`` (so that appends
+to different trials never wait for each other's commits).  A key is kept with the hash of
 the request it came with and the answer given; the same key with another
 request is refused.  The key is written (with the trial's last sequence
 number and the events as sent) before the events are appended, and the
@@ -31,51 +32,53 @@ _SCHEMA = (
 
 
 class Ledger:
-    """Idempotency keys and attribution; a connection per thread."""
+    """Idempotency keys and attribution; a connection per thread and trial (a trial's appends run in one thread)."""
 
     def __init__(self, data: Path) -> None:
-        self.path = str(data / ".service.sqlite")
+        self.folder = data / ".service"
+        self.folder.mkdir(exist_ok=True)
         self._local = threading.local()
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
+
+    def _path(self, trial: str) -> str:
+        return str(self.folder / f"{trial}.sqlite")
+
+    def _conn(self, trial: str) -> sqlite3.Connection:
+        conns: dict[str, sqlite3.Connection] = getattr(self._local, "conns", None) or {}
+        self._local.conns = conns
+        conn = conns.get(trial)
+        if conn is None:
+            conn = sqlite3.connect(self._path(trial), isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
             for statement in _SCHEMA:
                 conn.execute(statement)
-        finally:
-            conn.close()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
+            conns[trial] = conn
         return conn
 
     def answered(self, trial: str, key: str, person: str) -> tuple[str, dict[str, Any] | None, int, list[Any]] | None:
         """What is kept for a key: the request hash, the answer (None: the attempt stopped before answering), the
         trial's last sequence number before that attempt and the events it sent."""
-        row = self._conn().execute("SELECT request, response, head, batch FROM idempotency WHERE trial = ? AND "
-                                   "key = ? AND person = ?", (trial, key, person)).fetchone()
+        row = self._conn(trial).execute("SELECT request, response, head, batch FROM idempotency WHERE trial = ? "
+                                        "AND key = ? AND person = ?", (trial, key, person)).fetchone()
         if row is None:
             return None
         return row[0], None if row[1] is None else json.loads(row[1]), row[2], json.loads(row[3])
 
     def begin(self, trial: str, key: str, person: str, request: str, head: int, batch: list[Any]) -> None:
         """Write a key before its events are appended."""
-        self._conn().execute("INSERT OR REPLACE INTO idempotency (trial, key, person, request, response, head, batch) "
-                             "VALUES (?, ?, ?, ?, NULL, ?, ?)", (trial, key, person, request, head,
-                                                                 json.dumps(batch, default=str)))
+        self._conn(trial).execute("INSERT OR REPLACE INTO idempotency (trial, key, person, request, response, head, "
+                                  "batch) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                                  (trial, key, person, request, head, json.dumps(batch, default=str)))
 
     def forget(self, trial: str, key: str, person: str) -> None:
         """Remove a key whose events were not stored (refused, or never appended)."""
-        self._conn().execute("DELETE FROM idempotency WHERE trial = ? AND key = ? AND person = ?",
-                             (trial, key, person))
+        self._conn(trial).execute("DELETE FROM idempotency WHERE trial = ? AND key = ? AND person = ?",
+                                  (trial, key, person))
 
     def keep(self, trial: str, key: str | None, person: str, response: dict[str, Any], seqs: list[int],
              recorded_at: str) -> None:
         """Keep the answer to a key and who recorded the events, in one transaction."""
-        conn = self._conn()
+        conn = self._conn(trial)
         conn.execute("BEGIN IMMEDIATE")
         try:
             if key is not None:
@@ -91,4 +94,12 @@ class Ledger:
 
     def people(self, trial: str) -> dict[int, str]:
         """Sequence number to the person who recorded it through the service."""
-        return dict(self._conn().execute("SELECT seq, person FROM attribution WHERE trial = ?", (trial,)).fetchall())
+        if not Path(self._path(trial)).is_file():
+            return {}
+        conn = sqlite3.connect(self._path(trial), timeout=30)  # a read now and then (the log): not kept open
+        try:
+            return dict(conn.execute("SELECT seq, person FROM attribution WHERE trial = ?", (trial,)).fetchall())
+        except sqlite3.OperationalError:  # made but its tables not yet: nothing recorded through the service
+            return {}
+        finally:
+            conn.close()

@@ -2,14 +2,17 @@
 
 Stores are files ``DIR/<trial id>.db``.  An SQLite connection belongs to the
 thread that opened it, and opening a store re-checks its protocol (tens of
-milliseconds), so each trial has one worker thread that opens its store once
-and runs every call on it, one at a time: the calls on one trial are
-serialised in this process (the store's transactions still guard against
-other processes), and reads see a whole number of committed appends.
+milliseconds), so each trial has a writer thread that opens its store once and
+runs every append on it, one at a time (serialised in this process; the
+store's transactions still guard against other processes), and a reader
+thread with its own connection for status, log, verify and export, so reads
+do not queue behind appends waiting for their fsync.  Reads see a whole
+number of committed appends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +31,8 @@ __all__ = [
     "exists",
     "export",
     "last_seq",
+    "on_trial",
+    "open_connections",
     "protocol",
     "raw_protocol",
     "record",
@@ -37,7 +42,7 @@ __all__ = [
     "verify",
 ]
 
-_workers: dict[str, ThreadPoolExecutor] = {}
+_workers: dict[tuple[str, bool], ThreadPoolExecutor] = {}
 _workers_lock = threading.Lock()
 _local = threading.local()
 
@@ -54,23 +59,77 @@ def exists(data: Path, trial: str) -> bool:
     return store_file(data, trial).is_file()
 
 
-def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T]) -> T:
-    """Run ``work`` on the trial's open store, in the trial's worker thread; its result (or its exception)."""
-    path = str(store_file(data, trial))
+def _worker(path: str, trial: str, read: bool) -> ThreadPoolExecutor:
+    """The trial's writer thread, or its reader thread (``read``); each keeps its own connection to the store."""
+    lane = (path, read)
     with _workers_lock:
-        worker = _workers.get(path)
+        worker = _workers.get(lane)
         if worker is None:
-            worker = _workers[path] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trial-{trial}")
+            name = f"trial-{trial}-{'read' if read else 'write'}"
+            worker = _workers[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        return worker
 
-    def call() -> T:
-        stores: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
-        _local.stores = stores
-        store = stores.get(path)
-        if store is None:
-            store = stores[path] = TrialStore(path)
-        return work(store)
 
-    return worker.submit(call).result()
+#: Two trial threads compute at a time in this process (Python runs one thread at a time anyway; the second
+#: overlaps the first's fsync): the fewer threads contend for the interpreter lock, the sooner the event loop,
+#: which answers decisions, takes it.  Reads hold a turn for their whole call, appends once they hold the
+#: trial's lock (never while waiting for it, so a turn is never held waiting for another process).
+_computing = threading.Semaphore(2)
+
+
+def computing() -> threading.Semaphore:
+    """The turn to compute: held by a trial thread while it works (see :data:`_computing`)."""
+    return _computing
+
+
+def _inside(path: str, work: Callable[[], T], read: bool) -> T:
+    """Run ``work`` as a trial's worker thread runs it: calls on the same trial from inside run directly; a read
+    waits for its turn to compute (an append takes it itself, after the trial's lock)."""
+    outer = getattr(_local, "current", None)
+    _local.current = path
+    try:
+        if not read:
+            return work()
+        with _computing:
+            return work()
+    finally:
+        _local.current = outer
+
+
+def _open(path: str) -> TrialStore:
+    """This thread's connection to a store."""
+    stores: dict[str, TrialStore] = getattr(_local, "stores", None) or {}
+    _local.stores = stores
+    store = stores.get(path)
+    if store is None:
+        store = stores[path] = TrialStore(path)
+    return store
+
+
+def _on_store(data: Path, trial: str, work: Callable[[TrialStore], T], *, read: bool = False) -> T:
+    """Run ``work`` on the trial's open store in the trial's writer thread (reader thread: ``read``); its result.
+
+    Inside a trial's worker (see :func:`on_trial`) it runs there directly.
+    """
+    path = str(store_file(data, trial))
+    if getattr(_local, "current", None) == path:
+        return work(_open(path))
+    return _worker(path, trial, read).submit(_inside, path, lambda: work(_open(path)), read).result()
+
+
+def on_trial(data: Path, trial: str, work: Callable[[], T], *, read: bool = False) -> asyncio.Future[T]:
+    """Run ``work`` in the trial's writer thread (reader thread: ``read``), after the calls before it there; await
+    its result from the event loop.
+
+    The calls of this module that ``work`` makes on the same trial run
+    directly in that thread, so a whole request (an append with its
+    idempotency records) is one step in the trial's queue and the event
+    loop stays free meanwhile.  Reads go through the reader thread's own
+    connection: a status does not wait for the appends queued before it
+    (SQLite's WAL gives it the events committed when it starts: a prefix).
+    """
+    path = str(store_file(data, trial))
+    return asyncio.wrap_future(_worker(path, trial, read).submit(_inside, path, work, read))
 
 
 def raw_protocol(spec: str, doses: int | None) -> dict[str, Any]:
@@ -87,9 +146,21 @@ def create(data: Path, trial: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         store.close()
 
 
+def open_connections(data: Path, trial: str) -> None:
+    """Open a trial's writer and reader connections now (each re-reads the protocol and fills the engine's tables on
+    its first status: tens of milliseconds), so that its first appends and reads do not pay for that.
+
+    Call it without holding the trial's lock: it waits for the calls queued before it.
+    """
+    path = str(store_file(data, trial))
+    for opening in [_worker(path, trial, read).submit(_inside, path, lambda: _open(path).status(), read)
+                    for read in (False, True)]:
+        opening.result()
+
+
 def protocol(data: Path, trial: str) -> Protocol:
     """The protocol a trial's store was created with."""
-    return _on_store(data, trial, lambda store: store.protocol)
+    return _on_store(data, trial, lambda store: store.protocol, read=True)
 
 
 def record(data: Path, trial: str, batch: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[int]:
@@ -107,12 +178,12 @@ def status(data: Path, trial: str, as_of: str | None) -> dict[str, Any] | str:
             return problems[0]
         return store.status(moment).to_dict()
 
-    return _on_store(data, trial, work)
+    return _on_store(data, trial, work, read=True)
 
 
 def last_seq(data: Path, trial: str) -> int:
     """The sequence number of the trial's last stored event (0 for none)."""
-    return _on_store(data, trial, lambda store: max((s.seq for s in store.events()), default=0))
+    return _on_store(data, trial, lambda store: store.record([]).seq)  # the head, checked as far as new
 
 
 def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> bool:
@@ -128,7 +199,7 @@ def same_events(stored: Sequence[Mapping[str, Any]], sent: Sequence[Any]) -> boo
 
 def events(data: Path, trial: str, after: int = 0) -> list[dict[str, Any]]:
     """The stored events after sequence number ``after``, as ``trial log --json`` prints them."""
-    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events() if s.seq > after])
+    return _on_store(data, trial, lambda store: [s.to_dict() for s in store.events(after)], read=True)
 
 
 def export(data: Path, trial: str) -> str:
@@ -138,9 +209,9 @@ def export(data: Path, trial: str) -> str:
         store.export(out)  # as `trial export` writes it: a header with the protocol, then the events
         return out.getvalue()
 
-    return _on_store(data, trial, work)
+    return _on_store(data, trial, work, read=True)
 
 
 def verify(data: Path, trial: str) -> dict[str, Any]:
     """The chain verification report (``trial verify --json``)."""
-    return _on_store(data, trial, lambda store: store.verify().to_dict())
+    return _on_store(data, trial, lambda store: store.verify().to_dict(), read=True)

@@ -15,18 +15,19 @@ that exists already, 413 a body over the limit, 422 refused input.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
@@ -35,6 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +48,11 @@ from ..trial.events import format_time
 from . import _trials
 from ._ledger import Ledger
 from .auth import SIGNING_ROLES, TRIAL_ID, WRITING_ROLES, User, Users
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["MAX_BATCH", "MAX_BODY", "ServiceConfig", "ServiceError", "create_app", "find_protocols"]
 
@@ -247,6 +254,139 @@ async def _send_error(send: Send, status: int, line: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Answers:
+    """Decisions already given, by (protocol, doses, history key): decide is a pure function of these.
+
+    Only the event loop reads and writes it; a history longer than
+    :data:`KEEP` characters is not kept, and the table is emptied when full.
+    """
+
+    KEEP = 2048
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int | None, str], bytes] = {}
+        self._running: dict[tuple[str, int | None, str], asyncio.Future[bytes]] = {}
+
+    def get(self, protocol: str, doses: int | None, history: str) -> bytes | None:
+        return self._kept.get((protocol, doses, history))
+
+    def keep(self, protocol: str, doses: int | None, history: str, answer: bytes) -> None:
+        if len(history) <= self.KEEP:
+            if len(self._kept) >= self.SIZE:
+                self._kept.clear()
+            self._kept[(protocol, doses, history)] = answer
+
+    async def answer(self, protocol: str, doses: int | None, history: str,
+                     compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The kept answer, else ``compute()``'s, kept; the same question asked while it runs waits for that run
+        (a burst of one new history costs one decision, not one per request).  A refusal is not kept."""
+        key = (protocol, doses, history)
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
+        if len(history) > self.KEEP:
+            return await compute()
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(compute())
+            running.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(running)
+
+    def _finished(self, key: tuple[str, int | None, str], done: asyncio.Future[bytes]) -> None:
+        del self._running[key]
+        if not done.cancelled() and done.exception() is None:
+            self.keep(*key, done.result())
+
+
+_DECIDE_PATH = re.compile(r"^/v1/protocols/([^/]+)/decide$")
+
+#: The largest body a kept decision is answered for before routing (longer ones take the full route).
+_QUICK_BODY = 4096
+
+
+class QuickDecide:
+    """Answer a decide that was answered before straight from the event loop, before the framework's routing.
+
+    Only the plainest request qualifies: ``POST /v1/protocols/NAME/decide``
+    without a query, ``Content-Type: application/json``, a body of at most
+    4 KiB that is ``{"history": "..."}`` (or ``{}``), a token the server has
+    already checked and knows (or no users file), and a history whose
+    answer is kept.  The answer is then the same bytes with the same headers
+    as the endpoint sends.  Everything else, a refusal included, goes on to
+    the endpoint unchanged (the body read so far is handed on).
+    """
+
+    def __init__(self, app: ASGIApp, answers: Answers, users: Users | None, limit: int) -> None:
+        self.app = app
+        self.answers = answers
+        self.users = users
+        self.limit = min(limit, _QUICK_BODY)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (_DECIDE_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST"
+                 and not scope.get("query_string") else None)
+        if match is None or not self._plain(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        read: list[Message] = []
+        size, complete = 0, False
+        while size <= self.limit:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                complete = size <= self.limit
+                break
+        answer = self._kept(match.group(1), b"".join(m.get("body", b"") for m in read)) if complete else None
+        if answer is None:
+            await self.app(scope, _replaying(read, receive), send)
+            return
+        headers = [(b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    def _plain(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A JSON body, and a known token (or none needed); each header once."""
+        seen: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in (b"authorization", b"content-type"):
+                if name in seen:
+                    return False
+                seen[name] = value
+        if seen.get(b"content-type") != b"application/json":
+            return False
+        if self.users is None:
+            return True
+        scheme, _, token = seen.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        known, user = self.users.remembered(token.strip())
+        return known and user is not None
+
+    def _kept(self, protocol: str, body: bytes) -> bytes | None:
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(request, dict) or not set(request) <= {"history"}:
+            return None
+        history = request.get("history", "")
+        return self.answers.get(protocol, None, "s" + history) if isinstance(history, str) else None
+
+
+def _replaying(read: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first gives the messages already read."""
+    pending = list(read)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
 # ---------------------------------------------------------------- the application
 
 
@@ -293,6 +433,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     """
     data = config.data
     locks: dict[str, threading.Lock] = {}
+    lock_files: dict[str, IO[bytes]] = {}
     locks_guard = threading.Lock()
     ledgers: list[Ledger] = []
 
@@ -309,7 +450,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     "Authenticate with `Authorization: Bearer TOKEN`. Errors are `{\"error\", \"problems\"}`. "
                     "`POST /v1/trials/{trial}/events` takes an `Idempotency-Key` header: a retry with the same "
                     "key and body answers the first answer again and records nothing.")
+    answers = Answers()
     app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(QuickDecide, answers=answers, users=config.users, limit=config.max_body)
     app.mount("/static", StaticFiles(directory=_static_root()), name="static")
 
     @app.exception_handler(ServiceError)
@@ -362,18 +505,35 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     # -- helpers
 
-    def caller(authorization: str | None) -> Caller:
-        if config.users is None:
-            return Caller(None)
+    def bearer(authorization: str | None) -> str:
+        """The token of an ``Authorization: Bearer TOKEN`` header (401 without one)."""
         if not authorization:
             raise ServiceError(401, "Authorization: missing (expected: Bearer TOKEN)")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ServiceError(401, "Authorization: expected: Bearer TOKEN")
-        user = config.users.authenticate(token.strip())
+        return token.strip()
+
+    def known(user: User | None) -> Caller:
         if user is None:
             raise ServiceError(401, "Authorization: unknown token")
         return Caller(user)
+
+    def caller(authorization: str | None) -> Caller:
+        if config.users is None:
+            return Caller(None)
+        return known(config.users.authenticate(bearer(authorization)))
+
+    async def caller_on_loop(authorization: str | None) -> Caller:
+        """:func:`caller` for async endpoints: a token checked before costs one SHA-256 on the event loop; only a
+        token not seen yet pays for scrypt, in the thread pool."""
+        if config.users is None:
+            return Caller(None)
+        token = bearer(authorization)
+        remembered, user = config.users.remembered(token)
+        if not remembered:
+            user = await run_in_threadpool(config.users.authenticate, token)
+        return known(user)
 
     def trial_id(trial: str) -> str:
         if not TRIAL_ID.match(trial):
@@ -428,20 +588,31 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise ServiceError(422, f"doses: expected 1 to 40 (got {doses})")
         return _protocol(name, doses)
 
-    for name in config.protocols:  # built once at start, not by the first requests all at once
-        with contextlib.suppress(EscalationRulesError):  # refused with its message on each request naming it
-            _protocol(name, None)
 
     @contextmanager
     def trial_lock(trial: str) -> Iterator[None]:
+        """Appends to (and the creation of) one trial one at a time: in this process, and across the processes
+        serving the same data folder (``serve --workers``, or two servers) by an advisory lock on a file."""
         with locks_guard:
             lock = locks.setdefault(trial, threading.Lock())
         with lock:
-            yield
+            if fcntl is None:  # pragma: no cover - no advisory file locks here: one process per data folder
+                yield
+                return
+            handle = lock_files.get(trial)
+            if handle is None:
+                folder = data / ".locks"
+                folder.mkdir(exist_ok=True)
+                handle = lock_files[trial] = open(folder / f"{trial}.lock", "a+b")  # noqa: SIM115 (kept open)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def authenticated(authorization: str | None = Header(default=None)) -> None:
+    async def authenticated(authorization: str | None = Header(default=None)) -> None:
         """Any known token (a protocol's tables, decisions and screening are for the people of the server)."""
-        caller(authorization)
+        await caller_on_loop(authorization)
 
     signed_in = [Depends(authenticated)]
 
@@ -503,17 +674,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
             {"history": json.loads(history[1:])}, "history")
         return json.dumps(decide(p, entries).to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
-    decided_cached = lru_cache(maxsize=4096)(decided)
+    for name in config.protocols:  # built once at start (and a first decision made, which fills the engine's
+        with contextlib.suppress(EscalationRulesError):  # tables), not by the first requests all at once; a refused
+            decided(name, None, "s")  # protocol is refused with its message on each request naming it
 
     @app.post("/v1/protocols/{protocol}/decide", tags=["protocols"], summary="The decision after a history",
               response_model=dict[str, Any], dependencies=signed_in,
               responses={c: _ERRORS[c] for c in (401, 404, 413, 422)})
-    def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> Response:
+    async def decide_endpoint(protocol: str, body: DecideRequest, doses: int | None = None) -> Response:
         """Exactly the object ``escalation-rules next SPEC OUTCOMES --json`` prints."""
         history = ("s" + body.history if isinstance(body.history, str)
                    else "j" + json.dumps(body.history, sort_keys=True, separators=(",", ":")))
-        # decide is a pure function of the protocol and the history: short histories' answers are kept
-        answer = (decided_cached if len(history) <= 2048 else decided)(protocol, doses, history)
+        # the engine runs in the thread pool; a kept answer is sent from the event loop
+        answer = await answers.answer(protocol, doses, history,
+                                      lambda: run_in_threadpool(decided, protocol, doses, history))
         return Response(answer, media_type="application/json")
 
     @app.post("/v1/protocols/{protocol}/screen", tags=["protocols"], summary="Screen a patient record",
@@ -580,7 +754,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         with trial_lock(trial):
             if _trials.exists(data, trial):
                 raise ServiceError(409, f"trial {trial}: exists already; a trial is created once")
-            return _trials.create(data, trial, raw)
+            made = _trials.create(data, trial, raw)
+        _trials.open_connections(data, trial)  # after the lock: an append that came meanwhile goes first
+        return made
 
     @app.get("/v1/trials/{trial}", tags=["trials"], summary="A trial: its protocol and the caller's roles",
              responses={c: _ERRORS[c] for c in (401, 403, 404, 422)})
@@ -599,11 +775,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/trials/{trial}/events", tags=["trials"], summary="Record events (atomically)", status_code=201,
               openapi_extra={"requestBody": _EVENTS_BODY},
               responses={c: _ERRORS[c] for c in (401, 403, 404, 413, 422)})
-    def record_events(trial: str, request_body: Any = _RAW_BODY,
-                      authorization: str | None = Header(default=None),
-                      idempotency_key: str | None = Header(
-                          default=None, description="a retry with the same key and body records nothing and "
-                                                    "answers the first answer again")) -> dict[str, Any]:
+    async def record_events(trial: str, request_body: Any = _RAW_BODY,
+                            authorization: str | None = Header(default=None),
+                            idempotency_key: str | None = Header(
+                                default=None, description="a retry with the same key and body records nothing "
+                                                          "and answers the first answer again")) -> dict[str, Any]:
         """Check and append one event or a list of them in one transaction; nothing is stored if one is refused.
 
         The server attributes the events to the authenticated person: a
@@ -612,7 +788,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         another person, or a role the caller does not hold, is refused).
         ``at`` may be left out: the server's clock fills it.
         """
-        who = caller(authorization)
+        who = await caller_on_loop(authorization)
         roles = access(trial, who, "write")
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_KEY
                                                 and idempotency_key.isprintable()):
@@ -621,11 +797,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not batch or (isinstance(request_body, list) and len(batch) > MAX_BATCH):
             raise ServiceError(422, f"events: expected an event object or a list of 1 to {MAX_BATCH} events "
                                     f"(got {len(batch)})")
+        # the rest (attribution, the idempotency records, the append and its fsync) is one step in the trial's
+        # own worker thread: appends to one trial are serialised, and the event loop keeps answering meanwhile
+        return await _trials.on_trial(data, trial, lambda: append(trial, request_body, batch, who, roles,
+                                                                  idempotency_key))
+
+    def append(trial: str, request_body: Any, batch: list[Any], who: Caller, roles: tuple[str, ...],
+               idempotency_key: str | None) -> dict[str, Any]:
+        """Attribute, record and keep the answer to an append (in the trial's worker thread)."""
         labels = ["event" if not isinstance(request_body, list) else f"events[{i}]" for i in range(len(batch))]
         now = format_time(datetime.now(UTC))
         filled = [_attribute(ev, label, who, roles, now) for ev, label in zip(batch, labels, strict=True)]
         request_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
-        with trial_lock(trial):
+        with trial_lock(trial), _trials.computing():
             if idempotency_key is None:
                 seqs = _trials.record(data, trial, filled, labels)
             else:
@@ -666,12 +850,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/v1/trials/{trial}/status", tags=["trials"], summary="The trial's status",
              responses={**{c: _ERRORS[c] for c in (401, 403, 404, 422)},
                         409: {"model": ErrorBody, "description": "the store fails verification"}})
-    def trial_status(trial: str, as_of: str | None = Query(default=None, description="ISO 8601 moment"),
-                     authorization: str | None = Header(default=None)) -> dict[str, Any]:
+    async def trial_status(trial: str, as_of: str | None = Query(default=None, description="ISO 8601 moment"),
+                           authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """The object ``escalation-rules trial status DB --json`` prints (a store that fails verification: 409)."""
-        who = caller(authorization)
+        who = await caller_on_loop(authorization)
         access(trial, who, "read")
-        result = _trials.status(data, trial, as_of)
+        result = await _trials.on_trial(data, trial, lambda: _trials.status(data, trial, as_of), read=True)
         if isinstance(result, str):
             raise ServiceError(409, f"trial {trial}: the store fails verification, so no status is given: {result}")
         return result

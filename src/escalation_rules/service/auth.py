@@ -25,6 +25,8 @@ True
 ('Dr A', ('investigator',), ())
 >>> users.authenticate("wrong") is None
 True
+>>> users.remembered("s3cret-token-of-at-least-16")[0], users.remembered("a-token-never-presented")
+(True, (False, None))
 >>> parse_users({"users": [{"person": "Dr A", "token": "plain", "roles": {}}]}, "users.toml")
 ... # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -135,18 +137,30 @@ class Users:
 
     def authenticate(self, token: str) -> User | None:
         """The user holding ``token``, or None."""
-        if not token or len(token) > 512:
-            return None
-        key = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        with self._lock:
-            if key in self._known:
-                return self._known[key]
+        known, user = self.remembered(token)
+        if known:
+            return user
         found = next((u for u in self.users if u.matches(token)), None)
         with self._lock:
             if len(self._known) > 4096:
                 self._known.clear()
-            self._known[key] = found
+            self._known[self._digest(token)] = found
         return found
+
+    def remembered(self, token: str) -> tuple[bool, User | None]:
+        """``(True, user or None)`` when ``token`` was checked before (or cannot be one); ``(False, None)`` when
+        only :meth:`authenticate` can tell (it pays for scrypt once).  Cheap: one SHA-256 of the token."""
+        if not token or len(token) > 512:
+            return True, None
+        key = self._digest(token)
+        with self._lock:
+            if key in self._known:
+                return True, self._known[key]
+        return False, None
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _where(source: str, path: str) -> str:
