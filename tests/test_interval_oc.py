@@ -97,3 +97,11 @@ def test_cli_oc_json_contract_on_the_fast_programme(capsys: pytest.CaptureFixtur
     protocol = builtin_design("boin", 5, target=0.3, max_n=18)
     generic = operating_characteristics(merged_graph(protocol), [0.05, 0.1, 0.2, 0.35, 0.5]).to_dict()
     assert _differences(printed, json.loads(json.dumps(generic))) == []
+
+
+@pytest.mark.parametrize(("doses", "largest"), [(5, 120), (6, 60), (7, 36), (8, 24)])
+def test_packed_state_limits_as_documented(doses: int, largest: int) -> None:
+    """docs/explanation/designs.md: with cohorts of 3 the packed state allows max_n up to 120, 60, 36, 24."""
+    assert interval_plan(builtin_design("boin", doses, max_n=largest)) is not None
+    if largest < 120:
+        assert interval_plan(builtin_design("boin", doses, max_n=largest + 3)) is None
