@@ -124,13 +124,6 @@ class IntervalPlan:
         """Whether a state packs into 62 bits (codes of every dose, the current dose, the lowest closed dose)."""
         return self.radix ** self.k * self.k * (self.k + 1) < 2**62
 
-    def base(self, codes: np.ndarray) -> np.ndarray:
-        """The codes of every dose of each state as one integer (mixed radix, dose 1 first)."""
-        key = np.zeros(len(codes), dtype=np.int64)
-        for i in range(self.k):
-            key = key * self.radix + codes[:, i]
-        return key
-
     def select(self, codes: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """The 0-based MTD of each row (-1: none), as :func:`~escalation_rules._interval.select_isotonic`."""
         if len(closed) <= _CHUNK:
@@ -259,7 +252,8 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
     k, c = plan.k, plan.cohort
     binom = np.array([[math.comb(c, x) * p**x * (1.0 - p) ** (c - x) for x in range(c + 1)] for p in truth])
     place = np.array([plan.radix ** (k - 1 - i) for i in range(k)], dtype=np.int64)
-    codes = np.zeros((1, k), dtype=np.int64)
+    codes = np.zeros((1, k), dtype=np.int16 if plan.radix < 2**15 else np.int64)
+    base = np.zeros(1, dtype=np.int64)
     dose = np.array([plan.start], dtype=np.int64)
     closed = np.array([k], dtype=np.int64)
     reach = np.ones(1)
@@ -276,16 +270,16 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
         at = np.bincount(dose, weights=reach, minlength=k)
         patients += at * c
         above += float(at[first_over:].sum()) * c
-        here = codes[np.arange(count), dose]
+        here = codes[np.arange(count), dose].astype(np.int64)
         blocked = (dose == k - 1) | (dose + 1 >= closed)
         w = reach[:, None] * binom[dose]  # (state, DLTs in the cohort)
         new_code = plan.new_code[here]
-        child_base = plan.base(codes)[:, None] + (new_code - here[:, None]) * place[dose][:, None]
+        child_base = base[:, None] + (new_code - here[:, None]) * place[dose][:, None]
         go = np.full(w.shape, _SELECT, dtype=np.int8) if last else plan.decision[here, dose, blocked.astype(int)]
         # trials that stop after this cohort
-        n_above = (plan.units_of[codes[:, first_over:]] * c).sum(axis=1) + np.where(dose >= first_over, c, 0)
         ends = go >= _SELECT
         if ends.any():
+            n_above = (plan.units_of[codes[:, first_over:]] * c).sum(axis=1) + np.where(dose >= first_over, c, 0)
             we = w[ends]
             sizes[(level + 1) * c] = sizes.get((level + 1) * c, 0.0) + float(we.sum())
             stop_above = np.broadcast_to(n_above[:, None], w.shape)[ends]
@@ -296,7 +290,7 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
                 lost = float(w[toxic].sum())
                 mtd[0] += lost
                 tox_stop += lost
-            sel = np.flatnonzero(go == _SELECT)
+            sel = np.arange(go.size) if last else np.flatnonzero(go == _SELECT)
             if sel.size:
                 parent, x = np.divmod(sel, c + 1)
                 order, starts, _ = _groups(child_base.ravel()[sel] * (k + 1) + closed[parent])
@@ -305,7 +299,7 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
                 end_codes = codes[rp]
                 end_codes[np.arange(len(rows)), dose[rp]] = new_code[rp, rx]
                 chosen = plan.select(end_codes, closed[rp])
-                mtd += np.bincount(chosen + 1, weights=np.add.reduceat(w.ravel()[sel][order], starts),
+                mtd += np.bincount(chosen + 1, weights=np.add.reduceat(w.ravel()[sel[order]], starts),
                                    minlength=k + 1)
         if last:
             break
@@ -318,8 +312,9 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
         new_dose = dose[parent] + _MOVE[g]
         new_closed = np.where(g == _CLOSE, dose[parent], closed[parent])
         order, starts, _ = _groups((child_base.ravel()[cont] * k + new_dose) * (k + 1) + new_closed)
-        reach = np.add.reduceat(w.ravel()[cont][order], starts)
+        reach = np.add.reduceat(w.ravel()[cont[order]], starts)
         rep = order[starts]
+        base = child_base.ravel()[cont[rep]]
         rp = parent[rep]
         codes = codes[rp]
         codes[np.arange(len(rep)), dose[rp]] = new_code[rp, x[rep]]
