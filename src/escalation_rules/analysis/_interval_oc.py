@@ -230,7 +230,7 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort ``keys``: the order, the start of each run of equal keys in it, and each run's length."""
     order = np.argsort(keys)
     ordered = keys[order]
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])) if keys.size else order
     return order, starts, np.diff(np.append(starts, len(keys)))
 
 
@@ -290,17 +290,19 @@ def interval_figures(plan: IntervalPlan, truth: Sequence[float], first_over: int
                 lost = float(w[toxic].sum())
                 mtd[0] += lost
                 tox_stop += lost
-            sel = np.arange(go.size) if last else np.flatnonzero(go == _SELECT)
-            if sel.size:
-                parent, x = np.divmod(sel, c + 1)
-                order, starts, _ = _groups(child_base.ravel()[sel] * (k + 1) + closed[parent])
-                rows = sel[order[starts]]
+            if last:  # every child: no index of them needed
+                order, starts, _ = _groups((child_base * (k + 1) + closed[:, None]).ravel())
+                rows, weights = order[starts], np.add.reduceat(w.ravel()[order], starts)
+            else:
+                sel = np.flatnonzero(go == _SELECT)
+                order, starts, _ = _groups(child_base.ravel()[sel] * (k + 1) + closed[sel // (c + 1)])
+                rows, weights = sel[order[starts]], np.add.reduceat(w.ravel()[sel[order]], starts)
+            if rows.size:
                 rp, rx = np.divmod(rows, c + 1)
                 end_codes = codes[rp]
                 end_codes[np.arange(len(rows)), dose[rp]] = new_code[rp, rx]
                 chosen = plan.select(end_codes, closed[rp])
-                mtd += np.bincount(chosen + 1, weights=np.add.reduceat(w.ravel()[sel[order]], starts),
-                                   minlength=k + 1)
+                mtd += np.bincount(chosen + 1, weights=weights, minlength=k + 1)
         if last:
             break
         # trials that go on: merge equal states
