@@ -12,7 +12,7 @@ dose and the lowest closed dose.  Each state is packed into one integer key
 (the counts of a dose as one code, the codes in mixed radix), the boundary
 table is read as arrays indexed by the patients at the current dose, every
 state is spread over the binomial outcomes of its next cohort, and equal keys
-are merged by :func:`numpy.unique` with their probabilities summed.  Trials
+are merged by sorting them, with their probabilities summed.  Trials
 that stop go straight into the figures; the MTD of those that stop with a
 selection is chosen by the same isotonic regression as R BOIN's
 ``select.mtd`` (:func:`escalation_rules._interval.select_isotonic`), run on
@@ -93,8 +93,9 @@ class IntervalPlan:
         """The outcome of every (code at the current dose, current dose, move up blocked, DLTs in the cohort).
 
         ``new_code[code, x]`` is the code after a cohort with ``x`` DLTs; ``decision[code, dose,
-        blocked, x]`` is one of the :data:`_GO` codes, following the rules of the design's table in
-        their order (see :func:`escalation_rules.designs.design_mapping`).
+        blocked, x]`` is one of ``_STAY``, ``_UP``, ``_DOWN``, ``_CLOSE``, ``_SELECT``, ``_TOXIC``,
+        following the rules of the design's table in their order (see
+        :func:`escalation_rules.designs.design_mapping`).
         """
         k, c, units = self.k, self.cohort, self.cap // self.cohort
         code, dose, blocked, x = np.meshgrid(np.arange(self.radix), np.arange(k), [False, True], np.arange(c + 1),
