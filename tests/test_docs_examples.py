@@ -256,6 +256,12 @@ def _sci(value: int) -> str:
     return f"{value / 10 ** exponent:.1f} × 10^{exponent}"
 
 
+def _boin_oc_states() -> str:
+    from escalation_rules import operating_characteristics, resolve_spec
+
+    return _n(operating_characteristics(resolve_spec("boin", 5, {"target": 0.3}), [0.05, 0.1, 0.2, 0.35, 0.5]).states)
+
+
 def _nct_oc_states() -> str:
     from escalation_rules import operating_characteristics, resolve_spec
 
@@ -315,6 +321,7 @@ FIGURES: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/oc.md", "and {} million", lambda: f"{_merged(DEESC, 20)['paths'] / 1e6:.0f}"),
     ("docs/oc.md", "against {} merged classes", lambda: ", ".join(_n(_merged(DEESC, k)["states"]) for k in (5, 15))
      + f" and {_n(_merged(DEESC, 20)['states'])}"),
+    ("docs/explanation/designs.md", "cohorts of 3, {} states up to `max_n` 30", lambda: _boin_oc_states()),
 ]
 
 #: A count a page quotes: a number followed by what it counts.

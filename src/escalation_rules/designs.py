@@ -203,7 +203,8 @@ _COMMON_PARAMS: dict[str, tuple[type, Any, str]] = {
     "cutoff_eli": (float, 0.95, "eliminate a dose (and all above) when Pr(p > target | data) exceeds this"),
     "extrasafe": (bool, False, "stop when Pr(p_1 > target | data) > cutoff_eli - offset at the lowest dose"),
     "offset": (float, 0.05, "see extrasafe"),
-    "n_earlystop": (int, 100, "stop when this many were treated at the current dose and the decision is to stay"),
+    "n_earlystop": (int, 100, "stop when this many were treated at the current dose and the decision is to stay "
+                              "(keyboard: as soon as this many were treated there, as R Keyboard's get.oc.kb)"),
     "stop_n_at_dose": (int, 0, "stop when the dose the rules would treat next already has this many (0: off; "
                                "R escalation's stop_when_n_at_dose)"),
     "titration": (bool, False, "accelerated-titration start (Simon et al. 1997): one patient per dose until the "
@@ -360,6 +361,10 @@ def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
         _rule("iv-sample-size", "remaining == 0", "stop", clause,
               f"{n_max} patients treated: stop and select the MTD by isotonic regression", mtd="selected"),
     ]
+    if name == "keyboard" and v["n_earlystop"] < n_max:  # R Keyboard's get.oc.kb stops before anything else
+        rules.append(_rule("iv-earlystop", f"n >= {v['n_earlystop']}", "stop", clause,
+                           f"{v['n_earlystop']} patients at the current dose: stop and select the MTD",
+                           mtd="selected"))
     if v["extrasafe"]:
         rules.append(_rule("iv-extrasafe", "not has_prev and tox >= stop_min", "stop", _ELIM,
                            "the lowest dose is too toxic by the stricter rule (cutoff_eli - offset): stop, no MTD",
@@ -370,7 +375,7 @@ def _interval_design(name: str, doses: int, params: Mapping[str, Any]) -> dict[s
         _rule("iv-eliminate", "tox >= eliminate_min", "treat", _ELIM,
               "eliminate the current dose and all above it; de-escalate", move="previous", close=True),
     ]
-    if v["n_earlystop"] < n_max:
+    if name != "keyboard" and v["n_earlystop"] < n_max:
         rules.append(_rule("iv-earlystop", f"n >= {v['n_earlystop']} and ({stay})", "stop", clause,
                            f"{v['n_earlystop']} patients at the current dose and the decision is to stay: "
                            "stop and select the MTD", mtd="selected"))

@@ -56,6 +56,7 @@ from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, Watch, reduce_protocol,
 from ..errors import EscalationRulesError
 from ..graph import as_protocol
 from ..protocol import Protocol
+from ._interval_oc import IntervalPlan, interval_figures, interval_plan
 from .policy import Policy, resolve_policy
 
 __all__ = [
@@ -374,11 +375,14 @@ def _number_kind(truth: Sequence[Number]) -> tuple[bool, Number, Number]:
 
 
 def _check_truth(graph: ReducedGraph, truth: Sequence[Number]) -> tuple[Number, ...]:
-    k = graph.doses
+    return _checked_truth(graph.protocol.id, graph.doses, truth)
+
+
+def _checked_truth(pid: str, k: int, truth: Sequence[Number]) -> tuple[Number, ...]:
     check_probabilities(truth)
     if len(truth) != k:
         raise EscalationRulesError(
-            f"truth: {graph.protocol.id} has {k} doses (including provisional ones); "
+            f"truth: {pid} has {k} doses (including provisional ones); "
             f"expected {k} probabilities (got {len(truth)})")
     exact, _, _ = _number_kind(truth)
     return tuple(Fraction(p) if exact else float(p) for p in truth)
@@ -506,6 +510,35 @@ def _bounds(model: _Model) -> dict[str, tuple[Number, Number]]:
     return {name: result[name] for name in BOUNDED_FIGURES}
 
 
+def _interval_oc(plan: IntervalPlan, truth: tuple[float, ...], target: Number, m: int,
+                 policy: str) -> OperatingCharacteristics:
+    """The figures of a built-in interval design by the level-by-level programme (no decision points)."""
+    first_over = next((d for d, p in enumerate(truth) if p > target), len(truth))
+    f = interval_figures(plan, truth, first_over, m)
+    mtd = f["mtd"]
+    values = {
+        "expected_patients": sum(f["patients_at_dose"]),
+        "expected_dlts": sum(f["dlts_at_dose"]),
+        "expected_patients_above_mtd": f["expected_patients_above_mtd"],
+        "p_any_above_mtd": f["p_any_above_mtd"],
+        "p_overdose": f["p_overdose"],
+        "p_select_above_mtd": f["p_select_above_mtd"],
+        "p_correct_selection": f["p_correct_selection"],
+        "p_stop_toxicity": f["p_stop_toxicity"],
+        "p_no_mtd": mtd[0],
+    }
+    return OperatingCharacteristics(
+        protocol=plan.protocol.id, truth=truth, target=target,
+        true_mtd=first_over if first_over > 0 else None, policy=policy, exact=False, mtd=mtd,
+        patients_at_dose=f["patients_at_dose"], dlts_at_dose=f["dlts_at_dose"],
+        expected_patients=values["expected_patients"], expected_dlts=values["expected_dlts"],
+        sample_size=f["sample_size"], p_stop_toxicity=values["p_stop_toxicity"], p_no_mtd=mtd[0],
+        p_correct_selection=values["p_correct_selection"], p_select_above_mtd=values["p_select_above_mtd"],
+        expected_patients_above_mtd=values["expected_patients_above_mtd"],
+        p_any_above_mtd=values["p_any_above_mtd"], overdose_patients=m, p_overdose=values["p_overdose"],
+        bounds={name: (values[name], values[name]) for name in BOUNDED_FIGURES}, states=f["states"])
+
+
 def operating_characteristics(
     protocol: Protocol | ReducedGraph,
     truth: Sequence[Number],
@@ -550,11 +583,20 @@ def operating_characteristics(
     >>> round(lo, 3), round(hi, 3)     # stop at the first decision point, or never
     (1.1, 17.927)
     """
-    graph, pol = policy_graph(protocol, policy)
+    fast = None if isinstance(protocol, ReducedGraph) else interval_plan(as_protocol(protocol))
+    if fast is not None:
+        pol = resolve_policy(fast.protocol, policy)
+    else:
+        graph, pol = policy_graph(protocol, policy)
     if not isinstance(overdose_patients, int) or not 1 <= overdose_patients <= MAX_CAP:
         raise EscalationRulesError(f"overdose_patients: expected a positive integer of at most {MAX_CAP} "
                                    f"(got {shown(overdose_patients)})")
     check_target(target)
+    if fast is not None:
+        checked = _checked_truth(fast.protocol.id, fast.k, truth)
+        if not _number_kind(checked)[0]:  # exact fractions take the generic programme
+            return _interval_oc(fast, checked, target, overdose_patients, pol.name)
+        graph, pol = policy_graph(protocol, policy)
     model = _Model(graph, truth, target, overdose_patients)
     chosen = _chosen(graph, pol)
     zero, one, k, m = model.zero, model.one, graph.doses, model.m
