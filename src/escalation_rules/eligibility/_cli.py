@@ -180,6 +180,9 @@ def _cmd_data_items(args: argparse.Namespace) -> int:
         print(f"{r['name']:{width}}  {r['source']:45}  {kind}")
         print(f"{'':{width}}  used by: {', '.join(r['used_by'])}")
         for code in r.get("fhir_codes") or ():
+            if "element" in code:
+                print(f"{'':{width}}  from {code['element']}")
+                continue
             how = (" (prefix)" if code.get("match") else "") + (" (means none)" if code.get("means") else "")
             print(f"{'':{width}}  from {code['resource']} {code['system']}|{code['code']}{how} {code['display']}")
     return 0

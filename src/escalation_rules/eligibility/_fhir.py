@@ -32,8 +32,8 @@ from .._limits import show
 from ..errors import ProtocolError
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, read_record
 
-__all__ = ["FhirCode", "FhirMapping", "FhirRule", "bundle_record", "bundle_to_record", "is_bundle",
-           "load_mapping"]
+__all__ = ["FhirCode", "FhirError", "FhirMapping", "FhirRule", "blame", "bundle_record", "bundle_to_record",
+           "is_bundle", "load_mapping"]
 
 #: The resource types a Bundle may hold for screening (others are refused, naming the entry).
 RESOURCES = ("Patient", "Observation", "Condition", "Procedure", "MedicationStatement", "MedicationAdministration",
@@ -46,6 +46,9 @@ _ASSESSMENT_SPECIMENS = ("bone_marrow", "peripheral_blood")
 _OBS_STATUS = frozenset(("final", "amended", "corrected"))
 _ACTIVE = frozenset(("active", "recurrence", "relapse"))
 _INACTIVE = frozenset(("inactive", "remission", "resolved"))
+#: Record places read from a resource's element rather than from a code.
+_ELEMENTS = {"demographics.sex": "Patient.gender", "demographics.birth_date": "Patient.birthDate",
+             "anchors.screening": "Bundle.timestamp"}
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _UCUM = "http://unitsofmeasure.org"
 
@@ -125,6 +128,8 @@ class FhirMapping:
         ['2160-0', '14682-9']
         """
         out: list[dict[str, str]] = []
+        if place in _ELEMENTS:  # read from an element, not a code
+            return [{"resource": _ELEMENTS[place].split(".")[0], "element": _ELEMENTS[place]}]
         for rule in self.rules:
             if rule.to != place and not (place == "disease_assessments" and rule.to.startswith(place + ".")):
                 continue
@@ -857,11 +862,11 @@ def bundle_record(mapping: FhirMapping | None, bundle: Mapping[str, Any], source
     try:
         checked = read_record(record, source)
     except RecordError as err:
-        raise FhirError([_blame(line, provenance) for line in err.problems]) from None
+        raise FhirError([blame(line, provenance) for line in err.problems]) from None
     return attrs.evolve(checked, provenance=provenance)
 
 
-def _blame(line: str, provenance: Mapping[str, Any]) -> str:
+def blame(line: str, provenance: Mapping[str, Any]) -> str:
     """Name the resource behind a record problem (``measurements[0].unit`` → its Observation)."""
     _, _, rest = line.partition(": ")
     path = rest.partition(": ")[0]

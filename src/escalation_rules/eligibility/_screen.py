@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from ..guards import QuantityType
-from ._record import PatientRecord, read_record
+from ._record import PatientRecord, RecordError, read_record
 from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
 from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility
 
@@ -250,7 +250,7 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
                             f"mapping (got {type(spec).__name__})") from None
     if not isinstance(record, PatientRecord):
         record = _read(spec, record, source)
-    env = spec.environment(record, site)
+    env = _environment(spec, record, site)
     values, failing, unknown, gaps = _evaluate(spec, env)
     missing: dict[str, tuple[str, ...]] = {}
     if gaps:
@@ -302,7 +302,7 @@ def screen_summary(spec: EligibilitySpec, record: PatientRecord | Mapping[str, A
     """
     if not isinstance(record, PatientRecord):
         record = _read(spec, record, source)
-    env = spec.environment(record, site)
+    env = _environment(spec, record, site)
     values, failing, unknown, _ = _evaluate(spec, env)
     failed: list[str] = []
     needed: list[str] = []
@@ -326,6 +326,18 @@ def _read(spec: EligibilitySpec, data: Any, source: str) -> PatientRecord:
 
         return bundle_record(spec.fhir, data, source)
     return read_record(data, source)
+
+
+def _environment(spec: EligibilitySpec, record: PatientRecord, site: SiteRanges | None) -> dict[str, Any]:
+    """The record's environment; for a FHIR record, a refusal names the resource the value came from."""
+    if not record.provenance:
+        return spec.environment(record, site)
+    from ._fhir import FhirError, blame
+
+    try:
+        return spec.environment(record, site)
+    except RecordError as err:
+        raise FhirError([blame(line, record.provenance) for line in err.problems]) from None
 
 
 def _sources(context: _Context, names: tuple[str, ...]) -> dict[str, Any]:
