@@ -375,3 +375,27 @@ def test_screen_start_up_does_not_import_the_fhir_models() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fhir', 'pydantic')))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n", done.stderr
+
+
+# ------------------------------------------------------------------ the docs' mapping table
+
+
+def mapping_table() -> str:
+    """The mapping table of docs/howto/fhir.md, built from the shipped fhir.toml."""
+    names = {"http://loinc.org": "LOINC", "http://snomed.info/sct": "SNOMED CT", "http://www.whocc.no/atc": "ATC",
+             "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips": "IPS absent/unknown"}
+    lines = ["| record place | resource | entry fields | codes |", "| --- | --- | --- | --- |"]
+    for rule in SPEC.fhir.rules:
+        fields = ", ".join(f"{k} = {v}" for k, v in rule.set.items()) or (f"value = {rule.value}" if rule.value else "")
+        if rule.none:
+            fields = "(known to be none)"
+        codes = "; ".join(f"{names.get(c.system, c.system)} {c.code}{'*' if rule.prefix else ''} {c.display}"
+                          for c in rule.codes)
+        lines.append(f"| `{rule.to}` | {rule.resource} | {fields} | {codes} |")
+    return "\n".join(lines)
+
+
+def test_the_docs_mapping_table_is_the_shipped_mapping() -> None:
+    """docs/howto/fhir.md shows the mapping exactly as fhir.toml declares it."""
+    page = (ROOT / "docs" / "howto" / "fhir.md").read_text()
+    assert mapping_table() in page, "regenerate the table: python -c 'from tests.test_fhir import mapping_table; ...'"
