@@ -399,3 +399,96 @@ def test_the_docs_mapping_table_is_the_shipped_mapping() -> None:
     """docs/howto/fhir.md shows the mapping exactly as fhir.toml declares it."""
     page = (ROOT / "docs" / "howto" / "fhir.md").read_text()
     assert mapping_table() in page, "regenerate the table: python -c 'from tests.test_fhir import mapping_table; ...'"
+
+
+# ------------------------------------------------------------------ more rules and limits
+
+
+def test_observations_not_final_and_medications_not_taken_are_left_out() -> None:
+    """A preliminary result is not screened on; a MedicationStatement 'not-taken' adds no course."""
+    draft = lab("alt-draft", "1742-6", "2026-03-02", 400, "U/L", status="preliminary")
+    skipped = {"resourceType": "MedicationStatement", "id": "nivo", "status": "not-taken",
+               "medicationCodeableConcept": {"coding": [{"system": ATC, "code": "L01FF01"}]},
+               "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-02-01"}
+    result = screen(SPEC, add(example("eligible"), draft, skipped))
+    assert result.outcome == "eligible"
+
+
+def test_a_partial_birth_date_leaves_the_age_unknown() -> None:
+    """Patient.birthDate of a year alone gives no completed years."""
+    bundle = copy.deepcopy(example("eligible"))
+    resources(bundle)["p1"]["birthDate"] = "1979"
+    result = screen(SPEC, bundle)
+    assert result.outcome == "undetermined" and "birth_date" in result.needed
+
+
+@pytest.mark.parametrize(("resource", "message"), [
+    ({"code": {"coding": [{"system": "https://escalation-rules.invalid/fhir/record-field", "code": "colour"}]},
+      "valueString": "blue"}, "code: 'colour' of the local code system is not a record place"),
+    ({"code": {"coding": [{"system": "https://escalation-rules.invalid/fhir/record-field", "code": "infections"}]},
+      "valueBoolean": True}, "valueBoolean: expected false (an Observation coded 'infections'"),
+    ({"code": {"coding": [{"system": LOINC, "code": "1742-6"}]}, "effectiveDateTime": "2026-03-02",
+      "valueQuantity": {"value": 900, "comparator": ">", "code": "U/L"}}, "valueQuantity.comparator: '>' gives no"),
+    ({"code": {"coding": [{"system": LOINC, "code": "89247-1"}]}, "effectiveDateTime": "2026-03-02",
+      "valueString": "one"}, "value[x]: expected valueInteger for an ECOG score"),
+    ({"code": {"coding": [{"system": LOINC, "code": "5196-1"}]}, "effectiveDateTime": "2026-03-02",
+      "valueString": "reactive?"}, "value[x]: expected a positive or negative result"),
+])
+def test_observations_the_mapping_cannot_read_are_refused(resource: dict[str, Any], message: str) -> None:
+    obs = {"resourceType": "Observation", "id": "x", "status": "final", "subject": {"reference": "Patient/p1"},
+           **resource}
+    with pytest.raises(FhirError) as err:
+        screen(SPEC, add(example("eligible"), obs), "b.json")
+    assert f"(Observation/x): {message}" in str(err.value)
+
+
+def test_a_bundle_past_the_entry_limit_is_refused_before_validation() -> None:
+    from escalation_rules._limits import MAX_BUNDLE_ENTRIES
+
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{}] * (MAX_BUNDLE_ENTRIES + 1)}
+    with pytest.raises(FhirError, match=f"past the limit of {MAX_BUNDLE_ENTRIES} for a Bundle"):
+        screen(SPEC, bundle, "b.json")
+
+
+def test_without_the_fhir_extra_a_bundle_is_refused_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fhir.resources.R4B.bundle", None)
+    with pytest.raises(FhirError, match=r"needs the 'fhir' extra: pip install 'escalation_rules\[fhir\]'"):
+        screen(SPEC, example("eligible"), "b.json")
+
+
+def test_a_bundle_in_a_jsonl_batch_is_refused_with_a_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON Lines batches hold records; a Bundle line says how to screen it."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(example("male")) + "\n")
+    assert main(["screen", "nct07117175", "--batch", str(path)]) == 2
+    assert "resourceType: a FHIR resource, not a patient record" in capsys.readouterr().err
+
+
+def test_entry_order_never_changes_the_record_or_the_outcome() -> None:
+    """Property: shuffling a Bundle's entries gives the same record, provenance and outcome."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    bundle = example("eligible")
+    expected = bundle_to_record(SPEC.fhir, bundle, "b.json")
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.permutations(bundle["entry"]))
+    def check(entries: list[Any]) -> None:
+        record, provenance = bundle_to_record(SPEC.fhir, {**bundle, "entry": entries}, "b.json")
+        assert record == expected[0] or _same_lists(record, expected[0])
+        assert provenance["measurements.creatinine"] == "Observation/creatinine"
+        assert screen(SPEC, {**bundle, "entry": entries}).outcome == "eligible"
+
+    check()
+
+
+def _same_lists(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal up to the order of list entries (lists keep the Bundle's order)."""
+    def norm(value: Any) -> Any:
+        if isinstance(value, list):
+            return sorted((norm(v) for v in value), key=json.dumps)
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items()}
+        return value
+    return bool(norm(a) == norm(b))

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from .._limits import show
+from .._limits import MAX_BUNDLE_ENTRIES, show
 from ..errors import ProtocolError
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, read_record
 
@@ -38,8 +38,6 @@ __all__ = ["FhirCode", "FhirError", "FhirMapping", "FhirRule", "blame", "bundle_
 #: The resource types a Bundle may hold for screening (others are refused, naming the entry).
 RESOURCES = ("Patient", "Observation", "Condition", "Procedure", "MedicationStatement", "MedicationAdministration",
              "Medication")
-#: The most entries one Bundle may hold.
-MAX_ENTRIES = 10_000
 _RULE_RESOURCES = ("Observation", "Condition", "Procedure", "Medication")
 _LISTS = tuple(LIST_FIELDS)
 _ASSESSMENT_SPECIMENS = ("bone_marrow", "peripheral_blood")
@@ -474,8 +472,9 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
         raise FhirError([f"{source}: resourceType: expected 'Bundle' (got {show(bundle.get('resourceType'))})"
                          if isinstance(bundle, dict) else f"{source}: expected a JSON object (got {show(bundle)})"])
     entries = bundle.get("entry") or []
-    if isinstance(entries, list) and len(entries) > MAX_ENTRIES:
-        raise FhirError([f"{source}: entry: {len(entries)} entries, more than the limit of {MAX_ENTRIES}"])
+    if isinstance(entries, list) and len(entries) > MAX_BUNDLE_ENTRIES:
+        raise FhirError([f"{source}: entry: {len(entries)} entries, past the limit of {MAX_BUNDLE_ENTRIES} for a "
+                         "Bundle (see docs/reference/limits.md)"])
     _validate(bundle, source)
     resources: list[tuple[int, dict[str, Any]]] = [(i, e["resource"]) for i, e in enumerate(entries)
                                                    if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
@@ -667,8 +666,8 @@ def _local_value(b: _Builder, r: dict[str, Any], place: str, day: dt.date | None
         return  # read before the other resources
     if place in _LISTS:
         if r.get("valueBoolean") is not False:
-            b.problem(where, f"valueBoolean: a {place} Observation of the local code system says the list is "
-                      "empty with valueBoolean false")
+            b.problem(where, f"valueBoolean: expected false (an Observation coded {place!r} in the local code "
+                      "system says the list is empty)")
             return
         b.known_none[place] = ref
         return
