@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "fhir"
 SPEC = load_eligibility(load_protocol(ROOT / "spec" / "nct07117175"))
 LOINC, SCT, ATC, UCUM = "http://loinc.org", "http://snomed.info/sct", "http://www.whocc.no/atc", "http://unitsofmeasure.org"
+MEASURED = frozenset(i.source.split(".", 1)[1] for i in SPEC.items.values() if i.source.startswith("measurements."))
 
 
 def example(name: str) -> dict[str, Any]:
@@ -114,11 +115,13 @@ def test_every_shipped_rule_names_codes_and_a_record_place() -> None:
     ({"mapping": []}, "f.toml: fhir.mapping: unknown key (expected one of: answers, description, local_system"),
     ({"map": [{"resource": "Observation", "to": "ecog", "none": True, "codes": [{"system": "s", "code": "c"}]}]},
      "f.toml: fhir.map[0].none: only a list"),
+    ({"map": [{"resource": "Observation", "to": "measurements.anc", "codes": [{"system": LOINC, "code": "751-8"}]}]},
+     "f.toml: fhir.map[0].to: this protocol reads no measurement 'anc' (it reads: alt, ast"),
 ])
 def test_a_bad_mapping_is_refused_naming_the_key_path(raw: dict[str, Any], message: str) -> None:
     """Each problem is one line naming the file and the key path."""
     with pytest.raises(ProtocolError) as err:
-        load_mapping(raw, "f.toml")
+        load_mapping(raw, "f.toml", MEASURED)
     assert str(err.value).splitlines()[0].startswith(message), str(err.value)
 
 

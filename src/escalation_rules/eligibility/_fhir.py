@@ -159,8 +159,11 @@ _TOP = ("description", "local_system", "answers", "routes", "map")
 _RULE_KEYS = ("resource", "to", "codes", "set", "value", "prefix", "none")
 
 
-def load_mapping(raw: Any, source: str) -> FhirMapping:
+def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = None) -> FhirMapping:
     """Check a protocol's ``fhir`` table and build the mapping.
+
+    ``measurements``, when given, are the measurement codes the protocol
+    reads: a rule filling another is refused (its values would be refused).
 
     Raises
     ------
@@ -271,6 +274,10 @@ def load_mapping(raw: Any, source: str) -> FhirMapping:
         why = _check_place(resource, to, fields, value, none)
         if why is not None:
             problem(f"{path}.{why[0]}", why[1])
+        elif (measurements is not None and isinstance(to, str) and to.startswith("measurements.")
+              and to.split(".", 1)[1] not in measurements):
+            problem(f"{path}.to", f"this protocol reads no measurement {to.split('.', 1)[1]!r} (it reads: "
+                    f"{', '.join(sorted(measurements))})")
         if len(problems) == before:
             rules.append(FhirRule(resource, str(to), rule_codes, dict(fields), value, prefix, none))
     if problems:

@@ -674,7 +674,7 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     if "fhir" in protocol.extra:
         from ._fhir import load_mapping
 
-        fhir = load_mapping(protocol.extra["fhir"], protocol.key_source("fhir"))
+        fhir = load_mapping(protocol.extra["fhir"], protocol.key_source("fhir"), codes)
     return EligibilitySpec(protocol.id, source, dict(items), tuple(criteria),
                            {k: tuple(v) for k, v in used.items()}, fillers, codes, attested, plan,
                            {c.id: c for c in criteria}, tuple(_names(items)), fhir)
