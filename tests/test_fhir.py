@@ -303,8 +303,6 @@ def test_a_malformed_bundle_is_one_line_per_problem_naming_entry_resource_and_fi
 @pytest.mark.parametrize(("change", "message"), [
     (lambda b: drop(b, "p1"), "b.json: entry: expected exactly one Patient (got 0)"),
     (lambda b: add(b, {"resourceType": "Patient", "id": "p2"}), "b.json: entry: expected exactly one Patient (got 2)"),
-    (lambda b: add(b, {"resourceType": "Encounter", "id": "e1", "status": "finished",
-                       "class": {"code": "AMB"}}), "(Encounter/e1): resourceType: not read for screening"),
     (lambda b: {k: v for k, v in b.items() if k != "timestamp"}, "b.json: timestamp: missing"),
     (lambda b: add(b, {**lab("x", "1742-6", "2026-03-01", 35, "U/L"), "subject": {"reference": "Patient/other"}}),
      "(Observation/x): subject.reference: 'Patient/other' is not this Bundle's Patient"),
@@ -313,6 +311,25 @@ def test_bundles_that_cannot_be_screened_are_refused(change: Any, message: str) 
     with pytest.raises(FhirError) as err:
         screen(SPEC, change(example("eligible")), "b.json")
     assert message in str(err.value)
+
+
+def test_resources_that_give_no_value_are_listed_as_ignored() -> None:
+    """Other resource types, unmapped codes, drafts and unconfirmed diagnoses are left out, and the result says so."""
+    encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"}}
+    haemoglobin = lab("hb", "718-7", "2026-03-01", 12.1, "g/dL")
+    draft = lab("alt-draft", "1742-6", "2026-03-02", 400, "U/L", status="preliminary")
+    maybe = {"resourceType": "Condition", "id": "maybe-cns", "subject": {"reference": "Patient/p1"},
+             "code": {"coding": [{"system": SCT, "code": "402355000"}]},
+             "clinicalStatus": {"coding": [{"code": "active"}]},
+             "verificationStatus": {"coding": [{"code": "provisional"}]}}
+    result = screen(SPEC, add(example("eligible"), encounter, haemoglobin, draft, maybe))
+    assert result.outcome == "eligible"
+    assert result.to_dict()["ignored_resources"] == {
+        "Encounter/e1": "resource type not read for screening", "Observation/hb": "no mapping rule for its code",
+        "Observation/alt-draft": "status preliminary: not a result to screen on",
+        "Condition/maybe-cns": "verificationStatus provisional: not a diagnosis to screen on"}
+    assert result.text().splitlines()[-1].startswith("ignored: Encounter/e1 (resource type not read for screening); ")
+    assert "ignored_resources" not in screen(SPEC, example("eligible")).to_dict()
 
 
 def test_a_protocol_without_a_mapping_refuses_a_bundle() -> None:

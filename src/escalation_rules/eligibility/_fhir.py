@@ -35,7 +35,7 @@ from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, re
 __all__ = ["FhirCode", "FhirError", "FhirMapping", "FhirRule", "blame", "bundle_record", "bundle_to_record",
            "is_bundle", "load_mapping"]
 
-#: The resource types a Bundle may hold for screening (others are refused, naming the entry).
+#: The resource types read for screening (others are left out and listed as ignored in the result).
 RESOURCES = ("Patient", "Observation", "Condition", "Procedure", "MedicationStatement", "MedicationAdministration",
              "Medication")
 _RULE_RESOURCES = ("Observation", "Condition", "Procedure", "Medication")
@@ -43,6 +43,7 @@ _LISTS = tuple(LIST_FIELDS)
 _ASSESSMENT_SPECIMENS = ("bone_marrow", "peripheral_blood")
 _OBS_STATUS = frozenset(("final", "amended", "corrected"))
 _ACTIVE = frozenset(("active", "recurrence", "relapse"))
+_UNSURE = frozenset(("unconfirmed", "provisional", "differential", "entered-in-error"))
 _INACTIVE = frozenset(("inactive", "remission", "resolved"))
 #: Record places read from a resource's element rather than from a code.
 _ELEMENTS = {"demographics.sex": "Patient.gender", "demographics.birth_date": "Patient.birthDate",
@@ -421,6 +422,7 @@ class _Builder:
         self.lists: dict[str, list[tuple[dict[str, Any], str]]] = {}
         self.known_none: dict[str, str] = {}
         self.fields: dict[str, tuple[Any, str]] = {}
+        self.ignored: dict[str, str] = {}  # resource -> why it gave no value
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{self.source}: {where}: {message}")
@@ -487,10 +489,6 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
                                                    if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     problems: list[str] = []
     patients = [(i, r) for i, r in resources if r.get("resourceType") == "Patient"]
-    for i, r in resources:
-        if r.get("resourceType") not in RESOURCES:
-            problems.append(f"{source}: entry[{i}] ({_ref(r)}): resourceType: not read for screening "
-                            f"(expected one of: {', '.join(RESOURCES)})")
     if len(patients) != 1:
         problems.append(f"{source}: entry: expected exactly one Patient (got {len(patients)})")
     if problems:
@@ -538,6 +536,9 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
         kind = r.get("resourceType")
         if kind in ("Patient", "Medication"):
             continue
+        if kind not in RESOURCES:
+            b.ignored[_ref(r)] = "resource type not read for screening"
+            continue
         where = f"entry[{i}] ({_ref(r)})"
         subject = r.get("subject")
         ref = subject.get("reference") if isinstance(subject, dict) else None
@@ -556,6 +557,8 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
     if b.problems:
         raise FhirError(b.problems)
     _assemble(b, record, provenance)
+    if b.ignored:
+        provenance["#ignored"] = b.ignored
     return record, provenance
 
 
@@ -573,9 +576,13 @@ def _local(mapping: FhirMapping, concept: Any) -> str | None:
 
 
 def _observation(b: _Builder, r: dict[str, Any], where: str) -> None:
-    if r.get("status") not in _OBS_STATUS:
-        return  # registered, preliminary, cancelled, entered-in-error, unknown: not a result to screen on
     ref = _ref(r)
+    if r.get("status") not in _OBS_STATUS:  # registered, preliminary, cancelled, entered-in-error, unknown
+        b.ignored[ref] = f"status {r.get('status')}: not a result to screen on"
+        return
+    if "dataAbsentReason" in r and not any(k.startswith("value") for k in r):
+        b.ignored[ref] = "no value (dataAbsentReason)"
+        return
     day = _day(r.get("effectiveDateTime") or r.get("effectiveInstant")
                or (r.get("effectivePeriod") or {}).get("end") or (r.get("effectivePeriod") or {}).get("start")
                or r.get("issued"))
@@ -583,7 +590,10 @@ def _observation(b: _Builder, r: dict[str, Any], where: str) -> None:
     if local is not None:
         _local_value(b, r, local, day, ref, where)
         return
-    for rule in _rules(b.mapping, "Observation", r.get("code")):
+    rules = _rules(b.mapping, "Observation", r.get("code"))
+    if not rules:
+        b.ignored[ref] = "no mapping rule for its code"
+    for rule in rules:
         head, _, rest = rule.to.partition(".")
         if rule.to == "ecog":
             score = r.get("valueInteger")
@@ -711,15 +721,19 @@ def _local_value(b: _Builder, r: dict[str, Any], place: str, day: dt.date | None
 
 def _condition(b: _Builder, r: dict[str, Any], where: str) -> None:
     ref = _ref(r)
-    verification = {c for _, c, _ in _codings(r.get("verificationStatus"))}
-    if "entered-in-error" in verification:
+    verification = {c or "" for _, c, _ in _codings(r.get("verificationStatus"))}
+    rules = _rules(b.mapping, "Condition", r.get("code"))
+    if not rules or verification & _UNSURE:
+        b.ignored[ref] = ("no mapping rule for its code" if not rules else
+                          f"verificationStatus {'/'.join(sorted(verification & _UNSURE))}: not a diagnosis to "
+                          "screen on")
         return
     refuted = "refuted" in verification
     clinical = {c for s, c, _ in _codings(r.get("clinicalStatus")) if s in (None, _CLINICAL)}
     active = None if refuted else True if clinical & _ACTIVE else False if clinical & _INACTIVE else None
     onset = _day(r.get("onsetDateTime") or (r.get("onsetPeriod") or {}).get("start") or r.get("recordedDate"))
     end = _day(r.get("abatementDateTime") or (r.get("abatementPeriod") or {}).get("end"))
-    for rule in _rules(b.mapping, "Condition", r.get("code")):
+    for rule in rules:
         if rule.to in _LISTS:
             if refuted:
                 continue
@@ -756,10 +770,12 @@ def _period(r: dict[str, Any], prefix: str) -> tuple[dt.date | None, dt.date | N
 
 def _procedure(b: _Builder, r: dict[str, Any], where: str) -> None:
     status = r.get("status")
-    if status in ("not-done", "entered-in-error"):
-        return
     ref = _ref(r)
-    for rule in _rules(b.mapping, "Procedure", r.get("code")):
+    rules = _rules(b.mapping, "Procedure", r.get("code"))
+    if status in ("not-done", "entered-in-error") or not rules:
+        b.ignored[ref] = f"status {status}" if rules else "no mapping rule for its code"
+        return
+    for rule in rules:
         if rule.none:
             b.known_none[rule.to] = ref
             continue
@@ -775,9 +791,10 @@ def _procedure(b: _Builder, r: dict[str, Any], where: str) -> None:
 
 def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, dict[str, Any]]) -> None:
     status = r.get("status")
-    if status in ("not-taken", "entered-in-error", "not-done"):
-        return
     ref = _ref(r)
+    if status in ("not-taken", "entered-in-error", "not-done"):
+        b.ignored[ref] = f"status {status}"
+        return
     concept = r.get("medicationCodeableConcept")
     reference = (r.get("medicationReference") or {}).get("reference")
     if concept is None and reference is not None:
@@ -788,6 +805,7 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
         concept = medication.get("code")
     rules = _rules(b.mapping, "Medication", concept)
     if not rules:
+        b.ignored[ref] = "no mapping rule for its code"
         return
     start, end = _period(r, "effective")
     if r.get("resourceType") == "MedicationAdministration" and "effectivePeriod" not in r:

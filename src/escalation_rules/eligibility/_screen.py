@@ -178,8 +178,11 @@ class ScreeningResult:
                "exit_status": self.exit_status, "failed": [r.criterion.id for r in self.failed],
                "needed": list(self.needed), "needed_sources": self.needed_sources,
                "criteria": [r.to_dict() for r in self.criteria]}
-        if self._context.record.provenance:
+        provenance = self._context.record.provenance
+        if provenance:
             out["input"] = "fhir"
+            if provenance.get("#ignored"):
+                out["ignored_resources"] = dict(provenance["#ignored"])
         return out
 
     @property
@@ -206,6 +209,9 @@ class ScreeningResult:
             lines.append(f"fails: {', '.join(r.criterion.id for r in failed)}")
         if self.needed:
             lines.append(f"needed: {', '.join(self.needed)}")
+        ignored = self._context.record.provenance.get("#ignored")
+        if ignored:
+            lines.append("ignored: " + "; ".join(f"{ref} ({why})" for ref, why in ignored.items()))
         return "\n".join(lines)
 
 
