@@ -96,7 +96,15 @@ class FhirRule:
     none: bool = False
 
     def matches(self, system: str | None, code: str | None) -> bool:
-        """Whether a coding is one of this rule's codes."""
+        """Whether a coding is one of this rule's codes.
+
+        Examples
+        --------
+        >>> rule = FhirRule("Medication", "medications", (FhirCode("http://www.whocc.no/atc", "H02AB"),),
+        ...                 {"category": "corticosteroid"}, prefix=True)
+        >>> rule.matches("http://www.whocc.no/atc", "H02AB02"), rule.matches("http://www.whocc.no/atc", "L04AA")
+        (True, False)
+        """
         if system is None or code is None:
             return False
         return any(c.system == system and (code.startswith(c.code) if self.prefix else code == c.code)
@@ -476,6 +484,20 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
     ------
     FhirError
         One line per problem, naming the entry, the resource and the field.
+
+    Examples
+    --------
+    >>> import json
+    >>> from escalation_rules import load_protocol
+    >>> from escalation_rules.eligibility import load_eligibility
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> record, provenance = bundle_to_record(spec.fhir, json.load(open("examples/fhir/male.json")))
+    >>> record["demographics"], provenance["measurements.alt"]
+    ({'sex': 'male', 'birth_date': '1985-04-21'}, 'Observation/alt')
+    >>> bundle_to_record(spec.fhir, {"resourceType": "Bundle", "type": "collection", "entry": []}, "b.json")
+    Traceback (most recent call last):
+    ...
+    escalation_rules.eligibility._fhir.FhirError: b.json: entry: expected exactly one Patient (got 0)
     """
     if not is_bundle(bundle):
         raise FhirError([f"{source}: resourceType: expected 'Bundle' (got {show(bundle.get('resourceType'))})"
@@ -879,6 +901,16 @@ def bundle_record(mapping: FhirMapping | None, bundle: Mapping[str, Any], source
         For a malformed Bundle, or a protocol with no ``fhir`` mapping.
     RecordError
         For a record the Bundle gives that the record reader refuses (naming the resource).
+
+    Examples
+    --------
+    >>> import json
+    >>> from escalation_rules import load_protocol
+    >>> from escalation_rules.eligibility import load_eligibility
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> record = bundle_record(spec.fhir, json.load(open("examples/fhir/male.json")), "male.json")
+    >>> record.ecog, record.provenance["ecog"]
+    (1, 'Observation/ecog')
     """
     if mapping is None:
         raise FhirError([f"{source}: this protocol has no FHIR mapping (a fhir.toml in its folder)"])
