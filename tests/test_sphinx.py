@@ -596,7 +596,7 @@ def test_docs_site_is_stamped_and_check_says_whether_it_still_matches(
 
     assert main(["docs", "--check", "site", "spec/nct07117175"]) == 0
     out = capsys.readouterr().out
-    assert "site/index.html matches spec/nct07117175: 4 protocol file(s) and 1 vector file(s)" in out
+    assert "site/index.html matches spec/nct07117175: 5 protocol file(s) and 1 vector file(s)" in out
     assert main(["docs", "--check", "site/index.html", "spec/nct07117175"]) == 0
     capsys.readouterr()
 
