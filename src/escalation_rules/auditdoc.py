@@ -762,7 +762,7 @@ def protocol_files(path: Path) -> list[Path]:
     Examples
     --------
     >>> [p.name for p in protocol_files(Path("spec/nct07117175"))]
-    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml']
+    ['dlt.toml', 'eligibility.toml', 'fhir.toml', 'protocol.toml', 'scenarios.toml']
     >>> protocol_files(Path("no/such/protocol"))
     []
     """
@@ -783,7 +783,7 @@ def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
     >>> from escalation_rules import load_protocol
     >>> results = run_vectors(load_protocol("spec/nct07117175"), Path("spec/vectors"), Path("spec/nct07117175"))
     >>> [name for name, _path in stamp_files(Path("spec/nct07117175"), Path("spec/vectors"), results)]
-    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
+    ['dlt.toml', 'eligibility.toml', 'fhir.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
     """
     files = [(f.name, f) for f in protocol_files(spec_path)] if spec_path is not None else []
     if vectors_dir is not None:

@@ -365,8 +365,8 @@ def _validate(bundle: Mapping[str, Any], source: str) -> None:
     try:
         from fhir.resources.R4B.bundle import Bundle
     except ImportError:  # the optional extra is not installed
-        raise FhirError([f"{source}: reading a FHIR Bundle needs the 'fhir' extra: "
-                         "pip install 'escalation_rules[fhir]'"]) from None
+        raise FhirError([f"{source}: reading a FHIR Bundle needs the 'fhir' extra (fhir.resources 8; in the "
+                         "clone: pip install -e '.[fhir]')"]) from None
     from pydantic import ValidationError
 
     try:
