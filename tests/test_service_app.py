@@ -121,6 +121,20 @@ def test_screen_answers_the_screen_json_result_with_200(server: Server, capsys: 
     assert body["outcome"] == outcome and body["exit_status"] == exit_status
 
 
+def test_screen_takes_a_fhir_bundle_and_names_each_values_resource(server: Server, capsys: pytest.CaptureFixture[str],
+                                                                   in_repo: Path) -> None:
+    """A FHIR Bundle posted to screen gives what screen --json prints for it (sources included)."""
+    pytest.importorskip("fhir.resources")
+    path = "examples/fhir/not-eligible.json"
+    exit_status, expected = cli_json(capsys, "screen", "spec/nct07117175", path, "--json")
+    status, body = server.call("POST", "/v1/protocols/nct07117175/screen", json.loads(Path(path).read_text()))
+    assert (status, body) == (200, expected) and body["input"] == "fhir" and exit_status == 3
+    bad = json.loads(Path(path).read_text())
+    bad["entry"][0]["resource"]["birthDate"] = "15/06/1968"
+    status, body = server.call("POST", "/v1/protocols/nct07117175/screen", bad)
+    assert status == 422 and body["error"].startswith("record: entry[0] (Patient/p1): birthDate: ")
+
+
 def test_a_refused_record_is_422_naming_the_field(server: Server) -> None:
     status, body = server.call("POST", "/v1/protocols/nct07117175/screen", {"id": "P9", "bogus": 1})
     assert status == 422 and body["error"].startswith("record: bogus: unknown field")

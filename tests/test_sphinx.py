@@ -596,7 +596,7 @@ def test_docs_site_is_stamped_and_check_says_whether_it_still_matches(
 
     assert main(["docs", "--check", "site", "spec/nct07117175"]) == 0
     out = capsys.readouterr().out
-    assert "site/index.html matches spec/nct07117175: 4 protocol file(s) and 1 vector file(s)" in out
+    assert "site/index.html matches spec/nct07117175: 5 protocol file(s) and 1 vector file(s)" in out
     assert main(["docs", "--check", "site/index.html", "spec/nct07117175"]) == 0
     capsys.readouterr()
 
@@ -701,6 +701,18 @@ def test_eligibility_criteria_table_cites_clauses() -> None:
     for criterion in eligibility.load_eligibility(protocol).criteria:
         assert f"``{criterion.id}``" in text
         assert criterion.clause in text
+
+
+def test_data_dictionary_is_followed_by_the_fhir_codes_of_each_item() -> None:
+    """With a fhir.toml, the eligibility section lists the FHIR codes each data item is read from."""
+    from escalation_rules.auditdoc import audit_rst
+
+    text = audit_rst(AuditContext.build(compile_protocol(load_protocol(NCT))), ["eligibility"])
+    assert ":class: escalation-fhir-codes" in text and _parse(text) == []
+    codes = text.split("FHIR codes each item is read from")[1]
+    assert "Observation http://loinc.org 1742-6: Alanine aminotransferase" in codes
+    assert "Medication http://www.whocc.no/atc H02AB\\*: Glucocorticoids" in codes
+    assert "Patient Patient.gender" in codes
 
 
 # ------------------------------------------------------------------ console examples in the docs

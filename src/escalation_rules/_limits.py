@@ -26,6 +26,7 @@ from . import _toml as tomllib
 from .errors import EscalationRulesError
 
 __all__ = [
+    "MAX_BUNDLE_ENTRIES",
     "MAX_CAP",
     "MAX_COHORT",
     "MAX_DOSES",
@@ -45,6 +46,8 @@ __all__ = [
     "show",
 ]
 
+#: Entries in one FHIR Bundle screened as a patient (its text also counts against MAX_FILE_BYTES).
+MAX_BUNDLE_ENTRIES = 5000
 #: Doses on a ladder (the built-in designs take 1 to 40 too).
 MAX_DOSES = 40
 #: The enrolment cap (patients in one trial).

@@ -762,7 +762,7 @@ def protocol_files(path: Path) -> list[Path]:
     Examples
     --------
     >>> [p.name for p in protocol_files(Path("spec/nct07117175"))]
-    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml']
+    ['dlt.toml', 'eligibility.toml', 'fhir.toml', 'protocol.toml', 'scenarios.toml']
     >>> protocol_files(Path("no/such/protocol"))
     []
     """
@@ -783,7 +783,7 @@ def stamp_files(spec_path: Path | None, vectors_dir: Path | None,
     >>> from escalation_rules import load_protocol
     >>> results = run_vectors(load_protocol("spec/nct07117175"), Path("spec/vectors"), Path("spec/nct07117175"))
     >>> [name for name, _path in stamp_files(Path("spec/nct07117175"), Path("spec/vectors"), results)]
-    ['dlt.toml', 'eligibility.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
+    ['dlt.toml', 'eligibility.toml', 'fhir.toml', 'protocol.toml', 'scenarios.toml', 'vectors/nct07117175.json']
     """
     files = [(f.name, f) for f in protocol_files(spec_path)] if spec_path is not None else []
     if vectors_dir is not None:
@@ -1288,7 +1288,29 @@ def _eligibility(ctx: AuditContext) -> str:
                  _cell(r.get("source")), _cell(r.get("used_by"))] for r in dictionary(spec)]
         out.append(_table(["Item", "Description", "Type", "Source in the record", "Used by"], rows,
                           [16, 30, 12, 22, 20], "escalation-data-items"))
+        out.append(_fhir_codes(spec, dictionary(spec)))
     return "".join(out)
+
+
+def _fhir_codes(spec: Any, dictionary: Sequence[Mapping[str, Any]]) -> str:
+    """The codes of a FHIR Bundle each data item is read from (the protocol's ``fhir.toml``), if it has one."""
+    rows = []
+    for r in dictionary:
+        codes = r.get("fhir_codes") or []
+        if not codes:
+            continue
+        shown = [f"{c['resource']} {c['element']}" if "element" in c else
+                 f"{c['resource']} {c['system']} {c['code']}" + ("*" if c.get("match") else "")
+                 + (" (none)" if c.get("means") else "") + (f": {c['display']}" if c.get("display") else "")
+                 for c in codes]
+        rows.append([_lit(r.get("name", "")), "\n\n".join(_esc(x) for x in shown)])
+    if not rows:
+        return ""
+    source = getattr(spec.fhir, "source", "the FHIR mapping")
+    return (_heading("FHIR codes each item is read from", "-")
+            + f"A FHIR R4 Bundle is read through {_lit(source)}: each item below is filled from these codes "
+              "(``*``: an ATC group matched as a prefix; *(none)*: the code says the list is empty).\n\n"
+            + _table(["Item", "Codes"], rows, [20, 80], "escalation-fhir-codes"))
 
 
 def _provenance(ctx: AuditContext, stamp: Mapping[str, Any] | None = None) -> str:

@@ -797,7 +797,7 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
     r = _Reader(source, owners)
     r.unknown_keys(data, "", ("protocol", "doses", "stages", "roles", "early_termination",
                               "clauses", "policy", "eligibility", "dlt", "scenarios", "meta",
-                              "boundaries", "selection", "model"))
+                              "boundaries", "selection", "model", "fhir"))
     head = r.get(data, "protocol", "", dict) or {}
     r.unknown_keys(head, "protocol", ("id", "title", "cap", "start_dose", "start_stage",
                                       "escalation_signoff", "description"))
@@ -977,7 +977,7 @@ def protocol_from_mapping(data: Mapping[str, Any], source: str, owners: Mapping[
 
     if r.problems:
         raise ProtocolError(r.problems)
-    extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta") if k in data}
+    extra = {k: data[k] for k in ("eligibility", "dlt", "scenarios", "meta", "fhir") if k in data}
     return Protocol(pid or "", title or "", source, tuple(doses), tuple(stages), start_dose or "",
                     start_stage or "", cap, role_tuple, esc_sign, early, dict(clauses),
                     entries, extra, dict(owners or {}), boundaries, selection, model)

@@ -5,6 +5,8 @@ Criteria live in the protocol folder (``eligibility.toml``, top-level key
 language (:func:`escalation_rules.guards.parse_criterion`).  A patient record
 (:func:`read_record`) is screened with :func:`screen`; the result says
 eligible, not eligible or undetermined, and why, criterion by criterion.
+A FHIR R4 Bundle is read through the protocol's ``fhir.toml`` mapping
+(:func:`bundle_record`; :func:`screen` takes a Bundle directly).
 
 Examples
 --------
@@ -17,6 +19,7 @@ Examples
 """
 
 from ._batch import screen_jsonl, screen_lines
+from ._fhir import FhirError, FhirMapping, bundle_record, bundle_to_record, is_bundle
 from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen, screen_summary
 from ._site import SiteError, SiteRange, SiteRanges, load_site
@@ -31,6 +34,8 @@ __all__ = [
     "CriterionResult",
     "DataItem",
     "EligibilitySpec",
+    "FhirError",
+    "FhirMapping",
     "Formula",
     "PatientRecord",
     "RecordError",
@@ -38,7 +43,10 @@ __all__ = [
     "SiteError",
     "SiteRange",
     "SiteRanges",
+    "bundle_record",
+    "bundle_to_record",
     "data_dictionary",
+    "is_bundle",
     "load_eligibility",
     "load_site",
     "read_record",

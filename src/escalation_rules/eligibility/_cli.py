@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EscalationRulesError
-from ._record import RecordError, read_record_json
+from ._record import RecordError, decode_json, read_record_json
 from ._screen import OUTCOMES, data_dictionary, screen, screen_summary
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("screen", help="screen a patient record against the protocol's eligibility criteria")
     add_spec_arguments(p)
     p.add_argument("patient", metavar="PATIENT.json",
-                   help="the patient record ('-' for stdin); with --batch, a file of one record per line")
+                   help="the patient record or FHIR Bundle ('-' for stdin); with --batch, a file of one record "
+                        "per line, or a folder of record and Bundle files (*.json)")
     p.add_argument("--batch", action="store_true",
                    help="read one record per line (JSON Lines): screen SPEC --batch FILE.jsonl")
     p.add_argument("--json", action="store_true",
@@ -66,10 +67,12 @@ def _read(name: str) -> str:
 def _cmd_screen(args: argparse.Namespace) -> int:
     spec = _spec(args)
     site = None if args.site is None else load_site(args.site)
+    if args.batch and Path(args.patient).is_dir():
+        return _batch_folder(spec, Path(args.patient), args.json, args.explain, site)
     if args.batch:
         return _batch(spec, args.patient, args.json, args.explain, site)
-    record = read_record_json(_read(args.patient), "<stdin>" if args.patient == "-" else args.patient)
-    result = screen(spec, record, site=site)
+    source = "<stdin>" if args.patient == "-" else args.patient
+    result = screen(spec, decode_json(_read(args.patient), source), source, site=site)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -118,6 +121,42 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
     return 2 if refused else 0
 
 
+def _batch_folder(spec: EligibilitySpec, folder: Path, as_json: bool, explain: bool,
+                  site: SiteRanges | None) -> int:
+    """Screen every ``*.json`` file of a folder (records or FHIR Bundles), in name order."""
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise EscalationRulesError(f"{folder}: no .json files in this folder")
+    tally: Counter[str] = Counter()
+    refused = 0
+    for file in files:
+        where = str(file)
+        try:
+            result = screen(spec, decode_json(_read(where), where), where, site=site)
+        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad file never ends the batch
+            refused += 1
+            problems = err.problems if isinstance(err, RecordError) else [f"{where}: {_reason(err)}"]
+            for problem in problems:
+                print(f"escalation-rules screen: {problem}", file=sys.stderr)
+            if as_json:
+                print(json.dumps({"file": file.name, "error": problems}, ensure_ascii=False))
+            continue
+        tally[result.outcome] += 1
+        if as_json:
+            data = {"file": file.name, **(result.to_dict() if explain else result.summary())}
+            print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        elif explain:
+            print(f"{where}: {result.text()}")
+        else:
+            detail = (f" (fails: {', '.join(r.criterion.id for r in result.failed)})" if result.failed else
+                      f" (needs: {', '.join(result.needed)})" if result.needed else "")
+            print(f"{where}: {result.record_id}: {result.outcome}{detail}")
+    if not as_json:
+        counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
+        print(f"screened {sum(tally.values())} file(s): {counts}; {refused} refused")
+    return 2 if refused else 0
+
+
 def _reason(err: Exception) -> str:
     if isinstance(err, RecursionError):
         return "nested too deeply to read"
@@ -140,4 +179,10 @@ def _cmd_data_items(args: argparse.Namespace) -> int:
             kind += " (attested by the investigator)"
         print(f"{r['name']:{width}}  {r['source']:45}  {kind}")
         print(f"{'':{width}}  used by: {', '.join(r['used_by'])}")
+        for code in r.get("fhir_codes") or ():
+            if "element" in code:
+                print(f"{'':{width}}  from {code['element']}")
+                continue
+            how = (" (prefix)" if code.get("match") else "") + (" (means none)" if code.get("means") else "")
+            print(f"{'':{width}}  from {code['resource']} {code['system']}|{code['code']}{how} {code['display']}")
     return 0

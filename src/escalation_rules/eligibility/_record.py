@@ -291,6 +291,8 @@ class PatientRecord:
     lists: Mapping[str, tuple[Any, ...] | None]
     attestations: Mapping[str, bool]
     source: str = attrs.field(default="record", eq=False)  # the file (or line) it was read from
+    #: For a record read from a FHIR Bundle: record place to the resource(s) each value came from.
+    provenance: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 class _Reader:
@@ -774,6 +776,9 @@ def _read_record(data: Any, source: str) -> PatientRecord:
     if type(data) is not dict:
         raise RecordError([f"{source}: expected a JSON object (got {_show(data)})"])
     if len(data.keys() - _ALLOWED_TOP):
+        if "resourceType" in data:
+            raise RecordError([f"{source}: resourceType: a FHIR resource, not a patient record (screen a Bundle "
+                               "with screen(spec, bundle) or escalation-rules screen SPEC BUNDLE.json)"])
         r.unknown(data, "", _ALLOWED_TOP)
     fmt = data.get("format")
     if fmt is not None and fmt != "escalation-rules/patient-record/1":
@@ -923,6 +928,17 @@ def read_record_json(text: str, source: str = "record") -> PatientRecord:
     ...
     escalation_rules.eligibility._record.RecordError: p.json: not valid JSON: Expecting property name ... column 14
     """
+    return read_record(decode_json(text, source), source)
+
+
+def decode_json(text: str, source: str = "record") -> Any:
+    """Decode the JSON text of a record (or a FHIR Bundle) within the limits, refusing it with our error.
+
+    Examples
+    --------
+    >>> decode_json('{"id": "P1"}')
+    {'id': 'P1'}
+    """
     if not isinstance(text, str):
         raise TypeError(f"text: expected JSON text as a string (got {type(text).__name__})")
     if len(text) > MAX_FILE_BYTES:
@@ -935,7 +951,7 @@ def read_record_json(text: str, source: str = "record") -> PatientRecord:
         raise RecordError([f"{source}: JSON nested too deeply to read"]) from None
     except ValueError:  # an integer past Python's 4,300-digit conversion limit
         raise RecordError([f"{source}: a number in the JSON is too large (at most {MAX_INT_DIGITS} digits)"]) from None
-    return read_record(data, source)
+    return data
 
 
 def record_schema() -> dict[str, Any]:

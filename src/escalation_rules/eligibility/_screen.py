@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from ..guards import QuantityType
-from ._record import PatientRecord, read_record
+from ._record import PatientRecord, RecordError, read_record
 from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
 from ._spec import FORMULAS, Criterion, EligibilitySpec, load_eligibility
 
@@ -95,9 +95,18 @@ class CriterionResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         c = self.criterion
-        return {"id": c.id, "kind": c.kind, "clause": c.clause, "paraphrase": c.paraphrase, "when": c.when.text,
-                "result": self.value, "status": self.status, "reason": self.reason, "values": self.values,
-                "missing": list(self.missing)}
+        out = {"id": c.id, "kind": c.kind, "clause": c.clause, "paraphrase": c.paraphrase, "when": c.when.text,
+               "result": self.value, "status": self.status, "reason": self.reason, "values": self.values,
+               "missing": list(self.missing)}
+        sources = self.sources
+        if sources:
+            out["sources"] = sources
+        return out
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        """For a record read from a FHIR Bundle: each item read to the resource(s) it came from (else empty)."""
+        return _sources(self._context, _direct_reads(self.criterion))
 
 
 @attrs.frozen
@@ -165,10 +174,16 @@ class ScreeningResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the contract of ``screen --json``)."""
-        return {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
-                "exit_status": self.exit_status, "failed": [r.criterion.id for r in self.failed],
-                "needed": list(self.needed), "needed_sources": self.needed_sources,
-                "criteria": [r.to_dict() for r in self.criteria]}
+        out = {"record": self.record_id, "protocol": self.protocol_id, "outcome": self.outcome,
+               "exit_status": self.exit_status, "failed": [r.criterion.id for r in self.failed],
+               "needed": list(self.needed), "needed_sources": self.needed_sources,
+               "criteria": [r.to_dict() for r in self.criteria]}
+        provenance = self._context.record.provenance
+        if provenance:
+            out["input"] = "fhir"
+            if provenance.get("#ignored"):
+                out["ignored_resources"] = dict(provenance["#ignored"])
+        return out
 
     @property
     def needed_sources(self) -> dict[str, str]:
@@ -187,13 +202,23 @@ class ScreeningResult:
         results = self.criteria
         width = max(len(r.criterion.id) for r in results)
         for r in results:
-            lines.append(f"  {r.status:14} {r.criterion.id:{width}}  [{r.criterion.clause}] {r.reason}")
+            lines.append(f"  {r.status:14} {r.criterion.id:{width}}  [{r.criterion.clause}] {r.reason}"
+                         + _from(r.sources))
         failed = self.failed
         if failed:
             lines.append(f"fails: {', '.join(r.criterion.id for r in failed)}")
         if self.needed:
             lines.append(f"needed: {', '.join(self.needed)}")
+        ignored = self._context.record.provenance.get("#ignored")
+        if ignored:
+            lines.append("ignored: " + "; ".join(f"{ref} ({why})" for ref, why in ignored.items()))
         return "\n".join(lines)
+
+
+def _from(sources: dict[str, Any]) -> str:
+    """`` (from Observation/a, Patient/p)`` for a FHIR record's line; nothing otherwise."""
+    refs = [r for v in sources.values() for r in (v if isinstance(v, list) else [v])]
+    return f" (from {', '.join(dict.fromkeys(refs))})" if refs else ""
 
 
 _INCLUSION, _EXCLUSION, _DEFINITION = 0, 1, 2
@@ -230,8 +255,8 @@ def screen(spec: EligibilitySpec, record: PatientRecord | Mapping[str, Any], sou
             raise TypeError(f"spec: expected an EligibilitySpec, a Protocol, a CompiledProtocol or a protocol "
                             f"mapping (got {type(spec).__name__})") from None
     if not isinstance(record, PatientRecord):
-        record = read_record(record, source)
-    env = spec.environment(record, site)
+        record = _read(spec, record, source)
+    env = _environment(spec, record, site)
     values, failing, unknown, gaps = _evaluate(spec, env)
     missing: dict[str, tuple[str, ...]] = {}
     if gaps:
@@ -282,8 +307,8 @@ def screen_summary(spec: EligibilitySpec, record: PatientRecord | Mapping[str, A
     {'record': 'P7', 'outcome': 'not eligible', 'failed': ['inc_ecog'], 'needed': []}
     """
     if not isinstance(record, PatientRecord):
-        record = read_record(record, source)
-    env = spec.environment(record, site)
+        record = _read(spec, record, source)
+    env = _environment(spec, record, site)
     values, failing, unknown, _ = _evaluate(spec, env)
     failed: list[str] = []
     needed: list[str] = []
@@ -298,6 +323,70 @@ def screen_summary(spec: EligibilitySpec, record: PatientRecord | Mapping[str, A
         needed = [name for name in _dictionary_order(spec) if name in wanted]
     outcome = "not eligible" if failing else "undetermined" if unknown else "eligible"
     return {"record": record.id, "outcome": outcome, "failed": failed, "needed": needed}, values
+
+
+def _read(spec: EligibilitySpec, data: Any, source: str) -> PatientRecord:
+    """A record from decoded JSON: a patient record, or a FHIR Bundle read through the protocol's mapping."""
+    if type(data) is dict and data.get("resourceType") == "Bundle":
+        from ._fhir import bundle_record
+
+        return bundle_record(spec.fhir, data, source)
+    return read_record(data, source)
+
+
+def _environment(spec: EligibilitySpec, record: PatientRecord, site: SiteRanges | None) -> dict[str, Any]:
+    """The record's environment; for a FHIR record, a refusal names the resource the value came from."""
+    if not record.provenance:
+        return spec.environment(record, site)
+    from ._fhir import FhirError, blame
+
+    try:
+        return spec.environment(record, site)
+    except RecordError as err:
+        raise FhirError([blame(line, record.provenance) for line in err.problems]) from None
+
+
+def _sources(context: _Context, names: tuple[str, ...]) -> dict[str, Any]:
+    """For a record read from FHIR: the resource(s) behind each name read (through formulas' inputs)."""
+    provenance = context.record.provenance
+    out: dict[str, Any] = {}
+    if not provenance:
+        return out
+    spec = context.spec
+
+    def visit(name: str) -> None:
+        base = name.partition(".")[0] if name not in spec.items else name
+        item = spec.items.get(base)
+        if item is None:  # a definition: it has its own line
+            return
+        if item.formula is not None:
+            for inner in item.inputs.values():
+                visit(inner)
+            return
+        found = _provenance(context, item)
+        if found:
+            out[base] = found
+    for name in names:
+        visit(name)
+    return out
+
+
+def _provenance(context: _Context, item: Any) -> Any:
+    """The resource(s) an item's value came from: one reference, or a list for a list item's entries."""
+    provenance, source = context.record.provenance, item.source
+    found = provenance.get(source)
+    if not isinstance(found, list):
+        return found
+    entries = context.record.lists.get(source) or ()
+    if item.where or item.where_not:
+        from ._spec import _getter, _matches
+
+        where = tuple((_getter(source, k), frozenset(v)) for k, v in item.where.items())
+        where_not = tuple((_getter(source, k), frozenset(v)) for k, v in item.where_not.items())
+        found = [ref for ref, entry in zip(found, entries, strict=False)
+                 if _matches(entry, where) is not False and not (where_not and _matches(entry, where_not))]
+    none = provenance.get(f"{source}#none")
+    return found or ([none] if none else [])
 
 
 def _dictionary_order(spec: EligibilitySpec) -> tuple[str, ...]:
@@ -445,6 +534,8 @@ def data_dictionary(spec: EligibilitySpec) -> list[dict[str, Any]]:
             f"{'upper' if limit == 'uln' else 'lower'} limit of normal of {base}, from its reference range",
             "used_by": list(users),
         }
+        if spec.fhir is not None and not limit:
+            row["fhir_codes"] = spec.fhir.codes_for(item.source, item.where, item.where_not)
         rows.append(row)
     return rows
 

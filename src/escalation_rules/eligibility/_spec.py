@@ -244,6 +244,8 @@ class EligibilitySpec:
     _plan: tuple[tuple[str, int, Callable[[Mapping[str, Any]], Any]], ...] = attrs.field(eq=False, repr=False)
     _by_id: Mapping[str, Criterion] = attrs.field(eq=False, repr=False)
     _order: tuple[str, ...] = attrs.field(eq=False, repr=False, default=())
+    #: The protocol's FHIR mapping (``fhir.toml``), or ``None`` when it has none.
+    fhir: Any = attrs.field(eq=False, repr=False, default=None)
 
     @property
     def item_names(self) -> tuple[str, ...]:
@@ -668,9 +670,14 @@ def load_eligibility(protocol: Protocol) -> EligibilitySpec:
     codes = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.source.startswith("measurements."))
     attested = frozenset(i.source.split(".", 1)[1] for i in items.values() if i.attested)
     plan = tuple((c.id, KINDS.index(c.kind), c.when._run) for c in criteria)
+    fhir = None
+    if "fhir" in protocol.extra:
+        from ._fhir import load_mapping
+
+        fhir = load_mapping(protocol.extra["fhir"], protocol.key_source("fhir"), codes)
     return EligibilitySpec(protocol.id, source, dict(items), tuple(criteria),
                            {k: tuple(v) for k, v in used.items()}, fillers, codes, attested, plan,
-                           {c.id: c for c in criteria}, tuple(_names(items)))
+                           {c.id: c for c in criteria}, tuple(_names(items)), fhir)
 
 
 # ------------------------------------------------------------------ filling an environment
