@@ -119,9 +119,16 @@ def bench_verify(quick: bool) -> list[tuple[str, str, str]]:
             status = "ok" if report.ok else "FAIL"
             kind = "full graph" if full else "merged"
             per_state = f" (CPU {cpu * 1000:.0f} ms, {cpu / report.states * 1e6:.0f} µs per state)"
-            rows.append((f"verify ({kind}): {name}", f"{report.states:,} states, {report.paths:,} paths, {status}",
+            paths = f"{report.paths:,}" if report.paths < 10**11 else _sci(report.paths)
+            rows.append((f"verify ({kind}): {name}", f"{report.states:,} states, {paths} paths, {status}",
                          (f"{best * 1000:.0f} ms" if best < 1 else f"{best:.2f} s") + per_state))
     return rows
+
+
+def _sci(value: int) -> str:
+    """A large count as the README writes it: ``2.3 × 10^11``."""
+    exponent = len(str(value)) - 1
+    return f"{value / 10 ** exponent:.1f} × 10^{exponent}"
 
 
 def main() -> int:

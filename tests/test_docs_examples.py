@@ -296,7 +296,7 @@ FIGURES: list[tuple[str, str, Callable[[], str]]] = [
     *[("README.md", f"| verify (merged): 3+3-deescalate, {k} doses | {{}} |",
        lambda k=k: f"{_n(_merged(DEESC, k)['states'])} states, "
                    f"{(_sci if k >= 30 else _n)(_merged(DEESC, k)['paths'])} paths, ok")
-      for k in (5, 10, 15, 20, 30)],
+      for k in (5, 10, 15, 20, 30, 40)],
     ("README.md", "| verify (full graph): 3+3-deescalate, 10 doses | {} |",
      lambda: f"{_n(_full(DEESC, 10)['states'])} states, {_n(_full(DEESC, 10)['paths'])} paths, ok"),
     *[("README.md", f"| {k} doses | {{}} |", lambda k=k: _n(_merged(DEESC, k)["states"])) for k in (5, 10, 20, 40)],
