@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import gc
+import itertools
 import json
 import math
 import operator
-import re
 import typing
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -91,20 +92,23 @@ def screen_lines(spec: EligibilitySpec, lines: Iterable[str], site: SiteRanges |
     Blank lines are skipped; a refused line gives ``{"line": N, "error": [...]}`` and the others go on.
     ``first`` is the number of the first line (for chunks of a larger file).
     """
-    for number, payload, pattern in _rows(spec, lines, site, first):
-        if pattern is not None:
-            yield {"line": number, "record": payload, "outcome": pattern.outcome, "failed": list(pattern.failed),
-                   "needed": list(pattern.needed)}
-            continue
-        line = payload if isinstance(payload, str) else payload.decode("utf-8")
-        if not line.strip():
-            continue
-        try:
-            summary, _ = screen_summary(spec, read_record_json(line, f"{source}:{number}"), site=site)
-        except RecordError as err:
-            yield {"line": number, "error": err.problems}
-            continue
-        yield {"line": number, **summary}
+    engine = _engine(spec, site)
+    for start, chunk in _chunks(lines, first):
+        for number, line, found in zip(itertools.count(start), chunk, _screen_chunk(engine, chunk), strict=False):
+            if found is not None:
+                rid, pattern = found
+                yield {"line": number, "record": rid, "outcome": pattern.outcome, "failed": list(pattern.failed),
+                       "needed": list(pattern.needed)}
+                continue
+            text = line if isinstance(line, str) else line.decode("utf-8")
+            if not text.strip():
+                continue
+            try:
+                summary, _ = screen_summary(spec, read_record_json(text, f"{source}:{number}"), site=site)
+            except RecordError as err:
+                yield {"line": number, "error": err.problems}
+                continue
+            yield {"line": number, **summary}
 
 
 def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | None = None,
@@ -114,6 +118,8 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     Yields ``(line number, compact JSON line, None)`` per screened record and
     ``(line number, None, problems)`` per refused line; blank lines are
     skipped.  Lines are numbered as :meth:`str.splitlines` numbers them.
+    Bytes that are not UTF-8 are refused whole (``UnicodeDecodeError``)
+    before anything is screened.
 
     Examples
     --------
@@ -127,7 +133,8 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     """
     if isinstance(data, bytes):
         text = data.decode("utf-8")  # refused whole, as reading the file as text would
-        lines: Sequence[bytes | str] = text.splitlines() if _ODD_BREAKS.search(text) else data.splitlines()
+        odd = any(mark in data for mark in _ODD_BREAKS)
+        lines: Sequence[bytes | str] = text.splitlines() if odd else data.splitlines()
     else:
         lines = data.splitlines()
     return _compact(spec, lines, site, source)
@@ -135,78 +142,87 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
 
 def _compact(spec: EligibilitySpec, lines: Sequence[bytes | str], site: SiteRanges | None,
              source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
-    for number, payload, pattern in _rows(spec, lines, site, 1):
-        if pattern is not None:
-            yield number, f'{{"line":{number},"record":{encode_basestring(payload)},{pattern.tail}', None
+    engine = _engine(spec, site)
+    for start, chunk in _chunks(lines, 1):
+        found = _screen_chunk(engine, chunk)
+        if None not in found:  # the usual batch: every line screened over columns
+            every: list[tuple[str, _Pattern]] = found  # type: ignore[assignment]
+            yield from [(number, f'{{"line":{number},"record":{encode_basestring(rid)},{pattern.tail}', None)
+                        for number, (rid, pattern) in zip(itertools.count(start), every, strict=False)]
             continue
-        line = payload if isinstance(payload, str) else payload.decode("utf-8")
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
-            summary, _ = screen_summary(spec, read_record_json(line, where), site=site)
-        except RecordError as err:
-            yield number, None, err.problems
-            continue
-        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
-            reason = ("nested too deeply to read" if isinstance(err, RecursionError) else
-                      str(err).splitlines()[0] if isinstance(err, EscalationRulesError) else
-                      "a number or value too large to read")
-            yield number, None, [f"{where}: {reason}"]
-            continue
-        yield number, json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")), None
+        for number, line, one in zip(itertools.count(start), chunk, found, strict=False):
+            if one is not None:
+                yield number, f'{{"line":{number},"record":{encode_basestring(one[0])},{one[1].tail}', None
+                continue
+            yield from _evaluated(spec, line, number, site, source)
+
+
+def _evaluated(spec: EligibilitySpec, line: bytes | str, number: int, site: SiteRanges | None,
+               source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
+    """One line by the record-by-record evaluator: its compact line, its problems, or nothing if blank."""
+    text = line if isinstance(line, str) else line.decode("utf-8")
+    if not text.strip():
+        return
+    where = f"{source}:{number}"
+    try:
+        summary, _ = screen_summary(spec, read_record_json(text, where), site=site)
+    except RecordError as err:
+        yield number, None, err.problems
+        return
+    except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
+        reason = ("nested too deeply to read" if isinstance(err, RecursionError) else
+                  str(err).splitlines()[0] if isinstance(err, EscalationRulesError) else
+                  "a number or value too large to read")
+        yield number, None, [f"{where}: {reason}"]
+        return
+    yield number, json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")), None
 
 
 # Line breaks str.splitlines knows and bytes.splitlines does not: with any of them, lines are split as text.
-_ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_ODD_BREAKS = tuple(c.encode() for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
-def _rows(spec: EligibilitySpec, lines: Iterable[bytes | str], site: SiteRanges | None,
-          first: int) -> Iterator[tuple[int, Any, _Pattern | None]]:
-    """``(number, record id, pattern)`` per line screened on the fast path, ``(number, line, None)`` per other line.
-
-    Lines are taken in batches of :data:`BATCH`; in each, the lines msgspec
-    decodes are screened over columns, and the others (and the records the
-    columns do not represent) are handed back for the evaluator.
-    """
-    engine = _engine(spec, site)
-    batch: list[tuple[int, bytes | str]] = []
-    for number, line in enumerate(lines, start=first):
-        batch.append((number, line))
-        if len(batch) == BATCH:
-            yield from _batch(engine, batch)
-            batch = []
-    if batch:
-        yield from _batch(engine, batch)
-
-
-def _batch(engine: _Engine | None, batch: list[tuple[int, bytes | str]]) -> Iterator[tuple[int, Any, Any]]:
-    if engine is None:
-        for number, line in batch:
-            yield number, line, None
+def _chunks(lines: Iterable[Any], first: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(number of the first line, lines)`` per batch of :data:`BATCH` lines."""
+    if isinstance(lines, list | tuple):
+        for i in range(0, len(lines), BATCH):
+            yield first + i, list(lines[i:i + BATCH])
         return
+    it = iter(lines)
+    start = first
+    while chunk := list(itertools.islice(it, BATCH)):
+        yield start, chunk
+        start += len(chunk)
+
+
+def _screen_chunk(engine: _Engine | None, chunk: list[Any]) -> list[tuple[str, _Pattern] | None]:
+    """Per line, ``(record id, result pattern)`` when screened over columns, ``None`` for the evaluator."""
+    results: list[tuple[str, _Pattern] | None] = [None] * len(chunk)
+    if engine is None:
+        return results
     decode = engine.decode
     recs: list[Any] = []
-    where: list[int] = []  # position in the batch of each decoded record
-    for k, (_, line) in enumerate(batch):
-        if len(line) > MAX_FILE_BYTES:
-            continue
-        try:
-            recs.append(decode(line))
-        except (msgspec.DecodeError, RecursionError, ValueError):  # ValidationError is a DecodeError
-            continue
-        where.append(k)
-    results: list[Any] = [None] * len(batch)
-    if recs:
-        slow, patterns = engine.screen(recs)
-        for k, rec, late, pattern in zip(where, recs, slow.tolist(), patterns, strict=True):
-            if not late:
-                results[k] = (rec.id, pattern)
-    for (number, line), result in zip(batch, results, strict=True):
-        if result is None:
-            yield number, line, None
-        else:
-            yield number, result[0], result[1]
+    where: list[int] = []  # position in the chunk of each decoded record
+    collecting = gc.isenabled()
+    gc.disable()  # a batch makes millions of short-lived tuples and no cycles: no collection while it runs
+    try:
+        for k, line in enumerate(chunk):
+            if len(line) > MAX_FILE_BYTES:
+                continue
+            try:
+                recs.append(decode(line))
+            except (msgspec.DecodeError, RecursionError, ValueError):  # ValidationError is a DecodeError
+                continue
+            where.append(k)
+        if recs:
+            slow, patterns = engine.screen(recs)
+            for k, rec, late, pattern in zip(where, recs, slow.tolist(), patterns, strict=True):
+                if not late:
+                    results[k] = (rec.id, pattern)
+    finally:
+        if collecting:
+            gc.enable()
+    return results
 
 
 _ENGINES: dict[tuple[int, int], tuple[Any, Any, _Engine | None]] = {}
@@ -347,7 +363,7 @@ _SECTIONS = {name: _struct(name, kinds) for name, kinds in SECTION_FIELDS.items(
 _LISTS = {name: _struct(name, kinds, required) for name, (kinds, required) in LIST_FIELDS.items()}
 
 
-def _decoder(spec: EligibilitySpec) -> msgspec.json.Decoder:
+def _decoder(spec: EligibilitySpec) -> tuple[msgspec.json.Decoder, Any, Any, Any]:
     """A decoder of the records this protocol can screen on the fast path (its codes and attestations only)."""
     codes = sorted(spec._codes)
     if not codes:
@@ -368,7 +384,64 @@ def _decoder(spec: EligibilitySpec) -> msgspec.json.Decoder:
         ("disease_assessments", Any, None)]
     fields += [(name, struct | None, None) for name, struct in _SECTIONS.items()]
     fields += [(name, listed[struct] | None, None) for name, struct in _LISTS.items()]
-    return msgspec.json.Decoder(msgspec.defstruct("record", fields, **_STRUCT))
+    record = msgspec.defstruct("record", fields, **_STRUCT)
+    return msgspec.json.Decoder(record), record, attested, measurement
+
+
+def _transpose(objs: Sequence[Any], fields: tuple[str, ...], only: tuple[str, ...] | None = None
+               ) -> dict[str, Sequence[Any]]:
+    """Columns of a list of structs (``None`` entries give ``None`` in every column), transposed in C.
+
+    With ``only``, just those fields (at least two) are read.
+    """
+    if only is not None:
+        fields = only
+    empty = (None,) * len(fields)
+    get = msgspec.structs.astuple if only is None else operator.attrgetter(*only)
+    rows = [empty if o is None else get(o) for o in objs] if None in objs else list(map(get, objs))
+    if not rows:
+        return {f: () for f in fields}
+    return dict(zip(fields, zip(*rows, strict=False), strict=True))
+
+
+def _present(values: Sequence[Any]) -> np.ndarray:
+    """Which values are not ``None`` (any values: structs, lists...)."""
+    return np.fromiter(map(operator.is_not, values, itertools.repeat(None)), dtype=bool, count=len(values))
+
+
+def _per_unit(units: Sequence[Any], target: str, molar: str | None, dimension: str | None = None) -> np.ndarray:
+    """The factor of each unit into ``target`` (NaN for a missing or unconvertible unit)."""
+    table: dict[Any, float] = {None: math.nan}
+    for u in set(units):
+        if u is not None:
+            table[u] = _plain_factor(u, target, molar, dimension)
+    return np.array([table[u] for u in units], dtype=np.float64)
+
+
+def _per_unit_percent(units: Sequence[Any], missing: float = -1.0) -> np.ndarray:
+    """:func:`_percent` of each unit (``missing`` where there is none)."""
+    table: dict[Any, float] = {None: missing}
+    for u in set(units):
+        if u is not None:
+            table[u] = _percent(u)
+    return np.array([table[u] for u in units], dtype=np.float64)
+
+
+class _Units:
+    """A column of unit spellings as small integers, so that factors are worked out once per spelling."""
+
+    def __init__(self, units: Sequence[Any]) -> None:
+        index = {u: k for k, u in enumerate(dict.fromkeys((None, *units)))}
+        self.ids = np.fromiter(map(index.__getitem__, units), dtype=np.int64, count=len(units))
+        self.spellings = list(index)
+        self.names = np.array(self.spellings, dtype=object)[self.ids] if len(units) else np.empty(0, dtype=object)
+
+    def map(self, fn: Callable[[str], float], missing: float) -> np.ndarray:
+        table = np.array([missing if u is None else fn(u) for u in self.spellings], dtype=np.float64)
+        return table[self.ids]
+
+    def factors(self, target: str, molar: str | None) -> np.ndarray:
+        return self.map(lambda u: _plain_factor(u, target, molar), math.nan)
 
 
 def _none(values: Any) -> Any:
@@ -376,23 +449,33 @@ def _none(values: Any) -> Any:
     return np.equal(values, None)  # type: ignore[call-overload]
 
 
-def _ordinals(days: list[Any]) -> np.ndarray:
+def _ordinals(days: Sequence[Any]) -> np.ndarray:
+    """Dates as ordinals (``_NO_DAY`` where missing)."""
+    if None not in days:
+        return np.fromiter(map(_ORDINAL, days), dtype=np.int64, count=len(days))
     return np.array([_NO_DAY if d is None else d.toordinal() for d in days], dtype=np.int64)
 
 
-def _floats(values: list[Any]) -> np.ndarray:
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Numbers as floats (NaN where missing)."""
+    if None not in values:
+        return np.array(values, dtype=np.float64)
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _codes(values: list[Any]) -> np.ndarray:
+def _codes(values: Sequence[Any]) -> np.ndarray:
+    """Codes (strings or ``None``) as an object column."""
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
 
 
-def _kleene(values: list[Any]) -> np.ndarray:
-    k = _KLEENE
-    return np.array([k[v] for v in values], dtype=np.int8)
+def _kleene(values: Sequence[Any]) -> np.ndarray:
+    """Booleans as Kleene codes (unknown where missing)."""
+    return np.fromiter(map(_KLEENE.__getitem__, values), dtype=np.int8, count=len(values))
+
+
+_ORDINAL = dt.date.toordinal
 
 
 def _snapped(values: np.ndarray, factor: float) -> np.ndarray:
@@ -476,7 +559,12 @@ class _Engine:
 
     def __init__(self, spec: EligibilitySpec, site: SiteRanges | None) -> None:
         self.spec, self.site = spec, site
-        self.decode = _decoder(spec).decode
+        decoder, record, attested, measurement = _decoder(spec)
+        self.decode = decoder.decode
+        self.record_fields = record.__struct_fields__
+        self.attestation_fields = attested.__struct_fields__
+        self.measurement_fields = measurement.__struct_fields__
+        self.codes = {code: k for k, code in enumerate(sorted(spec._codes))}
         self.items = spec.items
         for item in self.items.values():
             if item.formula is None and not self._plain_source(item):
@@ -497,11 +585,11 @@ class _Engine:
         n = len(recs)
         cols = _Columns(n)
         slow, values = cols.slow, cols.values
-        screening = _ordinals([r.anchors.screening for r in recs])
-        anchors = {"screening": screening}
-        for key in ("cell_collection", "enrolment", "planned_infusion"):
-            anchors[key] = _ordinals([getattr(r.anchors, key) for r in recs])
-        as_of_raw = _ordinals([r.as_of for r in recs])
+        top = _transpose(recs, self.record_fields)
+        anchor_rows = _transpose(top["anchors"], _Anchors.__struct_fields__)
+        anchors = {key: _ordinals(anchor_rows[key]) for key in _Anchors.__struct_fields__}
+        screening = anchors["screening"]
+        as_of_raw = _ordinals(top["as_of"])
         as_of = np.where(as_of_raw == _NO_DAY, screening, as_of_raw)
         slow |= as_of < screening
         for before, key in _ANCHOR_ORDER:
@@ -512,14 +600,13 @@ class _Engine:
         def past(days: np.ndarray) -> None:
             np.maximum(latest, days, out=latest)
 
-        slow |= np.array([r.transplants is not None or r.disease_assessments is not None for r in recs])
-        sections: dict[str, dict[str, list[Any]]] = {}
+        slow |= _present(top["transplants"]) | _present(top["disease_assessments"])
+        sections: dict[str, dict[str, Sequence[Any]]] = {}
         for head, kinds in SECTION_FIELDS.items():
-            tables = [getattr(r, head) for r in recs]
-            sections[head] = {key: [None if t is None else getattr(t, key) for t in tables] for key in kinds}
+            sections[head] = rows = _transpose(top[head], _SECTIONS[head].__struct_fields__)
             for key, kind in kinds.items():
                 if kind == "date":
-                    past(_ordinals(sections[head][key]))
+                    past(_ordinals(rows[key]))
         birth = _ordinals(sections["demographics"]["birth_date"])
         sex = sections["demographics"]["sex"]
         known_birth = birth != _NO_DAY
@@ -527,10 +614,10 @@ class _Engine:
         sy, _, _ = _ymd(screening)
         slow |= known_birth & ((sy - by > 130) | (birth > screening))
         preg = sections["pregnancy"]
-        slow |= np.array([s == "male" and bool(p or q) for s, p, q in zip(sex, preg["pregnant"], preg["lactating"],
-                                                                           strict=True)])
-        slow |= np.array([t is not None for t in preg["test_result"]])  # a pregnancy test: the evaluator
-        attestations = [r.attestations for r in recs]
+        male = _codes(sex) == "male"
+        slow |= male & ((_kleene(preg["pregnant"]) == _T) | (_kleene(preg["lactating"]) == _T))
+        slow |= _present(preg["test_result"])  # a pregnancy test: the evaluator
+        attested = _transpose(top["attestations"], self.attestation_fields)
         for name, item in self.items.items():
             head, _, rest = item.source.partition(".")
             if item.formula is not None:
@@ -538,7 +625,7 @@ class _Engine:
             if head == "anchors":
                 values[name] = anchors[rest]
             elif head == "attestations":
-                values[name] = _kleene([None if a is None else getattr(a, rest) for a in attestations])
+                values[name] = _kleene(attested[rest])
             elif head in SECTION_FIELDS:
                 raw = sections[head][rest]
                 kind = SECTION_FIELDS[head][rest]
@@ -546,30 +633,31 @@ class _Engine:
                                 _floats(raw) if isinstance(kind, tuple) and kind[0] in ("int", "number") else
                                 _codes(raw))
             elif item.source == "ecog":
-                values[name] = _floats([r.ecog for r in recs])
+                values[name] = _floats(top["ecog"])
             elif item.source == "disease_assessments":
                 values[name] = np.full(n, None, dtype=object)
-        self._quantities(recs, cols, past)
-        self._measurements(recs, cols, anchors, past)
-        self._lists(recs, cols, past)
+        self._quantities(top, cols, past)
+        self._measurements(top["measurements"], cols, anchors, past)
+        self._lists(top, cols, past)
         slow |= latest > as_of
-        self._formulas(cols, anchors)
+        self._formulas(cols)
         return cols
 
-    def _quantities(self, recs: list[Any], cols: _Columns, past: Callable[[np.ndarray], None]) -> None:
-        for source, dimension, place in (("weight", "[mass]", "weight"), ("life_expectancy", "[time]",
-                                                                           "life_expectancy")):
-            raw = [getattr(r, source) for r in recs]
-            present = np.array([q is not None for q in raw])
-            values = _floats([None if q is None else q.value for q in raw])
-            units = [None if q is None else q.unit for q in raw]
+    def _quantities(self, top: Mapping[str, Sequence[Any]], cols: _Columns,
+                    past: Callable[[np.ndarray], None]) -> None:
+        for source, dimension in (("weight", "[mass]"), ("life_expectancy", "[time]")):
+            raw = top[source]
+            rows = _transpose(raw, (_Dated if source == "weight" else _Undated).__struct_fields__)
+            present = _present(raw)
+            values = _floats(rows["value"])
+            units = rows["unit"]
             if source == "weight":
-                past(_ordinals([None if q is None else q.date for q in raw]))
+                past(_ordinals(rows["date"]))
                 cols.slow |= present & ~(values > 0)
             else:
                 cols.slow |= present & ~(values >= 0)
-            target, low, high = PLAUSIBLE[place]
-            to_target = np.array([1.0 if u is None else _plain_factor(u, target, None, dimension) for u in units])
+            target, low, high = PLAUSIBLE[source]
+            to_target = _per_unit(units, target, None, dimension)
             cols.slow |= present & np.isnan(to_target)
             with np.errstate(invalid="ignore"):
                 converted = values * to_target
@@ -577,145 +665,129 @@ class _Engine:
             for name, item in self.items.items():
                 if item.source != source:
                     continue
-                factors = np.array([np.nan if u is None else _plain_factor(u, item.type.unit, item.molar_mass)
-                                    for u in units])
+                factors = _per_unit(units, item.type.unit, item.molar_mass)
                 cols.slow |= present & np.isnan(factors)
                 cols.values[name] = _converted(values, factors)
 
-    def _measurements(self, recs: list[Any], cols: _Columns, anchors: Mapping[str, np.ndarray],
+    def _measurements(self, lists: Sequence[Any], cols: _Columns, anchors: Mapping[str, np.ndarray],
                       past: Callable[[np.ndarray], None]) -> None:
         n, slow = cols.n, cols.slow
-        found: dict[str, tuple[list[int], list[Any]]] = {code: ([], []) for code in self.spec._codes}
-        for i, r in enumerate(recs):
-            ms = r.measurements
-            if ms:
-                for m in ms:
-                    entry = found[m.code]
-                    entry[0].append(i)
-                    entry[1].append(m)
+        counts = [0 if ms is None else len(ms) for ms in lists]
+        rec = np.repeat(np.arange(n), counts)
+        flat = [m for ms in lists if ms for m in ms]
+        rows = _transpose(flat, self.measurement_fields)
+        codes = self.codes
+        code = np.array([codes[c] for c in rows["code"]], dtype=np.int64)
+        if flat and np.bincount(rec * len(codes) + code).max() > 1:  # two results of one code: the latest counts
+            slow |= np.bincount(rec, minlength=n) > np.array([len({m.code for m in ms}) if ms else 0
+                                                              for ms in lists])
+        value = _floats(rows["value"])
+        units = _Units(rows["unit"])
+        day = _ordinals(rows["date"])
+        past_days = np.zeros(n, dtype=np.int64)
+        np.maximum.at(past_days, rec, day)
+        past(past_days)
+        ranges = rows["reference_range"]
+        has_table = _present(ranges)
+        range_rows = _transpose(ranges, _Range.__struct_fields__)
+        low, high = _floats(range_rows["low"]), _floats(range_rows["high"])
+        has_range = ~np.isnan(low) | ~np.isnan(high)
+        own_unit = _present([None if u is msgspec.UNSET else u for u in range_rows["unit"]])
+        range_units = _Units([u if own else None for u, own in zip(range_rows["unit"], own_unit.tolist(),
+                                                                    strict=True)])
+        odd = _present(rows["lloq"]) | _present(rows["detected"])  # viral loads with their assay's limits
+        bad = odd | ~(value >= 0)
+        with np.errstate(invalid="ignore"):
+            bad |= (high <= 0) | (low > high)
+            scale = units.map(_percent, -1.0)
+            bad |= np.isnan(scale) | ((scale >= 0) & (value * scale > 1))
+        bad |= has_table & own_unit & np.isnan(range_units.map(_percent, -1.0))
+        slow[rec[bad]] = True
         site = self.site
-        for code, (index, ms) in found.items():
-            idx = np.array(index, dtype=np.int64)
-            counts = np.bincount(idx, minlength=n)
-            slow |= counts > 1  # two results of one code: the evaluator picks the latest
-            value = np.full(n, np.nan)
-            day = np.zeros(n, dtype=np.int64)
-            low = np.full(n, np.nan)
-            high = np.full(n, np.nan)
-            unit: list[Any] = [None] * n
-            range_unit: list[Any] = [None] * n
-            has_range = np.zeros(n, dtype=bool)
-            odd = np.zeros(n, dtype=bool)
-            for i, m in zip(index, ms, strict=True):
-                value[i] = m.value
-                unit[i] = m.unit
-                if m.date is not None:
-                    day[i] = m.date.toordinal()
-                rng = m.reference_range
-                if rng is not None:
-                    has_range[i] = rng.low is not None or rng.high is not None
-                    if rng.low is not None:
-                        low[i] = rng.low
-                    if rng.high is not None:
-                        high[i] = rng.high
-                    range_unit[i] = m.unit if rng.unit is msgspec.UNSET else rng.unit
-                if m.lloq is not None or m.detected is not None:
-                    odd[i] = True  # viral loads with their assay's limits: the evaluator
-            present = counts > 0
-            past(day)
-            slow |= odd
-            slow |= present & ~(value >= 0)
-            with np.errstate(invalid="ignore"):
-                slow |= (high <= 0) | (low > high)
-            scale = np.array([-1.0 if u is None else _percent(u) for u in unit])
-            slow |= present & np.isnan(scale)
-            with np.errstate(invalid="ignore"):
-                slow |= present & (scale >= 0) & (value * scale > 1)
-            range_ok = np.array([u is None or not np.isnan(_percent(u)) for u in range_unit])
-            slow |= ~range_ok
-            place = f"measurements.{code}"
+        for name, item in self.items.items():
+            head, _, wanted = item.source.partition(".")
+            if head != "measurements":
+                continue
+            mine = np.flatnonzero(code == codes[wanted])
+            where = rec[mine]
+            if name in self._viral_loads:
+                slow[where] = True
+            m_value, m_day, m_has_range = value[mine], day[mine], has_range[mine]
+            place = item.source
             if place in PLAUSIBLE:
                 target, lo, hi = PLAUSIBLE[place]
-                to_target = np.array([np.nan if u is None else _plain_factor(u, target, None) for u in unit])
+                to_target = units.factors(target, None)[mine]
                 with np.errstate(invalid="ignore"):
-                    converted = value * to_target
-                    slow |= present & ~np.isnan(to_target) & ~((lo <= converted) & (converted <= hi))
+                    converted = m_value * to_target
+                    slow[where[~np.isnan(to_target) & ~((lo <= converted) & (converted <= hi))]] = True
             if site is not None:
-                slow |= present & ~has_range
-            for name, item in self.items.items():
-                if item.source != place:
-                    continue
-                if item.formula is None and name in self._viral_loads():
-                    slow |= present
-                target_unit, molar = item.type.unit, item.molar_mass
-                factors = np.array([np.nan if u is None else _plain_factor(u, target_unit, molar) for u in unit])
-                slow |= present & np.isnan(factors)
-                known = present.copy()
-                stale = np.zeros(n, dtype=bool)
-                if item.max_age is not None:
-                    anchor = anchors[str(item.age_anchor)]
-                    earliest = _shifted(anchor, -item.max_age[0], item.max_age[1])
-                    stale = present & ((day == _NO_DAY) | (anchor == _NO_DAY) | (day < earliest))
-                    known &= ~stale
-                cols.stale[name] = stale
-                cols.values[name] = np.where(known, _converted(value, factors), np.nan)
-                range_factors = np.array([
-                    f if u is None or u == v else _plain_factor(u, target_unit, molar)
-                    for f, u, v in zip(factors.tolist(), range_unit, unit, strict=True)])
-                slow |= present & has_range & np.isnan(range_factors)
-                ranged = known & has_range
-                cols.values[f"{name}.uln"] = np.where(ranged, _converted(high, range_factors), np.nan)
-                cols.values[f"{name}.lln"] = np.where(ranged, _converted(low, range_factors), np.nan)
+                slow[where[~m_has_range]] = True
+            unit, molar = item.type.unit, item.molar_mass
+            factors = units.factors(unit, molar)[mine]
+            slow[where[np.isnan(factors)]] = True
+            known = np.ones(where.size, dtype=bool)
+            stale_m = np.zeros(where.size, dtype=bool)
+            if item.max_age is not None:
+                anchor = anchors[str(item.age_anchor)][where]
+                earliest = _shifted(anchor, -item.max_age[0], item.max_age[1])
+                stale_m = (m_day == _NO_DAY) | (anchor == _NO_DAY) | (m_day < earliest)
+                known &= ~stale_m
+            stale = np.zeros(n, dtype=bool)
+            stale[where] = stale_m
+            cols.stale[name] = stale
+            column = np.full(n, np.nan)
+            column[where] = np.where(known, _converted(m_value, factors), np.nan)
+            cols.values[name] = column
+            other = own_unit[mine] & (range_units.names[mine] != units.names[mine])
+            range_factors = np.where(other, range_units.factors(unit, molar)[mine], factors)
+            slow[where[m_has_range & np.isnan(range_factors)]] = True
+            ranged = known & m_has_range
+            for limit, bound in (("uln", high), ("lln", low)):
+                column = np.full(n, np.nan)
+                column[where] = np.where(ranged, _converted(bound[mine], range_factors), np.nan)
+                cols.values[f"{name}.{limit}"] = column
 
     @functools.cached_property
-    def _viral_loads_set(self) -> frozenset[str]:
+    def _viral_loads(self) -> frozenset[str]:
         return frozenset(i.inputs["load"] for i in self.items.values() if i.formula == "viral_load")
 
-    def _viral_loads(self) -> frozenset[str]:
-        return self._viral_loads_set
-
-    def _lists(self, recs: list[Any], cols: _Columns, past: Callable[[np.ndarray], None]) -> None:
+    def _lists(self, top: Mapping[str, Sequence[Any]], cols: _Columns, past: Callable[[np.ndarray], None]) -> None:
         n, slow = cols.n, cols.slow
         for source in LIST_FIELDS:
             readers = [item for item in self.items.values() if item.source == source]
-            lists = [getattr(r, source) for r in recs]
-            none = np.array([entries is None for entries in lists])
-            rec: list[int] = []
-            entries: list[Any] = []
-            for i, e in enumerate(lists):
-                if e:
-                    rec.extend([i] * len(e))
-                    entries.extend(e)
-            rec_a = np.array(rec, dtype=np.int64)
-            start = _ordinals([e.start for e in entries])
-            ends = [e.end for e in entries]
-            end = _ordinals(ends)
+            lists = top[source]
+            unknown_list = ~_present(lists)
+            counts = [0 if e is None else len(e) for e in lists]
+            rec = np.repeat(np.arange(n), counts)
+            entries = [x for e in lists if e for x in e]
+            rows = _transpose(entries, _LISTS[source].__struct_fields__)
+            start = _ordinals(rows["start"])
+            end = _ordinals(rows["end"]) if "end" in rows else np.zeros(len(entries), dtype=np.int64)
             if source in _DATED_LISTS:
                 end = np.where(end == _NO_DAY, start, end)
-            bad = (end != _NO_DAY) & (end < start)
-            slow[rec_a[bad]] = True
+            slow[rec[(end != _NO_DAY) & (end < start)]] = True
             latest = np.zeros(n, dtype=np.int64)
-            np.maximum.at(latest, rec_a, start)
+            np.maximum.at(latest, rec, start)
             if source not in ("medications", "therapies"):
-                np.maximum.at(latest, rec_a, end)
+                np.maximum.at(latest, rec, end)
             past(latest)
             end = np.where(end == _NO_DAY, _OPEN, end)
             for item in readers:
                 keep = np.full(len(entries), _T, dtype=np.int8)
                 for field, allowed in item.where.items():
-                    keep = np.minimum(keep, _member(entries, source, field, frozenset(allowed)))
+                    keep = np.minimum(keep, _member(rows, source, field, frozenset(allowed)))
                 if item.where_not:
                     dropped = np.full(len(entries), _T, dtype=np.int8)
                     for field, allowed in item.where_not.items():
-                        dropped = np.minimum(dropped, _member(entries, source, field, frozenset(allowed)))
+                        dropped = np.minimum(dropped, _member(rows, source, field, frozenset(allowed)))
                     keep = np.where(keep == _F, _F, np.where((keep == _U) | (dropped == _U), _U,
                                                              np.where(dropped == _T, _F, _T))).astype(np.int8)
-                unknown = none.copy()
-                unknown[rec_a[keep == _U]] = True
+                unknown = unknown_list.copy()
+                unknown[rec[keep == _U]] = True
                 kept = keep == _T
-                cols.values[item.name] = _Events(unknown, rec_a[kept], start[kept], end[kept])
+                cols.values[item.name] = _Events(unknown, rec[kept], start[kept], end[kept])
 
-    def _formulas(self, cols: _Columns, anchors: Mapping[str, np.ndarray]) -> None:
+    def _formulas(self, cols: _Columns) -> None:
         values, slow = cols.values, cols.slow
         for name, item in self.items.items():
             inputs = item.inputs
@@ -1034,14 +1106,12 @@ def _percent(unit: str) -> float:
     return -1.0 if info[0] is None else info[0]
 
 
-def _member(entries: list[Any], source: str, field: str, allowed: frozenset[Any]) -> np.ndarray:
+def _member(rows: Mapping[str, Sequence[Any]], source: str, field: str, allowed: frozenset[Any]) -> np.ndarray:
     """Kleene membership of each entry's ``field`` in ``allowed`` (unknown where the entry lacks it)."""
     if source in ("medications", "therapies"):
-        key = field
-        values = [getattr(e, key) for e in entries]
-        if key == "indication":
+        values: Sequence[Any] = rows[field]
+        if field == "indication":
             values = [v or "unspecified" for v in values]
     else:
-        key = ("category" if source == "malignancies" else "type") if field in ("category", "type") else field
-        values = [getattr(e, key) for e in entries]
+        values = rows[("category" if source == "malignancies" else "type") if field in ("category", "type") else field]
     return np.array([_U if v is None else _T if v in allowed else _F for v in values], dtype=np.int8)
