@@ -16,7 +16,7 @@ Examples
 ('undetermined', True)
 """
 
-from ._batch import screen_jsonl, screen_lines
+from ._batch import screen_compact, screen_jsonl, screen_lines
 from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen, screen_summary
 from ._site import SiteError, SiteRange, SiteRanges, load_site
@@ -45,6 +45,7 @@ __all__ = [
     "read_record_json",
     "record_schema",
     "screen",
+    "screen_compact",
     "screen_jsonl",
     "screen_lines",
     "screen_summary",
