@@ -440,8 +440,14 @@ class _Units:
         table = np.array([missing if u is None else fn(u) for u in self.spellings], dtype=np.float64)
         return table[self.ids]
 
-    def factors(self, target: str, molar: str | None) -> np.ndarray:
-        return self.map(lambda u: _plain_factor(u, target, molar), math.nan)
+    def factors(self, target: str, molar: str | None, rows: np.ndarray) -> np.ndarray:
+        """The factor into ``target`` of the units of ``rows`` (worked out for the spellings they use only)."""
+        ids = self.ids[rows]
+        table = np.full(len(self.spellings), math.nan)
+        for k in np.unique(ids).tolist():
+            if k:
+                table[k] = _plain_factor(self.spellings[k], target, molar)
+        return table[ids]
 
 
 def _none(values: Any) -> Any:
@@ -716,14 +722,14 @@ class _Engine:
             place = item.source
             if place in PLAUSIBLE:
                 target, lo, hi = PLAUSIBLE[place]
-                to_target = units.factors(target, None)[mine]
+                to_target = units.factors(target, None, mine)
                 with np.errstate(invalid="ignore"):
                     converted = m_value * to_target
                     slow[where[~np.isnan(to_target) & ~((lo <= converted) & (converted <= hi))]] = True
             if site is not None:
                 slow[where[~m_has_range]] = True
             unit, molar = item.type.unit, item.molar_mass
-            factors = units.factors(unit, molar)[mine]
+            factors = units.factors(unit, molar, mine)
             slow[where[np.isnan(factors)]] = True
             known = np.ones(where.size, dtype=bool)
             stale_m = np.zeros(where.size, dtype=bool)
@@ -739,7 +745,7 @@ class _Engine:
             column[where] = np.where(known, _converted(m_value, factors), np.nan)
             cols.values[name] = column
             other = own_unit[mine] & (range_units.names[mine] != units.names[mine])
-            range_factors = np.where(other, range_units.factors(unit, molar)[mine], factors)
+            range_factors = np.where(other, range_units.factors(unit, molar, mine), factors)
             slow[where[m_has_range & np.isnan(range_factors)]] = True
             ranged = known & m_has_range
             for limit, bound in (("uln", high), ("lln", low)):
