@@ -133,7 +133,7 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     """
     if isinstance(data, bytes):
         text = data.decode("utf-8")  # refused whole, as reading the file as text would
-        odd = any(mark in data for mark in _ODD_BREAKS)
+        odd = any(mark in text for mark in _ODD_BREAKS)  # (a character wider than the text's is found at once)
         lines: Sequence[bytes | str] = text.splitlines() if odd else data.splitlines()
     else:
         lines = data.splitlines()
@@ -179,7 +179,7 @@ def _evaluated(spec: EligibilitySpec, line: bytes | str, number: int, site: Site
 
 
 # Line breaks str.splitlines knows and bytes.splitlines does not: with any of them, lines are split as text.
-_ODD_BREAKS = tuple(c.encode() for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_ODD_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _chunks(lines: Iterable[Any], first: int) -> Iterator[tuple[int, list[Any]]]:
@@ -398,7 +398,10 @@ def _transpose(objs: Sequence[Any], fields: tuple[str, ...], only: tuple[str, ..
         fields = only
     empty = (None,) * len(fields)
     get = msgspec.structs.astuple if only is None else operator.attrgetter(*only)
-    rows = [empty if o is None else get(o) for o in objs] if None in objs else list(map(get, objs))
+    try:
+        rows = list(map(get, objs))
+    except (TypeError, AttributeError):  # some are missing
+        rows = [empty if o is None else get(o) for o in objs]
     if not rows:
         return {f: () for f in fields}
     return dict(zip(fields, zip(*rows, strict=False), strict=True))
@@ -428,16 +431,21 @@ def _per_unit_percent(units: Sequence[Any], missing: float = -1.0) -> np.ndarray
 
 
 class _Units:
-    """A column of unit spellings as small integers, so that factors are worked out once per spelling."""
+    """A column of unit spellings as small integers, so that factors are worked out once per spelling.
 
-    def __init__(self, units: Sequence[Any]) -> None:
-        index = {u: k for k, u in enumerate(dict.fromkeys((None, *units)))}
+    ``missing`` are the values that stand for no unit (ids below ``len(missing)``).
+    """
+
+    def __init__(self, units: Sequence[Any], missing: tuple[Any, ...] = (None,)) -> None:
+        index = {u: k for k, u in enumerate(dict.fromkeys((*missing, *units)))}
         self.ids = np.fromiter(map(index.__getitem__, units), dtype=np.int64, count=len(units))
         self.spellings = list(index)
+        self.missing = len(missing)
         self.names = np.array(self.spellings, dtype=object)[self.ids] if len(units) else np.empty(0, dtype=object)
 
     def map(self, fn: Callable[[str], float], missing: float) -> np.ndarray:
-        table = np.array([missing if u is None else fn(u) for u in self.spellings], dtype=np.float64)
+        table = np.array([missing if k < self.missing else fn(u) for k, u in enumerate(self.spellings)],
+                         dtype=np.float64)
         return table[self.ids]
 
     def factors(self, target: str, molar: str | None, rows: np.ndarray) -> np.ndarray:
@@ -445,7 +453,7 @@ class _Units:
         ids = self.ids[rows]
         table = np.full(len(self.spellings), math.nan)
         for k in np.unique(ids).tolist():
-            if k:
+            if k >= self.missing:
                 table[k] = _plain_factor(self.spellings[k], target, molar)
         return table[ids]
 
@@ -457,16 +465,15 @@ def _none(values: Any) -> Any:
 
 def _ordinals(days: Sequence[Any]) -> np.ndarray:
     """Dates as ordinals (``_NO_DAY`` where missing)."""
-    if None not in days:
+    try:
         return np.fromiter(map(_ORDINAL, days), dtype=np.int64, count=len(days))
-    return np.array([_NO_DAY if d is None else d.toordinal() for d in days], dtype=np.int64)
+    except TypeError:  # some are missing
+        return np.array([_NO_DAY if d is None else d.toordinal() for d in days], dtype=np.int64)
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
     """Numbers as floats (NaN where missing)."""
-    if None not in values:
-        return np.array(values, dtype=np.float64)
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(values, dtype=np.float64)  # numpy reads None as NaN
 
 
 def _codes(values: Sequence[Any]) -> np.ndarray:
@@ -680,10 +687,10 @@ class _Engine:
         n, slow = cols.n, cols.slow
         counts = [0 if ms is None else len(ms) for ms in lists]
         rec = np.repeat(np.arange(n), counts)
-        flat = [m for ms in lists if ms for m in ms]
+        flat = list(itertools.chain.from_iterable(filter(None, lists)))
         rows = _transpose(flat, self.measurement_fields)
         codes = self.codes
-        code = np.array([codes[c] for c in rows["code"]], dtype=np.int64)
+        code = np.fromiter(map(codes.__getitem__, rows["code"]), dtype=np.int64, count=len(flat))
         if flat and np.bincount(rec * len(codes) + code).max() > 1:  # two results of one code: the latest counts
             slow |= np.bincount(rec, minlength=n) > np.array([len({m.code for m in ms}) if ms else 0
                                                               for ms in lists])
@@ -698,11 +705,12 @@ class _Engine:
         range_rows = _transpose(ranges, _Range.__struct_fields__)
         low, high = _floats(range_rows["low"]), _floats(range_rows["high"])
         has_range = ~np.isnan(low) | ~np.isnan(high)
-        own_unit = _present([None if u is msgspec.UNSET else u for u in range_rows["unit"]])
-        range_units = _Units([u if own else None for u, own in zip(range_rows["unit"], own_unit.tolist(),
-                                                                    strict=True)])
-        odd = _present(rows["lloq"]) | _present(rows["detected"])  # viral loads with their assay's limits
-        bad = odd | ~(value >= 0)
+        range_units = _Units(range_rows["unit"], (None, msgspec.UNSET))  # UNSET: a range in the value's unit
+        own_unit = range_units.ids >= 2
+        bad = ~(value >= 0)
+        for key in ("lloq", "detected"):  # viral loads with their assay's limits: the evaluator
+            if rows[key].count(None) != len(rows[key]):
+                bad |= _present(rows[key])
         with np.errstate(invalid="ignore"):
             bad |= (high <= 0) | (low > high)
             scale = units.map(_percent, -1.0)
