@@ -280,3 +280,10 @@ def test_the_common_shape_takes_the_column_path() -> None:
     rows = list(screen_lines(SPEC, lines))
     assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
     assert rows[0]["outcome"] == "eligible"
+
+
+def test_docs_quote_the_batch_size() -> None:
+    """docs/eligibility.md (Speed) names the number of lines screened together as the code has it."""
+    from escalation_rules.eligibility._batch import BATCH
+
+    assert f"Lines are taken {BATCH:,} at a time" in (ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8")
