@@ -10,10 +10,12 @@ Builds synthetic records from ``spec/patients/eligible.json`` with varied
 ages, weights (kg or lb), creatinine (mg/dL or µmol/L), ECOG, serologies,
 medications and missing fields, writes them to a JSON Lines file, and
 screens the file end to end into compact JSON Lines (one result per record):
-in this process (``screen_lines``) and through ``escalation-rules screen
---batch FILE --json`` (process start and protocol loading included).  Prints
-a Markdown table with records per second against the targets: 50,000/s
-in-process and 20,000/s through the CLI.
+in this process (read the file, ``screen_compact``, write the lines) and
+through ``escalation-rules screen --batch FILE --json`` (process start and
+protocol loading included).  Prints a Markdown table with records per second
+against the targets: 50,000/s in-process and 20,000/s through the CLI; the
+target is judged on wall-clock time, and the CPU column shows what the
+machine's other load took away.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from escalation_rules import load_protocol
-from escalation_rules.eligibility import load_eligibility, screen_lines, screen_summary
+from escalation_rules.eligibility import load_eligibility, screen_compact, screen_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,12 +102,16 @@ def main() -> None:
 
         def in_process() -> None:
             """File to file in this process: read, decode, check, screen, write one compact line per record."""
+            with target.open("w", encoding="utf-8") as out:
+                out.writelines([text + "\n" if text is not None else json.dumps({"line": number, "error": problems})
+                                + "\n" for number, text, problems in screen_compact(spec, source.read_bytes())])
+
+        def count() -> None:
+            """The outcomes in the result file (not timed)."""
             outcomes.clear()
-            with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
-                write = out.write
-                for row in screen_lines(spec, lines):
-                    outcomes[row.get("outcome", "refused")] += 1
-                    write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            with target.open(encoding="utf-8") as lines:
+                for line in lines:
+                    outcomes[json.loads(line).get("outcome", "refused")] += 1
 
         def through_cli() -> None:
             """The same through ``escalation-rules screen SPEC --batch FILE --json`` (process start included)."""
@@ -115,7 +121,7 @@ def main() -> None:
                                stdout=out, check=True)
 
         def decoded() -> None:
-            """Screening already decoded objects (no file, no JSON), for comparison."""
+            """The record-by-record evaluator on already decoded objects (no file, no JSON), for comparison."""
             for record in records:
                 screen_summary(spec, record)
 
@@ -125,10 +131,11 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---|")
         for label, run, goal in (("JSONL file to compact JSONL, in-process", in_process, 50_000),
                                  ("JSONL file to compact JSONL, through the CLI", through_cli, 20_000),
-                                 ("decoded objects, compact result (no I/O)", decoded, None)):
+                                 ("decoded objects, record by record (no I/O)", decoded, None)):
             wall, cpu = best(run, args.repeat)
             met = "" if goal is None else f"≥ {goal:,}: {'met' if n / wall >= goal else 'NOT met'}"
             print(f"| {label} | {wall:.2f} | {n / wall:,.0f} | {cpu:.2f} | {n / cpu:,.0f} | {met} |")
+        count()
     print("\noutcomes: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(outcomes.items())))
     print("(CPU time counts this process and the CLI's child process; wall time also counts other processes "
           "sharing the machine)")

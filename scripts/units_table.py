@@ -51,12 +51,28 @@ def collect() -> tuple[dict[str, tuple[str, str]], dict[tuple[str, str, str | No
     records: list[Any] = [json.loads(p.read_text(encoding="utf-8")) for p in shipped
                           if not p.name.endswith((".schema.json", ".expected.json"))]
     records += [edit(BASE, case["set"]) for case in VECTORS["cases"]]
+    records += [edit(BASE, changes) for changes in EVERYDAY]
     for record in records:
         try:
             screen(spec, record)
         except Exception:  # refused records still ask about their units
             continue
     return units, factors
+
+
+#: Everyday spellings of laboratories and scales (plain pint units), so that batches written in them need no pint.
+EVERYDAY: list[dict[str, Any]] = [
+    {"weight": {"value": 140, "unit": unit}} for unit in ("lb", "g")
+] + [
+    {"measurements[code=creatinine].unit": unit, "measurements[code=creatinine].reference_range": None}
+    for unit in ("µmol/L", "mg/dl", "mmol/L", "mg/L")
+] + [
+    {"measurements[code=bilirubin].unit": unit, "measurements[code=bilirubin].reference_range": None}
+    for unit in ("µmol/L", "umol/L", "mg/dl")
+] + [
+    {"measurements[code=creatinine].reference_range": {"high": 97, "unit": "µmol/L"}},
+    {"measurements[code=bilirubin].reference_range": {"high": 21, "unit": "µmol/L"}},
+]
 
 
 def main() -> None:

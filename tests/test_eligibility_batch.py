@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from escalation_rules import load_protocol
-from escalation_rules.eligibility import load_eligibility, screen, screen_jsonl, screen_lines
+from escalation_rules.eligibility import (
+    EligibilitySpec,
+    RecordError,
+    load_eligibility,
+    load_site,
+    read_record_json,
+    screen,
+    screen_compact,
+    screen_jsonl,
+    screen_lines,
+)
+from escalation_rules.eligibility._batch import _engine, _screen_chunk
 from test_eligibility import BASE, edit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +67,223 @@ def test_chunk_size_must_be_positive() -> None:
     """A chunk size below 1 is refused."""
     with pytest.raises(ValueError, match="chunk_size"):
         list(screen_jsonl(PROTOCOL, lines(), chunk_size=0))
+
+
+# ------------------------------------------------------------------ the column engine against the evaluator
+
+SPEC = load_eligibility(load_protocol(PROTOCOL))
+SITE = load_site(ROOT / "examples" / "site-ranges.toml")
+SCREENING = date(2026, 3, 2)
+
+
+def _day(offset: int) -> str:
+    return (SCREENING + timedelta(days=offset)).isoformat()
+
+
+# Offsets (days from screening) at and around every window the protocol reads: 14 and 28 days of measurement age,
+# 2 weeks before cell collection, 1, 3, 6 and 12 months, 5 years.
+_OFFSETS = st.sampled_from([0, -1, -13, -14, -15, -27, -28, -29, -30, -31, -59, -60, -89, -90, -91, -92, -181, -182,
+                            -183, -365, -366, -1826, -1827, -3000])
+_UNITS = {
+    "creatinine": [("mg/dL", 1.0), ("mg/dl", 1.0), ("umol/L", 88.4), ("µmol/L", 88.4), ("mmol/L", 0.0884)],
+    "bilirubin": [("mg/dL", 1.0), ("umol/L", 17.1), ("mg/L", 10.0)],
+    "alt": [("U/L", 1.0), ("IU/L", 1.0), ("[IU]/L", 1.0), ("U/mL", 0.001)],
+    "ast": [("U/L", 1.0), ("IU/L", 1.0)],
+    "spo2": [("%", 1.0), ("1", 0.01)],
+    "lvef": [("%", 1.0)],
+    "cd7_flow": [("%", 1.0)],
+    "cd7_ihc": [("%", 1.0)],
+    "tumour_burden": [("%", 1.0)],
+}
+_VALUES = {"creatinine": [0.5, 1.0, 1.1, 2.75, 2.76, 3.0], "bilirubin": [0.2, 3.6, 3.61, 1.2],
+           "alt": [35, 120, 121, 7], "ast": [35, 105, 106], "spo2": [92, 93, 100, 50],
+           "lvef": [50, 51, 100], "cd7_flow": [69, 70, 100], "cd7_ihc": [49, 50], "tumour_burden": [5, 5.5, 24]}
+_CODES = ("positive", "negative", None)
+_BOOLS = (True, False, None)
+
+
+def _pick(draw: st.DrawFn, usual: Any, rare: Any = ()) -> Any:
+    """One of ``usual``, or now and then one of ``rare`` (refused values, shapes the columns leave alone)."""
+    if rare and draw(st.integers(0, 40)) == 23:  # Hypothesis favours 0 and the ends: one value between
+        return draw(st.sampled_from(rare))
+    return draw(st.sampled_from(usual))
+
+
+def _mostly(draw: st.DrawFn, usual: Any, others: Any) -> Any:
+    """``usual`` about three times in four, else one of ``others``."""
+    return draw(st.sampled_from([usual] * 9 + list(others)))
+
+
+@st.composite
+def measurement(draw: st.DrawFn, code: str) -> dict[str, Any] | None:
+    """A measurement of ``code`` in one of the units laboratories write, dated at or around its window."""
+    if draw(st.integers(0, 9)) == 0:
+        return None
+    unit, factor = _pick(draw, _UNITS[code], [("kg", 1.0), ("nope", 1.0)])
+    value = _pick(draw, _VALUES[code], [0, 101, -1]) * factor
+    m: dict[str, Any] = {"code": code, "value": round(value, 6), "unit": unit}
+    if draw(st.integers(0, 7)):
+        m["date"] = _day(_pick(draw, [0, -1, -13, -14, -15, -27, -28, -29, -400], [1]))
+    if code in ("creatinine", "bilirubin", "alt", "ast"):
+        shape = draw(st.integers(0, 4))
+        high = _pick(draw, [1.1, 1.2, 40, 35], [0.0])
+        if shape == 1:
+            m["reference_range"] = {"low": high / 4, "high": high}
+        elif shape == 2:
+            m["reference_range"] = {"high": high * factor, "unit": unit}
+        elif shape == 3:
+            m["reference_range"] = {"low": 1, "unit": _pick(draw, [unit], ["nope", "U/L", "mg/dL"])}
+        elif shape == 4:
+            m["reference_range"] = None
+    return m
+
+
+@st.composite
+def column_record(draw: st.DrawFn) -> dict[str, Any]:
+    """A record from the eligible example with any field missing, unknown, at a boundary, in another unit,
+    inside or outside each date window, and now and then refused or of a shape the columns leave to the
+    evaluator."""
+    rec = copy.deepcopy(BASE)
+    rec["id"] = draw(st.sampled_from(["P1", "Zoë", 'q"uote', "P\\2"]))
+    anchors = rec["anchors"]
+    for key in ("cell_collection", "enrolment"):
+        choice = draw(st.integers(0, 4))
+        if choice == 0:
+            del anchors[key]
+        elif choice == 1:
+            anchors[key] = _day(_pick(draw, [0, 10, 14], [-1]))
+    if draw(st.integers(0, 9)) == 0:
+        rec["as_of"] = _day(_pick(draw, [0, 30], [-1]))
+    born = _mostly(draw, "1979-06-15", []) if draw(st.booleans()) else _pick(
+        draw, [None, "2008-03-02", "2008-03-03", "1955-03-02", "1955-03-01", "1990-07-15"],
+        ["1890-01-01", "2027-01-01"])
+    rec["demographics"] = {"birth_date": born, "sex": draw(st.sampled_from(["female", "male", None]))}
+    rec["ecog"] = _pick(draw, [0, 1, 2, 3, None], [6, 1.0, True])
+    weight = _pick(draw, [None, (62, "kg"), (136.7, "lb"), (62000, "g")], [(0, "kg"), (70, "m"), (1000, "kg")])
+    rec["weight"] = None if weight is None else {"value": weight[0], "unit": weight[1]}
+    if weight is not None and draw(st.booleans()):
+        rec["weight"]["date"] = _day(_pick(draw, [0, -20], [1]))
+    life = _pick(draw, [None, (6, "months"), (12, "weeks"), (13, "weeks"), (84, "day"), (1, "year"),
+                        (2.76, "months")], [(-1, "weeks"), (6, "kg")])
+    rec["life_expectancy"] = None if life is None else {"value": life[0], "unit": life[1]}
+    measurements = [m for code in _UNITS if (m := draw(measurement(code))) is not None]
+    if draw(st.integers(0, 40)) == 23 and measurements:
+        measurements.append(dict(measurements[0]))  # the same code twice
+    if draw(st.integers(0, 40)) == 23:
+        measurements.append({"code": "hbv_dna", "value": draw(st.sampled_from([5, 50])), "unit": "IU/mL",
+                             "date": _day(-3), "lloq": 20})
+    rec["measurements"] = measurements if draw(st.integers(0, 9)) else _pick(draw, [None, []])
+    for key in ("hbsag", "hbcab", "hcv_ab", "tppa", "hiv_ab"):
+        rec["serology"][key] = _mostly(draw, rec["serology"].get(key, "negative"), _CODES)
+    rec["serology"]["hbv_dna"] = _mostly(draw, "below_detection_limit", ["detectable", None])
+    for section in ("cardiac", "cns", "allergies", "plans"):
+        for key in rec[section]:
+            rec[section][key] = _mostly(draw, False, _BOOLS)
+    if draw(st.integers(0, 9)) == 0:
+        rec["cardiac"] = None
+    diagnosis = rec["diagnosis"]
+    for key in ("relapsed", "induction_completed", "induction_complete_remission", "second_line_given",
+                "second_line_complete_remission", "mrd_persistent_positive", "extramedullary_disease"):
+        diagnosis[key] = _mostly(draw, diagnosis[key], _BOOLS)
+    diagnosis["who2022"] = _mostly(draw, "t_all_lbl", ["aml", "other", None])
+    diagnosis["relapse_evidence"] = draw(st.sampled_from(["marrow_blasts_5_percent", "extramedullary", None]))
+    diagnosis["relapse_date"] = _mostly(draw, "2025-07-01", ["2025-11-18", "2025-11-19", None])
+    diagnosis["salvage_courses_without_remission"] = _mostly(draw, 1, [0, None])
+    diagnosis["targeted_courses_without_remission"] = _mostly(draw, 1, [0, None])
+    rec["transplant"] = {key: _mostly(draw, False, _BOOLS) for key in ("allogeneic", "relapse_after_transplant",
+                                                                        "acute_gvhd_active", "chronic_gvhd_active")}
+    rec["transplant"]["acute_gvhd_grade"] = draw(st.sampled_from([0, 2, 3, None]))
+    rec["pregnancy"] = {key: _mostly(draw, False, _BOOLS) for key in ("planning_pregnancy", "not_applicable")}
+    for key in ("pregnant", "lactating"):  # true for a man is refused: now and then
+        rec["pregnancy"][key] = _pick(draw, (False,) * 6 + (_BOOLS if rec["demographics"]["sex"] != "male" else
+                                                            (None,)), [True])
+    if draw(st.integers(0, 40)) == 23:
+        rec["pregnancy"].update(test_result=draw(st.sampled_from(["positive", "negative"])), test_date=_day(-3))
+    for key in rec["attestations"]:
+        rec["attestations"][key] = _mostly(draw, rec["attestations"][key], _BOOLS)
+    start = _OFFSETS.map(_day)
+    span = st.tuples(_OFFSETS, st.sampled_from([0, 1, 13, 14, 20, 100])).map(
+        lambda t: {"start": _day(t[0]), "end": _day(min(t[0] + t[1], 0))})
+    medication = st.fixed_dictionaries({
+        "category": st.sampled_from(["corticosteroid", "immunosuppressant", "pd1_antibody", "chemotherapy",
+                                     "targeted"]),
+        "start": start}, optional={
+        "route": st.sampled_from(["oral", "inhaled", "topical", None]),
+        "indication": st.sampled_from(["treatment", "physiological_replacement", None])})
+    medications = draw(st.none() | st.lists(st.tuples(medication, st.integers(0, 2), span), max_size=4))
+    rec["medications"] = None if medications is None else [
+        {**m, **({"end": e["end"]} if k == 1 else {"end": _day(9)} if k == 2 else {}), "start": e["start"]}
+        for m, k, e in medications]
+    event = st.fixed_dictionaries({
+        "type": st.sampled_from(["gi_bleeding", "arterial_thrombosis", "deep_vein_thrombosis", "hypertensive_crisis",
+                                 "coronary_angioplasty", "other"]),
+        "start": start}, optional={"symptomatic": st.sampled_from(_BOOLS)})
+    events = draw(st.none() | st.lists(st.tuples(event, st.booleans(), span), max_size=3))
+    rec["events"] = None if events is None else [{**e, **(d if k else {"start": d["start"]})}
+                                                  for e, k, d in events]
+    infection = st.fixed_dictionaries({
+        "type": st.sampled_from(["bacterial", "fungal", "other"]),
+        "site": st.sampled_from(["simple_urinary_tract", "other"]),
+        "requires_treatment": st.booleans(), "controlled": st.booleans(), "start": start})
+    infections = draw(st.none() | st.lists(st.tuples(infection, st.booleans(), span), max_size=2))
+    rec["infections"] = None if infections is None else [{**e, **(d if k else {"start": d["start"]})}
+                                                         for e, k, d in infections]
+    malignancy = st.fixed_dictionaries({
+        "category": st.sampled_from(["basal_cell_skin", "thyroid", "other"]), "curatively_treated": st.booleans(),
+        "start": start})
+    rec["malignancies"] = draw(st.none() | st.lists(malignancy, max_size=2))
+    therapy = st.fixed_dictionaries({"category": st.sampled_from(["chemotherapy", "car_t", "other"]),
+                                     "start": start})
+    rec["therapies"] = draw(st.none() | st.lists(therapy, max_size=2))
+    if draw(st.integers(0, 40)) == 23:
+        rec["transplants"] = [{"type": "allogeneic", "start": _day(-400)}]
+    if draw(st.integers(0, 40)) == 23:
+        rec["disease_assessments"] = [{"specimen": "bone_marrow", "date": _day(-100), "blasts_percent": 12}]
+    if draw(st.integers(0, 40)) == 23:
+        rec["unexpected"] = 1
+    return rec
+
+
+def _expected(spec: EligibilitySpec, text: str, number: int, site: Any = None) -> dict[str, Any]:
+    """The row the record-by-record evaluator gives line ``number``."""
+    try:
+        return {"line": number, **screen(spec, read_record_json(text, f"<batch>:{number}"), site=site).summary()}
+    except RecordError as err:
+        return {"line": number, "error": err.problems}
+
+
+@given(st.lists(column_record(), min_size=1, max_size=40), st.booleans())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_invariant_column_engine_equals_record_by_record_evaluator(records: list[dict[str, Any]],
+                                                                    with_site: bool) -> None:
+    """Invariant: screening a batch over columns gives every record exactly the outcome, failed criteria and
+    needed items (or the refusal) that the record-by-record evaluator gives it, whatever is missing, unknown,
+    at a boundary, in another unit or inside or outside a date window, with or without a site file."""
+    site = SITE if with_site else None
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    rows = list(screen_lines(SPEC, lines, site))
+    assert rows == [_expected(SPEC, text, i, site) for i, text in enumerate(lines, start=1)]
+    compact = list(screen_compact(SPEC, "\n".join(lines).encode("utf-8"), site))
+    assert [(n, None if t is None else json.loads(t), p) for n, t, p in compact] == [
+        (r["line"], None if "error" in r else r, r.get("error")) for r in rows]
+
+
+def test_the_common_shape_takes_the_column_path() -> None:
+    """The example record and its everyday variations (units, missing items, lists) are screened over columns,
+    not by the evaluator."""
+    variants = [BASE, edit(BASE, {"weight": {"value": 140, "unit": "lb"}}),
+                edit(BASE, {"measurements[code=creatinine].unit": "mg/dl", "measurements[code=creatinine].value": 1}),
+                edit(BASE, {"ecog": None, "medications": None, "anchors.enrolment": None}),
+                edit(BASE, {"events[+]": {"type": "gi_bleeding", "start": "2026-01-10"}})]
+    lines = [json.dumps(v, ensure_ascii=False) for v in variants]
+    assert None not in _screen_chunk(_engine(SPEC, None), lines)
+    rows = list(screen_lines(SPEC, lines))
+    assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
+    assert rows[0]["outcome"] == "eligible"
+
+
+def test_docs_quote_the_batch_size() -> None:
+    """docs/eligibility.md (Speed) names the number of lines screened together as the code has it."""
+    from escalation_rules.eligibility._batch import BATCH
+
+    assert f"Lines are taken {BATCH:,} at a time" in (ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ Examples
 ('undetermined', True)
 """
 
-from ._batch import screen_jsonl, screen_lines
+from ._batch import screen_compact, screen_jsonl, screen_lines
 from ._fhir import FhirError, FhirMapping, bundle_record, bundle_to_record, is_bundle
 from ._record import PLAUSIBLE, PatientRecord, RecordError, read_record, read_record_json, record_schema
 from ._screen import EXIT_STATUS, OUTCOMES, CriterionResult, ScreeningResult, data_dictionary, screen, screen_summary
@@ -53,6 +53,7 @@ __all__ = [
     "read_record_json",
     "record_schema",
     "screen",
+    "screen_compact",
     "screen_jsonl",
     "screen_lines",
     "screen_summary",

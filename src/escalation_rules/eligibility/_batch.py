@@ -1,11 +1,22 @@
 """Screening many records: JSON Lines in, one compact result per line out, optionally on an executor.
 
-:func:`screen_lines` screens lines in this process; :func:`screen_jsonl`
-splits them into chunks and runs the chunks on any
-``concurrent.futures.Executor`` (a process pool, or Dask's
-``client.get_executor()`` for a cluster).  Only the protocol folder's path,
-the site file's path and the lines travel to the workers; each worker loads
-the protocol once.  Results come back in input order.
+:func:`screen_lines` screens lines in this process; :func:`screen_compact`
+does the same from JSON Lines text or bytes straight to the compact JSON
+lines that ``screen --batch --json`` prints; :func:`screen_jsonl` splits
+lines into chunks and runs the chunks on any ``concurrent.futures.Executor``
+(a process pool, or Dask's ``client.get_executor()`` for a cluster).  Only
+the protocol folder's path, the site file's path and the lines travel to the
+workers; each worker loads the protocol once.  Results come back in input
+order.
+
+Batches take a fast path: the protocol's criteria are compiled once into
+operations over columns (one numpy array per data item, three-valued logic
+over whole batches), and records are decoded by ``msgspec`` into typed
+structures.  A record the columns cannot represent exactly (a refused line,
+a unit or a shape the columns do not cover, a viral load with its assay's
+limits, dated disease assessments, a pregnancy test, two results of one
+code, a site range) is screened by the record-by-record evaluator; the
+results are the same either way (a property test holds them equal).
 
 Examples
 --------
@@ -24,10 +35,14 @@ Examples
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 from collections.abc import Iterable, Iterator, Sequence
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import EscalationRulesError
 from ._record import RecordError, read_record_json
 from ._screen import screen_summary
 from ._site import SiteRanges, load_site
@@ -36,7 +51,10 @@ from ._spec import EligibilitySpec, load_eligibility
 if TYPE_CHECKING:  # concurrent.futures imports logging: not paid by every screen at start-up
     from concurrent.futures import Executor
 
-__all__ = ["screen_jsonl", "screen_lines"]
+__all__ = ["screen_compact", "screen_jsonl", "screen_lines"]
+
+#: Records decoded and screened together on the fast path.
+BATCH = 4096
 
 
 def screen_lines(spec: EligibilitySpec, lines: Iterable[str], site: SiteRanges | None = None,
@@ -46,15 +64,121 @@ def screen_lines(spec: EligibilitySpec, lines: Iterable[str], site: SiteRanges |
     Blank lines are skipped; a refused line gives ``{"line": N, "error": [...]}`` and the others go on.
     ``first`` is the number of the first line (for chunks of a larger file).
     """
-    for number, line in enumerate(lines, start=first):
-        if not line.strip():
+    engine = _engine(spec, site)
+    for start, chunk in _chunks(lines, first):
+        for number, line, found in zip(itertools.count(start), chunk, _screen_chunk(engine, chunk), strict=False):
+            if found is not None:
+                rid, pattern = found
+                yield {"line": number, "record": rid, "outcome": pattern.outcome, "failed": list(pattern.failed),
+                       "needed": list(pattern.needed)}
+                continue
+            text = line if isinstance(line, str) else line.decode("utf-8")
+            if not text.strip():
+                continue
+            try:
+                summary, _ = screen_summary(spec, read_record_json(text, f"{source}:{number}"), site=site)
+            except RecordError as err:
+                yield {"line": number, "error": err.problems}
+                continue
+            yield {"line": number, **summary}
+
+
+def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | None = None,
+                   source: str = "<batch>") -> Iterator[tuple[int, str | None, list[str] | None]]:
+    """Screen JSON Lines text (or UTF-8 bytes) into the compact lines of ``screen --batch --json``.
+
+    Yields ``(line number, compact JSON line, None)`` per screened record and
+    ``(line number, None, problems)`` per refused line; blank lines are
+    skipped.  Lines are numbered as :meth:`str.splitlines` numbers them.
+    Bytes that are not UTF-8 are refused whole (``UnicodeDecodeError``)
+    before anything is screened.
+
+    Examples
+    --------
+    >>> from escalation_rules import load_protocol
+    >>> spec = load_eligibility(load_protocol("spec/nct07117175"))
+    >>> data = b'{"id": "P1", "anchors": {"screening": "2026-03-02"}, "ecog": 4}\\n\\n[1]\\n'
+    >>> for row in screen_compact(spec, data):
+    ...     print(row)
+    (1, '{"line":1,"record":"P1","outcome":"not eligible","failed":["inc_ecog"],"needed":[]}', None)
+    (3, None, ['<batch>:3: expected a JSON object (got [1])'])
+    """
+    if isinstance(data, bytes):
+        text = data.decode("utf-8")  # refused whole, as reading the file as text would
+        odd = any(mark in text for mark in _ODD_BREAKS)  # (a character wider than the text's is found at once)
+        lines: Sequence[bytes | str] = text.splitlines() if odd else data.splitlines()
+    else:
+        lines = data.splitlines()
+    return _compact(spec, lines, site, source)
+
+
+def _compact(spec: EligibilitySpec, lines: Sequence[bytes | str], site: SiteRanges | None,
+             source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
+    engine = _engine(spec, site)
+    for start, chunk in _chunks(lines, 1):
+        found = _screen_chunk(engine, chunk)
+        if None not in found:  # the usual batch: every line screened over columns
+            every: list[Any] = found
+            yield from [(number, f'{{"line":{number},"record":{encode_basestring(rid)},{pattern.tail}', None)
+                        for number, (rid, pattern) in zip(itertools.count(start), every, strict=False)]
             continue
-        try:
-            summary, _ = screen_summary(spec, read_record_json(line, f"{source}:{number}"), site=site)
-        except RecordError as err:
-            yield {"line": number, "error": err.problems}
-            continue
-        yield {"line": number, **summary}
+        for number, line, one in zip(itertools.count(start), chunk, found, strict=False):
+            if one is not None:
+                yield number, f'{{"line":{number},"record":{encode_basestring(one[0])},{one[1].tail}', None
+                continue
+            yield from _evaluated(spec, line, number, site, source)
+
+
+def _evaluated(spec: EligibilitySpec, line: bytes | str, number: int, site: SiteRanges | None,
+               source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
+    """One line by the record-by-record evaluator: its compact line, its problems, or nothing if blank."""
+    text = line if isinstance(line, str) else line.decode("utf-8")
+    if not text.strip():
+        return
+    where = f"{source}:{number}"
+    try:
+        summary, _ = screen_summary(spec, read_record_json(text, where), site=site)
+    except RecordError as err:
+        yield number, None, err.problems
+        return
+    except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
+        reason = ("nested too deeply to read" if isinstance(err, RecursionError) else
+                  str(err).splitlines()[0] if isinstance(err, EscalationRulesError) else
+                  "a number or value too large to read")
+        yield number, None, [f"{where}: {reason}"]
+        return
+    yield number, json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")), None
+
+
+def _screen_chunk(engine: Any, chunk: list[Any]) -> list[Any]:
+    """Per line, ``(record id, result pattern)`` when screened over columns, ``None`` for the evaluator."""
+    from ._columns import screen_chunk
+
+    return screen_chunk(engine, chunk)
+
+
+def _engine(spec: EligibilitySpec, site: SiteRanges | None) -> Any:
+    """The column engine of ``spec`` with ``site`` (numpy and msgspec are imported on the first batch)."""
+    from ._columns import engine
+
+    return engine(spec, site)
+
+
+# Line breaks str.splitlines knows and bytes.splitlines does not: with any of them, lines are split as text.
+_ODD_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _chunks(lines: Iterable[Any], first: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(number of the first line, lines)`` per batch of :data:`BATCH` lines."""
+    if isinstance(lines, list | tuple):
+        for i in range(0, len(lines), BATCH):
+            yield first + i, list(lines[i:i + BATCH])
+        return
+    it = iter(lines)
+    start = first
+    while chunk := list(itertools.islice(it, BATCH)):
+        yield start, chunk
+        start += len(chunk)
 
 
 def screen_jsonl(protocol: str | Path, lines: Sequence[str], site: str | Path | None = None,

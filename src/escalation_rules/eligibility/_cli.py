@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EscalationRulesError
+from ._batch import screen_compact
 from ._record import RecordError, decode_json, read_record_json
-from ._screen import OUTCOMES, data_dictionary, screen, screen_summary
+from ._screen import OUTCOMES, data_dictionary, screen
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
 
@@ -82,8 +83,10 @@ def _cmd_screen(args: argparse.Namespace) -> int:
 
 def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False,
            site: SiteRanges | None = None) -> int:
-    text = _read(name)
     source = "<stdin>" if name == "-" else name
+    if as_json and not explain:  # the compact batch path: column screening, no explanation built
+        return _compact(spec, name, source, site)
+    text = _read(name)
     tally: Counter[str] = Counter()
     refused = 0
     for number, line in enumerate(text.splitlines(), start=1):
@@ -91,11 +94,6 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
             continue
         where = f"{source}:{number}"
         try:
-            if as_json and not explain:  # the compact batch path: no explanation is built
-                summary, _ = screen_summary(spec, read_record_json(line, where), site=site)
-                tally[summary["outcome"]] += 1
-                print(json.dumps({"line": number, **summary}, ensure_ascii=False, separators=(",", ":")))
-                continue
             result = screen(spec, read_record_json(line, where), site=site)
         except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
             refused += 1
@@ -154,6 +152,26 @@ def _batch_folder(spec: EligibilitySpec, folder: Path, as_json: bool, explain: b
     if not as_json:
         counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
         print(f"screened {sum(tally.values())} file(s): {counts}; {refused} refused")
+    return 2 if refused else 0
+
+
+def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | None) -> int:
+    """``screen --batch FILE --json``: one compact line per record, refused lines reported by number."""
+    try:
+        data: bytes | str = sys.stdin.read() if name == "-" else Path(name).read_bytes()
+        rows = screen_compact(spec, data, site, source)
+    except (OSError, UnicodeDecodeError) as err:
+        raise EscalationRulesError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+    refused = 0
+    write = sys.stdout.write
+    for number, text, problems in rows:
+        if text is not None:
+            write(text + "\n")
+            continue
+        refused += 1
+        for problem in problems or ():
+            print(f"escalation-rules screen: {problem}", file=sys.stderr)
+        write(json.dumps({"line": number, "error": problems}, ensure_ascii=False) + "\n")
     return 2 if refused else 0
 
 
