@@ -39,6 +39,8 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
+
 __all__ = ["CrmModel", "lee_cheung_skeleton"]
 
 Counts = tuple[tuple[int, int], ...]
@@ -49,6 +51,8 @@ _GRID = 2001  # points of the integration grid over a, from -10 to +10 prior sta
 @attrs.frozen
 class CrmModel:
     """A one-parameter CRM (see the module docstring). Doses are 0-based in the methods."""
+
+    __repr__ = value_repr
 
     skeleton: tuple[float, ...]
     target: float

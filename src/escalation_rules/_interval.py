@@ -35,6 +35,8 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
+
 __all__ = [
     "BOUNDARY_NAMES",
     "Boundary",
@@ -64,6 +66,8 @@ class Boundary:
     and ``stop`` may be ``n + 1`` (never).
     """
 
+    __repr__ = value_repr
+
     n: int
     escalate: int
     deescalate: int
@@ -88,6 +92,8 @@ class Selection:
     method : str
         ``"isotonic"`` (the only method so far).
     """
+
+    __repr__ = value_repr
 
     target: float
     cutoff_eli: float = 0.95

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._interval import select_isotonic
 from .protocol import Option, Outcome, Protocol, Rule, Stage
 
@@ -61,6 +62,8 @@ class State:
     mtd : int or None
         For ``stop``: the 0-based MTD, or None when none was determined.
     """
+
+    __repr__ = value_repr
 
     phase: str
     stage: str

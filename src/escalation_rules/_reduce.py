@@ -64,6 +64,7 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._interval import BOUNDARY_NAMES, select_isotonic
 from ._limits import MAX_MERGED_STATES
 from ._machine import Counts, StepError, boundary_env, env_of, fire, model_env
@@ -250,6 +251,8 @@ class Node:
         Decide nodes: each watched guard of the rule (by its text) and whether it holds.
     """
 
+    __repr__ = value_repr
+
     kind: int
     stage: str
     dose: int
@@ -294,6 +297,8 @@ class ReducedGraph:
         ``nodes`` (classes), ``visits`` (states looked up or explored),
         ``treat``, ``decide`` and ``stop`` node counts.
     """
+
+    __repr__ = value_repr
 
     protocol: Protocol = attrs.field(eq=False, repr=False)
     nodes: tuple[Node, ...] = attrs.field(repr=False)

@@ -48,6 +48,7 @@ from typing import Any
 import attrs
 
 from . import __version__
+from ._attrs import value_repr
 from ._machine import State
 from .describe import outcome_text, rule_text
 from .designs import DESIGNS, builtin_design, settings_text
@@ -129,6 +130,8 @@ class DiagramNode:
         How many states of the full graph the box stands for.
     """
 
+    __repr__ = value_repr
+
     id: str
     kind: str
     label: str
@@ -155,6 +158,8 @@ class DiagramEdge:
         point's own sign-off).
     """
 
+    __repr__ = value_repr
+
     source: str
     target: str
     kind: str
@@ -171,6 +176,8 @@ class DiagramEdge:
 @attrs.frozen
 class StateDiagram:
     """The condensed state diagram of a compiled protocol."""
+
+    __repr__ = value_repr
 
     protocol: str
     title: str
@@ -436,6 +443,8 @@ class VectorResult:
         What differed, or what was checked.
     """
 
+    __repr__ = value_repr
+
     file: str
     description: str
     clause: str | None
@@ -582,6 +591,8 @@ class TraceRow:
         Its rules that no vector exercises.
     """
 
+    __repr__ = value_repr
+
     clause: str
     summary: str
     rules: tuple[str, ...]
@@ -693,6 +704,8 @@ class AuditContext:
         The diagram drawn in parts, for a protocol of several stages: (stage, dose or None, SVG), one part per
         stage, or per dose of a stage whose whole part would be wider than :data:`PART_WIDTH_PT`.
     """
+
+    __repr__ = value_repr
 
     compiled: CompiledProtocol
     spec: str

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from .errors import CompileError, HistoryError
 from .graph import CompiledProtocol, as_protocol
@@ -31,6 +32,8 @@ __all__ = ["Decision", "OptionView", "decide", "replay"]
 @attrs.frozen
 class OptionView:
     """One option open to people at a decision point, with where it leads."""
+
+    __repr__ = value_repr
 
     id: str
     label: str
@@ -83,6 +86,8 @@ class Decision:
         While the trial runs and the protocol allows ending it at any time by
         decision (``[terminate]``): the roles that must sign that.
     """
+
+    __repr__ = value_repr
 
     action: str
     dose: int | None

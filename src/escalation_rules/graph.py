@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._limits import MAX_STATES
 from ._machine import State, StepError, after_cohort, choose, initial_state
 from ._reduce import Observer, ReducedGraph, reduce_protocol
@@ -57,6 +58,8 @@ class CompiledProtocol:
     warnings : tuple of str
         Rules that never fire, and the like.
     """
+
+    __repr__ = value_repr
 
     protocol: Protocol
     graph: nx.DiGraph = attrs.field(eq=False, repr=False)

@@ -70,6 +70,7 @@ from typing import Any
 import attrs
 
 from . import _units
+from ._attrs import value_repr
 from ._limits import MAX_GUARD_CHARS, MAX_INT_DIGITS, show
 from .errors import GuardSyntaxError
 
@@ -117,12 +118,16 @@ _FUNCTIONS = {"min": min, "max": max}
 class Literal:
     """A constant: an integer or a boolean (criteria also: a decimal number or a quoted string)."""
 
+    __repr__ = value_repr
+
     value: int | bool | float | str
 
 
 @attrs.frozen
 class QuantityLiteral:
     """A number with a unit, written ``60 'mL/min'`` (criteria dialect only)."""
+
+    __repr__ = value_repr
 
     value: float
     unit: str
@@ -132,12 +137,16 @@ class QuantityLiteral:
 class Name:
     """A name the protocol provides (``n``, ``tox``, ``has_next``…)."""
 
+    __repr__ = value_repr
+
     name: str
 
 
 @attrs.frozen
 class Not:
     """Logical negation."""
+
+    __repr__ = value_repr
 
     operand: Node
 
@@ -146,6 +155,8 @@ class Not:
 class BoolOp:
     """``and`` / ``or`` over two or more operands."""
 
+    __repr__ = value_repr
+
     op: str
     operands: tuple[Node, ...]
 
@@ -153,6 +164,8 @@ class BoolOp:
 @attrs.frozen
 class Compare:
     """A single comparison between two operands."""
+
+    __repr__ = value_repr
 
     op: str
     left: Node
@@ -163,6 +176,8 @@ class Compare:
 class Arith:
     """Integer arithmetic: ``+``, ``-``, ``*`` (and unary minus as ``0 - x``)."""
 
+    __repr__ = value_repr
+
     op: str
     left: Node
     right: Node
@@ -171,6 +186,8 @@ class Arith:
 @attrs.frozen
 class Call:
     """A call of one of the built-in functions (``min``, ``max``)."""
+
+    __repr__ = value_repr
 
     function: str
     args: tuple[Node, ...]
@@ -456,6 +473,8 @@ class Guard:
         The names the expression reads.
     """
 
+    __repr__ = value_repr
+
     text: str
     tree: Node
     type: str
@@ -540,6 +559,8 @@ class QuantityType:
         Whether values come with a reference range (``ratio_to_uln`` needs one).
     """
 
+    __repr__ = value_repr
+
     unit: str
     dimension: str
     ranged: bool = False
@@ -551,6 +572,8 @@ class QuantityType:
 @attrs.frozen
 class CodeType:
     """The type of a coded value; ``values`` are the codes it may take."""
+
+    __repr__ = value_repr
 
     values: frozenset[str]
 

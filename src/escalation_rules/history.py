@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._limits import MAX_HISTORY_CHARS, MAX_HISTORY_ENTRIES, MAX_INT_DIGITS, show
 from .errors import HistoryError
 
@@ -41,6 +42,8 @@ __all__ = ["Choice", "Cohort", "Entry", "format_history", "parse_history_json", 
 @attrs.frozen
 class Cohort:
     """Patients treated at one dose, in order: ``N`` no DLT, ``T`` DLT."""
+
+    __repr__ = value_repr
 
     dose: int
     outcomes: str
@@ -57,6 +60,8 @@ class Cohort:
 @attrs.frozen
 class Choice:
     """A decision people took at a decision point (an option id), and who signed it."""
+
+    __repr__ = value_repr
 
     option: str
     signoff: tuple[str, ...] | None = None

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from ._attrs import value_repr
 from ._crm import CrmModel
 from ._interval import BOUNDARY_NAMES, Boundary, Selection
 from ._limits import MAX_CAP, MAX_COHORT, MAX_DOSES, MAX_OPTIONS, MAX_RULES, MAX_STAGES, check_int, read_toml, show
@@ -125,6 +126,8 @@ class Dose:
         A dose group that exists only if people decide to add it.
     """
 
+    __repr__ = value_repr
+
     id: str
     label: str
     amount: float | None = None
@@ -135,6 +138,8 @@ class Dose:
 @attrs.frozen
 class Window:
     """A DLT observation window in days (``min_days`` to ``max_days``)."""
+
+    __repr__ = value_repr
 
     min_days: int
     max_days: int
@@ -161,6 +166,8 @@ class Outcome:
     close : bool
         Close the current dose for toxicity before moving on.
     """
+
+    __repr__ = value_repr
 
     action: str
     move: str = "stay"
@@ -210,6 +217,8 @@ class Outcome:
 class Option:
     """One choice at a decision point."""
 
+    __repr__ = value_repr
+
     id: str
     label: str
     outcome: Outcome
@@ -243,6 +252,8 @@ class Rule:
         sends to treatment, when it differs from the stage's.
     """
 
+    __repr__ = value_repr
+
     id: str
     when: Guard
     action: str
@@ -274,6 +285,8 @@ class Stage:
         row that applies wins, in the order written).
     """
 
+    __repr__ = value_repr
+
     id: str
     label: str
     kind: str
@@ -288,6 +301,8 @@ class Stage:
 @attrs.frozen
 class PolicyCase:
     """One case of a :class:`ConditionalChoice`: take ``option`` when ``when`` holds (None: otherwise)."""
+
+    __repr__ = value_repr
 
     when: Guard | None
     option: str
@@ -312,6 +327,8 @@ class ConditionalChoice:
     >>> str(entry)
     'declare when 3 * tox <= n, otherwise no-mtd'
     """
+
+    __repr__ = value_repr
 
     cases: tuple[PolicyCase, ...]
 
@@ -364,6 +381,8 @@ def policy_entry_data(entry: PolicyEntry) -> Any:
 class EarlyTermination:
     """People may end the trial at any time, with these roles signing."""
 
+    __repr__ = value_repr
+
     signoff: tuple[str, ...]
     clause: str
     paraphrase: str
@@ -395,6 +414,8 @@ class Protocol:
         Rule id to the option taken by default at that decision point: an
         option id, or a :class:`ConditionalChoice` that depends on the data.
     """
+
+    __repr__ = value_repr
 
     id: str
     title: str

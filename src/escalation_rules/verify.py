@@ -65,6 +65,7 @@ from typing import Any
 import attrs
 import networkx as nx
 
+from ._attrs import value_repr
 from ._machine import State
 from ._reduce import DECIDE, STOP, TREAT, Observer, ReducedGraph
 from .graph import CompiledProtocol, as_protocol, describe_path, explore_merged
@@ -99,6 +100,8 @@ THREE_PLUS_THREE_ONLY = ("no-escalation-after-two-dlts", "at-most-six-during-esc
 class InvariantResult:
     """The outcome of one invariant over the whole graph."""
 
+    __repr__ = value_repr
+
     id: str
     statement: str
     ok: bool
@@ -114,6 +117,8 @@ class InvariantResult:
 @attrs.frozen
 class VerificationReport:
     """Every invariant's result, with what was enumerated."""
+
+    __repr__ = value_repr
 
     protocol: str
     states: int

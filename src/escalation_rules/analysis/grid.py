@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 
 from .. import _toml as tomllib
+from .._attrs import value_repr
 from ..designs import DESIGNS, design_parameters
 from ..errors import EscalationRulesError
 from ..protocol import Protocol
@@ -55,6 +56,8 @@ Number = Any
 @attrs.frozen
 class Scenario:
     """A named vector of true DLT probabilities, one per dose."""
+
+    __repr__ = value_repr
 
     name: str
     truth: tuple[Number, ...]
@@ -188,6 +191,8 @@ class GridResult:
     results : tuple of OperatingCharacteristics
         Design-major: all scenarios of the first design, then the next.
     """
+
+    __repr__ = value_repr
 
     designs: tuple[str, ...]
     scenarios: tuple[Scenario, ...]

@@ -51,6 +51,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from .._limits import MAX_CAP, show
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph, Watch, reduce_protocol, watch_key
 from ..errors import EscalationRulesError
@@ -289,6 +290,8 @@ class OperatingCharacteristics:
     states : int
         Classes of states in the merged graph.
     """
+
+    __repr__ = value_repr
 
     protocol: str
     truth: tuple[Number, ...]

@@ -62,6 +62,7 @@ from typing import Any
 import attrs
 
 from .. import _toml as tomllib
+from .._attrs import value_repr
 from ..errors import EscalationRulesError
 from ..guards import Guard
 from ..protocol import ConditionalChoice, Option, PolicyEntry, Protocol, Rule, policy_entry_data, read_policy_entry
@@ -84,6 +85,8 @@ class Policy:
         Decision rule id to option id, or to a
         :class:`~escalation_rules.protocol.ConditionalChoice` that depends on the data.
     """
+
+    __repr__ = value_repr
 
     name: str
     choices: Mapping[str, PolicyEntry] = attrs.field(eq=False)

@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
+from .._attrs import value_repr
 from .._limits import MAX_CAP
 from .._machine import env_of
 from .._reduce import DECIDE, STOP, TREAT, ReducedGraph
@@ -89,6 +90,8 @@ class SimulationResult:
     seconds : float
         Wall-clock time of the run.
     """
+
+    __repr__ = value_repr
 
     protocol: str
     policy: str

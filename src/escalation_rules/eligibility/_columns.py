@@ -26,6 +26,7 @@ import attrs
 import msgspec
 import numpy as np
 
+from .._attrs import value_repr
 from .._limits import MAX_FILE_BYTES
 from ..errors import GuardSyntaxError
 from ..guards import (
@@ -332,6 +333,8 @@ _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 @attrs.frozen
 class _Events:
     """An event-list column: which records' lists are unknown, and the kept entries (record, start, end)."""
+
+    __repr__ = value_repr
 
     unknown: np.ndarray
     rec: np.ndarray
@@ -889,6 +892,8 @@ class _Engine:
 @attrs.frozen
 class _Pattern:
     """One outcome with its failed criteria and needed items, shared by the records that have it."""
+
+    __repr__ = value_repr
 
     outcome: str
     failed: tuple[str, ...]

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from .._limits import MAX_BUNDLE_ENTRIES, show
 from ..errors import ProtocolError
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, read_record
@@ -60,6 +61,8 @@ class FhirError(RecordError):
 class FhirCode:
     """One code of a code system, with its display text."""
 
+    __repr__ = value_repr
+
     system: str
     code: str
     display: str = ""
@@ -86,6 +89,8 @@ class FhirRule:
     none : bool
         The code says the list is known to be empty.
     """
+
+    __repr__ = value_repr
 
     resource: str
     to: str
@@ -114,6 +119,8 @@ class FhirRule:
 @attrs.frozen
 class FhirMapping:
     """The checked ``fhir`` section of a protocol: rules, coded answers, routes and the local code system."""
+
+    __repr__ = value_repr
 
     source: str
     rules: tuple[FhirRule, ...]

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from .._limits import MAX_FILE_BYTES, MAX_INT_DIGITS, show
 from ..errors import EscalationRulesError, GuardSyntaxError
 from ..guards import parse_unit
@@ -191,6 +192,8 @@ _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 class Quantity:
     """A value with its unit as written in the record, and when it was measured."""
 
+    __repr__ = value_repr
+
     value: float
     unit: str
     date: dt.date | None = None
@@ -199,6 +202,8 @@ class Quantity:
 @attrs.frozen
 class Measurement:
     """A laboratory or other measurement, with its own reference range (in ``range_unit``)."""
+
+    __repr__ = value_repr
 
     code: str
     value: float
@@ -216,6 +221,8 @@ class Measurement:
 class Exposure:
     """A medication or therapy from ``start`` to ``end`` (``None``: ongoing)."""
 
+    __repr__ = value_repr
+
     category: str
     start: dt.date
     end: dt.date | None
@@ -229,6 +236,8 @@ class Exposure:
 class HistoryEvent:
     """A dated entry of ``events``, ``malignancies`` or ``infections``; other fields in ``details``."""
 
+    __repr__ = value_repr
+
     kind: str
     start: dt.date
     end: dt.date | None
@@ -239,6 +248,8 @@ class HistoryEvent:
 class Assessment:
     """A dated disease assessment: marrow or blood blasts (%), or an extramedullary lesion found or not."""
 
+    __repr__ = value_repr
+
     specimen: str
     date: dt.date
     blasts_percent: float | None = None
@@ -248,6 +259,8 @@ class Assessment:
 @attrs.frozen
 class Anchors:
     """The dates criteria are anchored to; only ``screening`` is required."""
+
+    __repr__ = value_repr
 
     screening: dt.date
     cell_collection: dt.date | None = None
@@ -279,6 +292,8 @@ class PatientRecord:
     attestations : dict
         Investigator attestations: key to ``True``/``False``.
     """
+
+    __repr__ = value_repr
 
     id: str
     anchors: Anchors

@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from ..guards import QuantityType
 from ._record import PatientRecord, RecordError, read_record
 from ._site import SiteRanges, load_site  # noqa: F401 (doctests)
@@ -46,6 +47,8 @@ _STATUS = {
 
 @attrs.frozen
 class _Context:
+    __repr__ = value_repr
+
     spec: EligibilitySpec
     record: PatientRecord
     env: Mapping[str, Any]
@@ -63,6 +66,8 @@ class CriterionResult:
     missing : tuple of str
         For an unknown result, the data items it still needs.
     """
+
+    __repr__ = value_repr
 
     criterion: Criterion
     value: bool | None
@@ -123,6 +128,8 @@ class ScreeningResult:
     criteria : tuple of CriterionResult
         Every criterion in protocol order (definitions included), built when asked for.
     """
+
+    __repr__ = value_repr
 
     record_id: str
     protocol_id: str

@@ -46,6 +46,7 @@ from typing import Any
 import attrs
 
 from .. import _toml as tomllib
+from .._attrs import value_repr
 from ..errors import GuardSyntaxError, ProtocolError
 from ._record import _CODE, _show
 from ._units import lab_unit
@@ -62,6 +63,8 @@ class SiteError(ProtocolError):
 @attrs.frozen
 class SiteRange:
     """One reference range of a site's laboratory, for a sex and an age band (``None``: any)."""
+
+    __repr__ = value_repr
 
     code: str
     low: float | None
@@ -106,6 +109,8 @@ class SiteRange:
 @attrs.frozen
 class SiteRanges:
     """A site file: its name and, per measurement code, the laboratory's reference ranges."""
+
+    __repr__ = value_repr
 
     name: str
     source: str

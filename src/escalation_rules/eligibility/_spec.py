@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from ..errors import GuardSyntaxError, ProtocolError
 from ..guards import (
     BOOL,
@@ -71,6 +72,8 @@ class Formula:
     result : object or None
         The result's type in the guard language when it is not a number (a ``CodeType``).
     """
+
+    __repr__ = value_repr
 
     name: str
     text: str
@@ -162,6 +165,8 @@ class DataItem:
         True for items an investigator attests (judgements).
     """
 
+    __repr__ = value_repr
+
     name: str
     source: str
     type: Any
@@ -196,6 +201,8 @@ class DataItem:
 @attrs.frozen
 class Criterion:
     """One inclusion or exclusion criterion (or a named definition other criteria use)."""
+
+    __repr__ = value_repr
 
     id: str
     kind: str
@@ -232,6 +239,8 @@ class EligibilitySpec:
     used_by : dict
         Name read (item, ``ITEM.uln``/``ITEM.lln``) to the criteria that read it.
     """
+
+    __repr__ = value_repr
 
     protocol_id: str
     source: str

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from .._attrs import value_repr
 from ..designs import DESIGNS
 from ..errors import EscalationRulesError
 from ..protocol import Protocol, protocol_from_mapping
@@ -83,6 +84,8 @@ class ServiceError(Exception):
 @attrs.frozen
 class ServiceConfig:
     """What a server serves: the data folder, its users (None: no authentication, loopback only), its protocols."""
+
+    __repr__ = value_repr
 
     data: Path
     users: Users | None = None
@@ -393,6 +396,8 @@ def _replaying(read: list[Message], receive: Receive) -> Receive:
 @attrs.frozen
 class Caller:
     """Who is asking: the authenticated user, or nobody when the server runs without a users file."""
+
+    __repr__ = value_repr
 
     user: User | None
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from .._limits import read_toml
 from ..errors import EscalationRulesError
 
@@ -102,6 +103,8 @@ def new_token() -> str:
 @attrs.frozen
 class User:
     """A person, the hash of their token, and their roles per trial id (``"*"``: every trial)."""
+
+    __repr__ = value_repr
 
     person: str
     token_hash: str = attrs.field(repr=False)

@@ -39,6 +39,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from ..errors import ProtocolError
 from ..protocol import Protocol
 
@@ -98,6 +99,8 @@ class DltRule:
         What the rule says, in words.
     """
 
+    __repr__ = value_repr
+
     id: str
     categories: tuple[str, ...]
     grade: int
@@ -137,6 +140,8 @@ class DltDefinition:
     status, clause : str
         A note on where the definition comes from, and the protocol clause.
     """
+
+    __repr__ = value_repr
 
     rules: tuple[DltRule, ...]
     categories: Mapping[str, str]
@@ -398,6 +403,8 @@ def grade_from_components(scale: str, components: Mapping[str, Any]) -> int:
 class GradePoint:
     """The grade of an episode from a moment on (grade 0: resolved)."""
 
+    __repr__ = value_repr
+
     at: datetime
     grade: int
 
@@ -408,6 +415,8 @@ class Episode:
 
     ``points`` are in time order; the first is the onset.
     """
+
+    __repr__ = value_repr
 
     patient: str
     ae: str
@@ -444,6 +453,8 @@ class EpisodeVerdict:
     more is recorded, e.g. an attribution); ``rule`` is the rule that decided
     (or keeps it pending); ``at`` when a DLT became one.
     """
+
+    __repr__ = value_repr
 
     outcome: str
     rule: str | None = None

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Union
 
 import attrs
 
+from .._attrs import value_repr
 from ..errors import EscalationRulesError
 from .dlt import ATTRIBUTIONS
 
@@ -188,6 +189,8 @@ def _parse_date(value: Any, where: str) -> date:
 class PatientScreened:
     """A patient was screened; ``result`` holds the screening result as data."""
 
+    __repr__ = value_repr
+
     TYPE: ClassVar[str] = "screened"
     at: datetime
     patient: str
@@ -202,6 +205,8 @@ class PatientScreened:
 class Enrolled:
     """A patient was enrolled at a dose level (1-based), in a cohort (1-based, optional)."""
 
+    __repr__ = value_repr
+
     TYPE: ClassVar[str] = "enrolled"
     at: datetime
     patient: str
@@ -214,6 +219,8 @@ class Enrolled:
 class Infused:
     """A patient received the infusion on ``date`` (day 0 of the observation window)."""
 
+    __repr__ = value_repr
+
     TYPE: ClassVar[str] = "infused"
     at: datetime
     patient: str
@@ -224,6 +231,8 @@ class Infused:
 @attrs.frozen
 class AdverseEventReported:
     """An adverse-event episode began: term, category, grade (or ASTCT components), onset, attribution."""
+
+    __repr__ = value_repr
 
     TYPE: ClassVar[str] = "ae_reported"
     at: datetime
@@ -241,6 +250,8 @@ class AdverseEventReported:
 @attrs.frozen
 class AdverseEventUpdated:
     """An episode changed: a new grade (or components) from ``date``, a resolution, an attribution."""
+
+    __repr__ = value_repr
 
     TYPE: ClassVar[str] = "ae_updated"
     at: datetime
@@ -263,6 +274,8 @@ class DltAdjudicated:
     14-28 day window).
     """
 
+    __repr__ = value_repr
+
     TYPE: ClassVar[str] = "dlt_adjudicated"
     at: datetime
     patient: str
@@ -277,6 +290,8 @@ class DltAdjudicated:
 @attrs.frozen
 class NotEvaluable:
     """A patient left before being evaluable for DLT; the place in the cohort reopens for a replacement."""
+
+    __repr__ = value_repr
 
     TYPE: ClassVar[str] = "not_evaluable"
     at: datetime
@@ -294,6 +309,8 @@ class DecisionSigned:
     ``"terminate"`` for early termination.  ``rule``, when given, must be the
     rule of the current decision.
     """
+
+    __repr__ = value_repr
 
     TYPE: ClassVar[str] = "decision_signed"
     at: datetime
@@ -314,6 +331,8 @@ class ProtocolAmended:
     ``dose`` fields replace those of dose ``level``), ``remove-dose`` (the
     top dose ``level``, never used) or ``change-cap`` (``cap``).
     """
+
+    __repr__ = value_repr
 
     TYPE: ClassVar[str] = "protocol_amended"
     at: datetime

@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .._attrs import value_repr
 from .events import TrialError
 
 __all__ = ["StoreKey", "generate_key", "load_key"]
@@ -48,6 +49,8 @@ class StoreKey:
     raw 32-byte public key.  ``source`` names the file it came from, for
     messages.
     """
+
+    __repr__ = value_repr
 
     public: Ed25519PublicKey = attrs.field(repr=False)
     private: Ed25519PrivateKey | None = attrs.field(repr=False, default=None)

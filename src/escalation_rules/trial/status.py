@@ -46,6 +46,7 @@ from typing import Any
 
 import attrs
 
+from .._attrs import value_repr
 from ..engine import Decision, decide
 from ..errors import EscalationRulesError, HistoryError
 from ..graph import as_protocol, explore_merged
@@ -90,6 +91,8 @@ __all__ = ["CohortStatus", "EpisodeStatus", "NextStep", "PatientStatus", "TrialS
 class EpisodeStatus:
     """An adverse-event episode as of the status time."""
 
+    __repr__ = value_repr
+
     ae: str
     term: str
     category: str
@@ -118,6 +121,8 @@ class PatientStatus:
     attribution).
     """
 
+    __repr__ = value_repr
+
     patient: str
     dose: int
     cohort: int
@@ -145,6 +150,8 @@ class PatientStatus:
 class CohortStatus:
     """A cohort: its dose, its size, its patients and their outcomes so far (``N``, ``T``, ``.`` pending)."""
 
+    __repr__ = value_repr
+
     index: int
     dose: int
     size: int
@@ -170,6 +177,8 @@ class NextStep:
     point : str or None
         For ``sign``: the decision point the signatures belong to.
     """
+
+    __repr__ = value_repr
 
     action: str
     reason: str
@@ -207,6 +216,8 @@ class TrialStatus:
     observing : tuple of str
         Patients still under observation (pending), in any cohort.
     """
+
+    __repr__ = value_repr
 
     protocol: str
     as_of: datetime
@@ -272,6 +283,8 @@ def _midnight(day: date) -> datetime:
 
 @attrs.define
 class _Episode:
+    __repr__ = value_repr
+
     ae: str
     term: str
     category: str
@@ -282,6 +295,8 @@ class _Episode:
 
 @attrs.define
 class _Patient:
+    __repr__ = value_repr
+
     id: str
     dose: int
     cohort: int
@@ -295,6 +310,8 @@ class _Patient:
 
 @attrs.define
 class _Cohort:
+    __repr__ = value_repr
+
     index: int
     dose: int
     size: int
@@ -304,6 +321,8 @@ class _Cohort:
 
 @attrs.define
 class _Trial:
+    __repr__ = value_repr
+
     protocol: Protocol
     dlt: DltDefinition
     screened: dict[str, PatientScreened] = attrs.field(factory=dict)
@@ -912,6 +931,8 @@ CHECKPOINTS = 8
 class _Checkpoint:
     """The trial after ``events[:index]``, every one of them dated before ``at`` (every later one at or after)."""
 
+    __repr__ = value_repr
+
     at: datetime
     index: int
     trial: _Trial
@@ -925,6 +946,8 @@ class Folded:
     state after all of them, ``checkpoints`` earlier states.  Nothing here is
     changed once made: :func:`extend` works on copies.
     """
+
+    __repr__ = value_repr
 
     protocol: Protocol
     events: tuple[Event, ...]

@@ -57,6 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .._attrs import value_repr
 from .._limits import read_toml
 from ..designs import DESIGNS, design_mapping
 from ..errors import EscalationRulesError
@@ -219,6 +220,8 @@ def _build(raw: Mapping[str, Any], check: bool = True) -> Protocol:
 class StoredEvent:
     """An event as stored: sequence number, recording time (UTC), the event, and the chain hashes."""
 
+    __repr__ = value_repr
+
     seq: int
     recorded_at: str
     event: Event
@@ -251,6 +254,8 @@ class Receipt:
     >>> receipt.seq, receipt.events, len(receipt.hash), report.ok
     (1, (1,), 64, True)
     """
+
+    __repr__ = value_repr
 
     seq: int
     hash: str
@@ -300,6 +305,8 @@ class VerifyReport:
     chain's head as ``SEQ:HASH``.
     """
 
+    __repr__ = value_repr
+
     ok: bool
     events: int
     problems: tuple[str, ...]
@@ -326,6 +333,8 @@ class VerifyReport:
 @attrs.define
 class _Seen:
     """What this connection has checked of the store: the metadata, the chain up to ``seq``/``hash``, the fold."""
+
+    __repr__ = value_repr
 
     meta: dict[str, str]
     seq: int
