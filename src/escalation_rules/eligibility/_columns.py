@@ -252,7 +252,19 @@ class _Units:
         self.ids = np.fromiter(map(index.__getitem__, units), dtype=np.int64, count=len(units))
         self.spellings = list(index)
         self.missing = len(missing)
-        self.names = np.array(self.spellings, dtype=object)[self.ids] if len(units) else np.empty(0, dtype=object)
+
+    def spread(self, where: np.ndarray, n: int) -> None:
+        """Make these the units of entries ``where`` among ``n`` (the others have none)."""
+        ids = np.zeros(n, dtype=np.int64)
+        ids[where] = self.ids
+        self.ids = ids
+
+    def same(self, other: _Units, rows: np.ndarray) -> np.ndarray:
+        """Whether the unit of ``rows`` here is spelt as in ``other`` (compared once per spelling)."""
+        theirs = {u: k for k, u in enumerate(other.spellings)}
+        table = np.array([theirs.get(u, -1) if k >= self.missing else -1 for k, u in enumerate(self.spellings)],
+                         dtype=np.int64)
+        return table[self.ids[rows]] == other.ids[rows]
 
     def map(self, fn: Callable[[str], float], missing: float) -> np.ndarray:
         table = np.array([missing if k < self.missing else fn(u) for k, u in enumerate(self.spellings)],
@@ -515,10 +527,13 @@ class _Engine:
         past(past_days)
         ranges = rows["reference_range"]
         has_table = _present(ranges)
-        range_rows = _transpose(ranges, _Range.__struct_fields__)
-        low, high = _floats(range_rows["low"]), _floats(range_rows["high"])
+        tables = np.flatnonzero(has_table)  # only the entries with a range are read
+        range_rows = _transpose([ranges[i] for i in tables.tolist()], _Range.__struct_fields__)
+        low, high = np.full(len(flat), np.nan), np.full(len(flat), np.nan)
+        low[tables], high[tables] = _floats(range_rows["low"]), _floats(range_rows["high"])
         has_range = ~np.isnan(low) | ~np.isnan(high)
         range_units = _Units(range_rows["unit"], (None, msgspec.UNSET))  # UNSET: a range in the value's unit
+        range_units.spread(tables, len(flat))
         own_unit = range_units.ids >= 2
         bad = ~(value >= 0)
         for key in ("lloq", "detected"):  # viral loads with their assay's limits: the evaluator
@@ -565,7 +580,7 @@ class _Engine:
             column = np.full(n, np.nan)
             column[where] = np.where(known, _converted(m_value, factors), np.nan)
             cols.values[name] = column
-            other = own_unit[mine] & (range_units.names[mine] != units.names[mine])
+            other = own_unit[mine] & ~range_units.same(units, mine)
             range_factors = np.where(other, range_units.factors(unit, molar, mine), factors)
             slow[where[m_has_range & np.isnan(range_factors)]] = True
             ranged = known & m_has_range
