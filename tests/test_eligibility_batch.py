@@ -171,7 +171,8 @@ def column_record(draw: st.DrawFn) -> dict[str, Any]:
         measurements.append(dict(measurements[0]))  # the same code twice
     if draw(st.integers(0, 40)) == 23:
         measurements.append({"code": "hbv_dna", "value": draw(st.sampled_from([5, 50])), "unit": "IU/mL",
-                             "date": _day(-3), "lloq": 20})
+                             "date": _day(-3), **draw(st.sampled_from([{"lloq": 20}, {"detected": False},
+                                                                       {"lloq": 20, "detected": True}]))})
     rec["measurements"] = measurements if draw(st.integers(0, 9)) else _pick(draw, [None, []])
     for key in ("hbsag", "hbcab", "hcv_ab", "tppa", "hiv_ab"):
         rec["serology"][key] = _mostly(draw, rec["serology"].get(key, "negative"), _CODES)
@@ -280,6 +281,19 @@ def test_the_common_shape_takes_the_column_path() -> None:
     rows = list(screen_lines(SPEC, lines))
     assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
     assert rows[0]["outcome"] == "eligible"
+
+
+def test_assay_limits_leave_only_their_record_to_the_evaluator() -> None:
+    """A viral load with its assay's limits (``lloq``, ``detected``) is read by the evaluator; the records beside
+    it in the batch stay on the column path, and every result equals the evaluator's."""
+    load = {"code": "hbv_dna", "value": 50, "unit": "IU/mL", "date": "2026-02-27"}
+    variants = [BASE, edit(BASE, {"measurements[+]": {**load, "lloq": 20}}),
+                edit(BASE, {"measurements[+]": {**load, "detected": True}}), BASE]
+    lines = [json.dumps(v, ensure_ascii=False) for v in variants]
+    found = _screen_chunk(_engine(SPEC, None), lines)
+    assert [f is None for f in found] == [False, True, True, False]
+    rows = list(screen_lines(SPEC, lines))
+    assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
 
 
 def test_docs_quote_the_batch_size() -> None:

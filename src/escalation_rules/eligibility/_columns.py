@@ -181,8 +181,7 @@ def _decoder(spec: EligibilitySpec) -> tuple[msgspec.json.Decoder, Any, Any, Any
         raise _Unsupported("no measurements")
     measurement = msgspec.defstruct("measurement", [
         ("code", typing.Literal[tuple(codes)]), ("value", _Number), ("unit", str), ("date", dt.date | None, None),
-        ("reference_range", _Range | None, None), ("lloq", _Number | None, None), ("detected", bool | None, None)],
-        **_STRUCT)
+        ("reference_range", _Range | None, None)], **_STRUCT)  # lloq, detected: refused, so the evaluator reads them
     attested = msgspec.defstruct("attestations", [(k, bool | None, None) for k in sorted(spec._attestations)],
                                  **_STRUCT)
     listed: Any = list  # built at run time: mypy cannot see these as types
@@ -536,9 +535,6 @@ class _Engine:
         range_units.spread(tables, len(flat))
         own_unit = range_units.ids >= 2
         bad = ~(value >= 0)
-        for key in ("lloq", "detected"):  # viral loads with their assay's limits: the evaluator
-            if rows[key].count(None) != len(rows[key]):
-                bad |= _present(rows[key])
         with np.errstate(invalid="ignore"):
             bad |= (high <= 0) | (low > high)
             scale = units.map(_percent, -1.0)
@@ -952,10 +948,10 @@ def _percent(unit: str) -> float:
 
 def _member(rows: Mapping[str, Sequence[Any]], source: str, field: str, allowed: frozenset[Any]) -> np.ndarray:
     """Kleene membership of each entry's ``field`` in ``allowed`` (unknown where the entry lacks it)."""
-    if source in ("medications", "therapies"):
-        values: Sequence[Any] = rows[field]
-        if field == "indication":
-            values = [v or "unspecified" for v in values]
-    else:
-        values = rows[("category" if source == "malignancies" else "type") if field in ("category", "type") else field]
-    return np.array([_U if v is None else _T if v in allowed else _F for v in values], dtype=np.int8)
+    if source not in ("medications", "therapies") and field in ("category", "type"):
+        field = "category" if source == "malignancies" else "type"
+    values: Sequence[Any] = rows[field]
+    unspecified = source in ("medications", "therapies") and field == "indication"  # no indication: unspecified
+    table = {v: _U if v is None and not unspecified else _T if (v or "unspecified" if unspecified else v) in allowed
+             else _F for v in set(values)}  # worked out once per distinct value
+    return np.fromiter(map(table.__getitem__, values), dtype=np.int8, count=len(values))
