@@ -296,6 +296,19 @@ def test_assay_limits_leave_only_their_record_to_the_evaluator() -> None:
     assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r", "\u2028"])
+def test_compact_numbers_lines_as_splitlines_whatever_the_line_break(end: str) -> None:
+    """Bytes split at plain newlines (without copying), at ``\\r\\n`` or at a break only text knows give the
+    lines and line numbers :meth:`str.splitlines` gives, blank lines and a last line without a break included."""
+    lines = [json.dumps(BASE, ensure_ascii=False), "", "{oops", json.dumps(edit(BASE, {"ecog": 4}))]
+    text = end.join(lines)
+    for data in (text, text + end):
+        rows = list(screen_compact(SPEC, data.encode("utf-8")))
+        assert [n for n, _, _ in rows] == [1, 3, 4]
+        assert rows == list(screen_compact(SPEC, data))
+        assert rows[1][2] is not None and rows[1][2][0].startswith("<batch>:3: ")
+
+
 def test_docs_quote_the_batch_size() -> None:
     """docs/eligibility.md (Speed) names the number of lines screened together as the code has it."""
     from escalation_rules.eligibility._batch import BATCH

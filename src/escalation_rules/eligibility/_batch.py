@@ -106,13 +106,25 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     if isinstance(data, bytes):
         text = data.decode("utf-8")  # refused whole, as reading the file as text would
         odd = any(mark in text for mark in _ODD_BREAKS)  # (a character wider than the text's is found at once)
-        lines: Sequence[bytes | str] = text.splitlines() if odd else data.splitlines()
+        lines: Sequence[bytes | memoryview | str] = (text.splitlines() if odd else data.splitlines() if b"\r" in data
+                                                     else _views(data))
     else:
         lines = data.splitlines()
     return _compact(spec, lines, site, source)
 
 
-def _compact(spec: EligibilitySpec, lines: Sequence[bytes | str], site: SiteRanges | None,
+def _views(data: bytes) -> list[memoryview]:
+    """The lines of ``data`` split at ``\\n`` alone, as views into it (``bytes.splitlines`` without the copies)."""
+    view, find, out, start = memoryview(data), data.find, [], 0
+    while (end := find(b"\n", start)) != -1:
+        out.append(view[start:end])
+        start = end + 1
+    if start < len(data):
+        out.append(view[start:])
+    return out
+
+
+def _compact(spec: EligibilitySpec, lines: Sequence[bytes | memoryview | str], site: SiteRanges | None,
              source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
     engine = _engine(spec, site)
     for start, chunk in _chunks(lines, 1):
@@ -129,10 +141,10 @@ def _compact(spec: EligibilitySpec, lines: Sequence[bytes | str], site: SiteRang
             yield from _evaluated(spec, line, number, site, source)
 
 
-def _evaluated(spec: EligibilitySpec, line: bytes | str, number: int, site: SiteRanges | None,
+def _evaluated(spec: EligibilitySpec, line: bytes | memoryview | str, number: int, site: SiteRanges | None,
                source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
     """One line by the record-by-record evaluator: its compact line, its problems, or nothing if blank."""
-    text = line if isinstance(line, str) else line.decode("utf-8")
+    text = line if isinstance(line, str) else str(line, "utf-8")
     if not text.strip():
         return
     where = f"{source}:{number}"
