@@ -241,7 +241,7 @@ def _per_unit_percent(units: Sequence[Any], missing: float = -1.0) -> np.ndarray
 
 
 class _Units:
-    """A column of unit spellings as small integers, so that factors are worked out once per spelling.
+    """A column of unit spellings (or codes) as small integers, so that each spelling is judged once.
 
     ``missing`` are the values that stand for no unit (ids below ``len(missing)``).
     """
@@ -610,14 +610,15 @@ class _Engine:
                 np.maximum.at(latest, rec, end)
             past(latest)
             end = np.where(end == _NO_DAY, _OPEN, end)
+            seen: dict[str, _Units] = {}
             for item in readers:
                 keep = np.full(len(entries), _T, dtype=np.int8)
                 for field, allowed in item.where.items():
-                    keep = np.minimum(keep, _member(rows, source, field, frozenset(allowed)))
+                    keep = np.minimum(keep, _member(rows, source, field, frozenset(allowed), seen))
                 if item.where_not:
                     dropped = np.full(len(entries), _T, dtype=np.int8)
                     for field, allowed in item.where_not.items():
-                        dropped = np.minimum(dropped, _member(rows, source, field, frozenset(allowed)))
+                        dropped = np.minimum(dropped, _member(rows, source, field, frozenset(allowed), seen))
                     keep = np.where(keep == _F, _F, np.where((keep == _U) | (dropped == _U), _U,
                                                              np.where(dropped == _T, _F, _T))).astype(np.int8)
                 unknown = unknown_list.copy()
@@ -946,12 +947,18 @@ def _percent(unit: str) -> float:
     return -1.0 if info[0] is None else info[0]
 
 
-def _member(rows: Mapping[str, Sequence[Any]], source: str, field: str, allowed: frozenset[Any]) -> np.ndarray:
-    """Kleene membership of each entry's ``field`` in ``allowed`` (unknown where the entry lacks it)."""
+def _member(rows: Mapping[str, Sequence[Any]], source: str, field: str, allowed: frozenset[Any],
+            seen: dict[str, _Units]) -> np.ndarray:
+    """Kleene membership of each entry's ``field`` in ``allowed`` (unknown where the entry lacks it).
+
+    The field's values are numbered once per list (kept in ``seen``) and judged once per distinct value.
+    """
     if source not in ("medications", "therapies") and field in ("category", "type"):
         field = "category" if source == "malignancies" else "type"
-    values: Sequence[Any] = rows[field]
+    values = seen.get(field)
+    if values is None:
+        values = seen[field] = _Units(rows[field])
     unspecified = source in ("medications", "therapies") and field == "indication"  # no indication: unspecified
-    table = {v: _U if v is None and not unspecified else _T if (v or "unspecified" if unspecified else v) in allowed
-             else _F for v in set(values)}  # worked out once per distinct value
-    return np.fromiter(map(table.__getitem__, values), dtype=np.int8, count=len(values))
+    table = np.array([_U if v is None and not unspecified else _T if (v or "unspecified" if unspecified else v)
+                      in allowed else _F for v in values.spellings], dtype=np.int8)
+    return table[values.ids]
