@@ -922,8 +922,11 @@ def _converted(values: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``v if f == 1.0 else snap(v * f)`` per element, as the evaluator converts units (NaN stays NaN)."""
     out = values.copy()
     todo = np.flatnonzero((factors != 1.0) & ~np.isnan(values) & ~np.isnan(factors))
-    if todo.size:
-        out[todo] = [snap(v * f) for v, f in zip(values[todo].tolist(), factors[todo].tolist(), strict=True)]
+    if todo.size:  # snap depends on the product alone: once per distinct product (a zero stays as it is, signed)
+        product = values[todo] * factors[todo]
+        distinct, inverse = np.unique(product, return_inverse=True)
+        snapped = np.array([snap(p) for p in distinct.tolist()], dtype=np.float64)[inverse.ravel()]
+        out[todo] = np.where(product == 0, product, snapped)
     return out
 
 
