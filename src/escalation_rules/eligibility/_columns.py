@@ -289,8 +289,11 @@ def _ordinals(days: Sequence[Any]) -> np.ndarray:
     """Dates as ordinals (``_NO_DAY`` where missing)."""
     try:
         return np.fromiter(map(_ORDINAL, days), dtype=np.int64, count=len(days))
-    except TypeError:  # some are missing
-        return np.array([_NO_DAY if d is None else d.toordinal() for d in days], dtype=np.int64)
+    except TypeError:  # some are missing: the others are read in C all the same (a date is never false)
+        present = _present(days)
+        out = np.full(len(days), _NO_DAY, dtype=np.int64)
+        out[present] = np.fromiter(map(_ORDINAL, filter(None, days)), dtype=np.int64, count=int(present.sum()))
+        return out
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
