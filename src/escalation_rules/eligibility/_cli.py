@@ -164,14 +164,23 @@ def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | N
         raise EscalationRulesError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     refused = 0
     write = sys.stdout.write
+    done: list[str] = []  # written a few thousand lines at a time (and before any refusal's message)
     for number, text, problems in rows:
         if text is not None:
-            write(text + "\n")
+            done.append(text)
+            if len(done) >= 4096:
+                write("\n".join(done) + "\n")
+                done.clear()
             continue
+        if done:
+            write("\n".join(done) + "\n")
+            done.clear()
         refused += 1
         for problem in problems or ():
             print(f"escalation-rules screen: {problem}", file=sys.stderr)
         write(json.dumps({"line": number, "error": problems}, ensure_ascii=False) + "\n")
+    if done:
+        write("\n".join(done) + "\n")
     return 2 if refused else 0
 
 

@@ -67,16 +67,25 @@ def screen_chunk(engine: _Engine | None, chunk: list[Any]) -> list[tuple[str, _P
     collecting = gc.isenabled()
     gc.disable()  # a batch makes millions of short-lived tuples and no cycles: no collection while it runs
     try:
-        for k, line in enumerate(chunk):
-            if len(line) > MAX_FILE_BYTES:
-                continue
-            try:
-                recs.append(decode(line))
-            except (msgspec.DecodeError, RecursionError, ValueError):  # ValidationError is a DecodeError
-                continue
-            where.append(k)
+        try:  # the usual chunk: every line decodes
+            if max(map(len, chunk), default=0) > MAX_FILE_BYTES:
+                raise ValueError("a line too long")
+            recs = list(map(decode, chunk))
+            where = list(range(len(chunk)))
+        except (msgspec.DecodeError, RecursionError, ValueError):  # ValidationError is a DecodeError
+            recs, where = [], []
+            for k, line in enumerate(chunk):
+                if len(line) > MAX_FILE_BYTES:
+                    continue
+                try:
+                    recs.append(decode(line))
+                except (msgspec.DecodeError, RecursionError, ValueError):
+                    continue
+                where.append(k)
         if recs:
             slow, patterns = engine.screen(recs)
+            if len(recs) == len(chunk) and not slow.any():  # the usual chunk: every line over columns
+                return list(zip(map(_ID, recs), patterns, strict=True))
             for k, rec, late, pattern in zip(where, recs, slow.tolist(), patterns, strict=True):
                 if not late:
                     results[k] = (rec.id, pattern)
@@ -86,6 +95,7 @@ def screen_chunk(engine: _Engine | None, chunk: list[Any]) -> list[tuple[str, _P
     return results
 
 
+_ID = operator.attrgetter("id")
 _ENGINES: dict[tuple[int, int], tuple[Any, Any, _Engine | None]] = {}
 
 
