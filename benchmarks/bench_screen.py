@@ -149,7 +149,7 @@ def main() -> None:
 
 def stages(spec: Any, source: Path, repeat: int) -> None:
     """Print the CPU microseconds per record of each stage of ``screen_compact`` (internals, measured apart)."""
-    from escalation_rules.eligibility._batch import BATCH, _views
+    from escalation_rules.eligibility._batch import BATCH, _odd_utf8, _views
     from escalation_rules.eligibility._columns import engine
 
     column_engine = engine(spec, None)
@@ -163,7 +163,7 @@ def stages(spec: Any, source: Path, repeat: int) -> None:
 
     def read() -> None:
         raw = source.read_bytes()
-        raw.decode("utf-8")
+        _odd_utf8(raw)
         _views(raw)
 
     gc.disable()  # as screen_compact does while it screens

@@ -309,6 +309,19 @@ def test_compact_numbers_lines_as_splitlines_whatever_the_line_break(end: str) -
         assert rows[1][2] is not None and rows[1][2][0].startswith("<batch>:3: ")
 
 
+def test_bytes_not_utf8_are_refused_whole_as_decoding_them_whole_would() -> None:
+    """The UTF-8 check runs a megabyte at a time; a bad byte anywhere (here past the first megabyte, and a
+    character cut at the end) is refused with the error and position that decoding the whole gives."""
+    line = json.dumps(BASE, ensure_ascii=False).encode("utf-8") + b"\n"
+    good = line * ((1 << 20) // len(line) + 2)
+    for data in (good + b"\xff\n", good + "µ".encode()[:1]):
+        with pytest.raises(UnicodeDecodeError) as err:
+            list(screen_compact(SPEC, data))
+        with pytest.raises(UnicodeDecodeError) as whole:
+            data.decode("utf-8")
+        assert str(err.value) == str(whole.value)
+
+
 def test_docs_quote_the_batch_size() -> None:
     """docs/eligibility.md (Speed) names the number of lines screened together as the code has it."""
     from escalation_rules.eligibility._batch import BATCH

@@ -34,6 +34,7 @@ Examples
 
 from __future__ import annotations
 
+import codecs
 import functools
 import itertools
 import json
@@ -104,13 +105,28 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     (3, None, ['<batch>:3: expected a JSON object (got [1])'])
     """
     if isinstance(data, bytes):
-        text = data.decode("utf-8")  # refused whole, as reading the file as text would
-        odd = any(mark in text for mark in _ODD_BREAKS)  # (a character wider than the text's is found at once)
-        lines: Sequence[bytes | memoryview | str] = (text.splitlines() if odd else data.splitlines() if b"\r" in data
-                                                     else _views(data))
+        lines: Sequence[bytes | memoryview | str] = (data.decode("utf-8").splitlines() if _odd_utf8(data) else
+                                                     data.splitlines() if b"\r" in data else _views(data))
     else:
         lines = data.splitlines()
     return _compact(spec, lines, site, source)
+
+
+def _odd_utf8(data: bytes) -> bool:
+    """Whether ``data`` has a line break only text knows; ``UnicodeDecodeError`` (for the whole) if not UTF-8.
+
+    Checked a megabyte at a time, so that no copy of the whole text is made.
+    """
+    decoder, view, odd = codecs.getincrementaldecoder("utf-8")(), memoryview(data), False
+    try:
+        for start in range(0, len(data), 1 << 20):
+            piece = decoder.decode(view[start:start + (1 << 20)])
+            odd = odd or any(mark in piece for mark in _ODD_BREAKS)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        data.decode("utf-8")  # the same error as decoding the whole (its position counted from the start)
+        raise
+    return odd
 
 
 def _views(data: bytes) -> list[memoryview]:
