@@ -97,6 +97,7 @@ def screen_chunk(engine: _Engine | None, chunk: list[Any]) -> list[tuple[str, _P
 
 _ID = operator.attrgetter("id")
 _ENGINES: dict[tuple[int, int], tuple[Any, Any, _Engine | None]] = {}
+_KEPT_ENGINES = 8  # specifications x site files a long-lived process screens with, kept compiled
 
 
 def engine(spec: EligibilitySpec, site: SiteRanges | None) -> _Engine | None:
@@ -109,6 +110,8 @@ def engine(spec: EligibilitySpec, site: SiteRanges | None) -> _Engine | None:
         engine: _Engine | None = _Engine(spec, site)
     except _Unsupported:
         engine = None
+    while len(_ENGINES) >= _KEPT_ENGINES:  # an engine holds its specification: keep only the latest few
+        del _ENGINES[next(iter(_ENGINES))]
     _ENGINES[key] = (weakref.ref(spec), None if site is None else weakref.ref(site), engine)
     return engine
 
