@@ -11,9 +11,11 @@ record, JSON nested too deeply, a number or a line past the documented limits.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,37 +88,9 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
     source = "<stdin>" if name == "-" else name
     if as_json and not explain:  # the compact batch path: column screening, no explanation built
         return _compact(spec, name, source, site)
-    text = _read(name)
-    tally: Counter[str] = Counter()
-    refused = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
-            result = screen(spec, read_record_json(line, where), site=site)
-        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad line never ends the batch
-            refused += 1
-            problems = err.problems if isinstance(err, RecordError) else [f"{where}: {_reason(err)}"]
-            for problem in problems:
-                print(f"escalation-rules screen: {problem}", file=sys.stderr)
-            if as_json:
-                print(json.dumps({"line": number, "error": problems}, ensure_ascii=False))
-            continue
-        tally[result.outcome] += 1
-        if as_json:
-            data: dict[str, Any] = {"line": number, **result.to_dict()}
-            print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
-        elif explain:
-            print(f"{where}: {result.text()}")
-        else:
-            detail = (f" (fails: {', '.join(r.criterion.id for r in result.failed)})" if result.failed else
-                      f" (needs: {', '.join(result.needed)})" if result.needed else "")
-            print(f"{where}: {result.record_id}: {result.outcome}{detail}")
-    if not as_json:
-        counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
-        print(f"screened {sum(tally.values())} record(s): {counts}; {refused} refused")
-    return 2 if refused else 0
+    lines = ((number, line) for number, line in enumerate(_read(name).splitlines(), start=1) if line.strip())
+    return _screen_each(spec, (("line", number, f"{source}:{number}", functools.partial(read_record_json, line))
+                               for number, line in lines), as_json, explain, site, "record(s)")
 
 
 def _batch_folder(spec: EligibilitySpec, folder: Path, as_json: bool, explain: bool,
@@ -125,24 +99,35 @@ def _batch_folder(spec: EligibilitySpec, folder: Path, as_json: bool, explain: b
     files = sorted(folder.glob("*.json"))
     if not files:
         raise EscalationRulesError(f"{folder}: no .json files in this folder")
+    return _screen_each(spec, (("file", file.name, str(file), lambda where: decode_json(_read(where), where))
+                               for file in files), as_json, explain, site, "file(s)", named=True)
+
+
+def _screen_each(spec: EligibilitySpec, items: Iterable[tuple[str, Any, str, Callable[[str], Any]]],
+                 as_json: bool, explain: bool, site: SiteRanges | None, noun: str, named: bool = False) -> int:
+    """Screen each ``(key, value, where, read)`` of a batch: ``read(where)`` gives the record (or Bundle).
+
+    One bad item never ends the batch: it is reported (``{key: value, "error": ...}`` in JSON) and counted.
+    ``named`` passes ``where`` to :func:`screen` as the record's source.
+    """
     tally: Counter[str] = Counter()
     refused = 0
-    for file in files:
-        where = str(file)
+    for key, value, where, read in items:
         try:
-            result = screen(spec, decode_json(_read(where), where), where, site=site)
-        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad file never ends the batch
+            data = read(where)
+            result = screen(spec, data, where, site=site) if named else screen(spec, data, site=site)
+        except (EscalationRulesError, RecursionError, ValueError) as err:  # one bad item never ends the batch
             refused += 1
             problems = err.problems if isinstance(err, RecordError) else [f"{where}: {_reason(err)}"]
             for problem in problems:
                 print(f"escalation-rules screen: {problem}", file=sys.stderr)
             if as_json:
-                print(json.dumps({"file": file.name, "error": problems}, ensure_ascii=False))
+                print(json.dumps({key: value, "error": problems}, ensure_ascii=False))
             continue
         tally[result.outcome] += 1
         if as_json:
-            data = {"file": file.name, **(result.to_dict() if explain else result.summary())}
-            print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+            row = {key: value, **(result.to_dict() if explain else result.summary())}
+            print(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
         elif explain:
             print(f"{where}: {result.text()}")
         else:
@@ -151,7 +136,7 @@ def _batch_folder(spec: EligibilitySpec, folder: Path, as_json: bool, explain: b
             print(f"{where}: {result.record_id}: {result.outcome}{detail}")
     if not as_json:
         counts = ", ".join(f"{tally[o]} {o}" for o in OUTCOMES)
-        print(f"screened {sum(tally.values())} file(s): {counts}; {refused} refused")
+        print(f"screened {sum(tally.values())} {noun}: {counts}; {refused} refused")
     return 2 if refused else 0
 
 
