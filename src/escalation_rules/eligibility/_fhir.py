@@ -23,7 +23,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -212,19 +212,28 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
         problem("fhir.description", f"expected text (got {show(description)})")
         description = ""
 
+    def tables(items: list[Any], path: str, keys: tuple[str, ...],
+               shape: str = "a table") -> Iterator[tuple[str, dict[str, Any], bool]]:
+        """Each entry of ``items`` that is a table, with its key path and whether all its keys are known.
+
+        Entries that are not tables and unknown keys are reported as problems.
+        """
+        for i, entry in enumerate(items):
+            where = f"{path}[{i}]"
+            if not isinstance(entry, dict):
+                problem(where, f"expected {shape} (got {show(entry)})")
+                continue
+            unknown = [key for key in entry if key not in keys]
+            for key in unknown:
+                problem(f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(keys))})")
+            yield where, entry, not unknown
+
     def codes(value: Any, path: str) -> tuple[FhirCode, ...]:
         if not isinstance(value, list) or not value:
             problem(path, "expected a non-empty list of codes")
             return ()
         out = []
-        for i, c in enumerate(value):
-            where = f"{path}[{i}]"
-            if not isinstance(c, dict):
-                problem(where, f"expected a table {{ system, code, display }} (got {show(c)})")
-                continue
-            for key in c:
-                if key not in ("system", "code", "display"):
-                    problem(f"{where}.{key}", "unknown key (expected one of: code, display, system)")
+        for where, c, _ in tables(value, path, ("system", "code", "display"), "a table { system, code, display }"):
             system, code, display = c.get("system"), c.get("code"), c.get("display", "")
             if not isinstance(system, str) or not system:
                 problem(f"{where}.system", f"expected a code system URI (got {show(system)})")
@@ -244,14 +253,7 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
         if not isinstance(value, list):
             problem(f"fhir.{name}", f"expected an array of tables (got {show(value)})")
             return out
-        for i, entry in enumerate(value):
-            path = f"fhir.{name}[{i}]"
-            if not isinstance(entry, dict):
-                problem(path, f"expected a table (got {show(entry)})")
-                continue
-            for key in entry:
-                if key not in ("value", "codes"):
-                    problem(f"{path}.{key}", "unknown key (expected one of: codes, value)")
+        for path, entry, _ in tables(value, f"fhir.{name}", ("value", "codes")):
             meaning = entry.get("value")
             if meaning not in allowed:
                 problem(f"{path}.value", f"expected one of {', '.join(allowed)} (got {show(meaning)})")
@@ -267,15 +269,8 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
     if not isinstance(raw_rules, list):
         problem("fhir.map", f"expected an array of tables (got {show(raw_rules)})")
         raw_rules = []
-    for i, entry in enumerate(raw_rules):
-        path = f"fhir.map[{i}]"
-        if not isinstance(entry, dict):
-            problem(path, f"expected a table (got {show(entry)})")
-            continue
+    for path, entry, known in tables(raw_rules, "fhir.map", _RULE_KEYS):
         before = len(problems)
-        for key in entry:
-            if key not in _RULE_KEYS:
-                problem(f"{path}.{key}", f"unknown key (expected one of: {', '.join(sorted(_RULE_KEYS))})")
         resource, to = entry.get("resource"), entry.get("to")
         if resource not in _RULE_RESOURCES:
             problem(f"{path}.resource", f"expected one of {', '.join(_RULE_RESOURCES)} (got {show(resource)})")
@@ -294,7 +289,7 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
               and to.split(".", 1)[1] not in measurements):
             problem(f"{path}.to", f"this protocol reads no measurement {to.split('.', 1)[1]!r} (it reads: "
                     f"{', '.join(sorted(measurements))})")
-        if len(problems) == before:
+        if known and len(problems) == before:
             rules.append(FhirRule(resource, str(to), rule_codes, dict(fields), value, prefix, none))
     if problems:
         raise ProtocolError(problems)
