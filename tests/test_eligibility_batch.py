@@ -26,6 +26,7 @@ from escalation_rules.eligibility import (
     screen_lines,
 )
 from escalation_rules.eligibility._batch import _engine, _screen_chunk
+from escalation_rules.errors import EscalationRulesError
 from test_eligibility import BASE, edit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,3 +328,92 @@ def test_docs_quote_the_batch_size() -> None:
     from escalation_rules.eligibility._batch import BATCH
 
     assert f"Lines are taken {BATCH:,} at a time" in (ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8")
+
+
+def _share_batch() -> bytes:
+    """Three shares' worth of lines (past 2 x BATCH), with refused, blank and evaluator-only lines among them."""
+    from escalation_rules.eligibility._batch import BATCH
+
+    base = [json.dumps(edit(BASE, {"id": f"J{i}", "ecog": i % 5, "measurements[code=alt].value": 20 + i % 90}),
+                       ensure_ascii=False) for i in range(64)]
+    lines = [base[i % 64] for i in range(3 * BATCH + 17)]
+    lines[3] = "{broken"
+    lines[BATCH + 5] = ""
+    lines[2 * BATCH + 1] = json.dumps(edit(BASE, {"ecog": "x"}))
+    lines[-2] = json.dumps(edit(BASE, {"measurements[+]": {"code": "hbv_dna", "value": 50, "unit": "IU/mL",
+                                                              "date": "2026-02-27", "lloq": 20}}))
+    return "\n".join(lines).encode("utf-8")
+
+
+def _children() -> set[int]:
+    """This process's child processes, zombies included (Linux lists them under /proc)."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+@pytest.mark.parametrize("jobs", [2, 3, 64])
+def test_jobs_give_the_rows_of_one_process_in_input_order(jobs: int) -> None:
+    """Screening in forked processes gives exactly the rows (numbers, lines, refusals) of screening in this one,
+    in input order, and leaves no child process behind."""
+    data, before = _share_batch(), _children()
+    one = list(screen_compact(SPEC, data))
+    assert list(screen_compact(SPEC, data, jobs=jobs)) == one
+    assert [n for n, t, _ in one if t is None] == [4, 2 * 4096 + 2]
+    assert _children() <= before
+
+
+def test_jobs_stopped_early_end_their_children() -> None:
+    """A caller that stops reading after the first row leaves no worker process running."""
+    before = _children()
+    rows = screen_compact(SPEC, _share_batch(), jobs=3)
+    assert next(iter(rows))[0] == 1
+    assert len(_children() - before) == 2
+    rows.close()  # type: ignore[attr-defined]
+    assert _children() <= before
+
+
+def test_a_failing_worker_is_reported_naming_its_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker process that fails raises the package's error naming the first line of its share, not a
+    traceback from another process or a silent gap in the results."""
+    from escalation_rules.eligibility import _batch
+
+    real = _batch._compact
+
+    def failing(spec: Any, lines: Any, site: Any, source: str, first: int = 1) -> Any:
+        if first > 1:
+            raise MemoryError("no room")
+        return real(spec, lines, site, source, first)
+
+    monkeypatch.setattr(_batch, "_compact", failing)
+    before = _children()
+    with pytest.raises(EscalationRulesError, match=r"^screening lines 6154 and after in a worker process failed: "
+                                                    r"MemoryError: no room$"):
+        list(screen_compact(SPEC, _share_batch(), jobs=2))
+    assert _children() <= before
+
+
+def test_jobs_stay_in_this_process_while_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With another Python thread running (a web server's, say), nothing is forked: the batch is screened here."""
+    import os
+    import threading
+
+    def no_fork() -> int:
+        raise AssertionError("forked while another thread ran")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        data = _share_batch()
+        assert list(screen_compact(SPEC, data, jobs=2)) == list(screen_compact(SPEC, data))
+    finally:
+        stop.set()
+        other.join()
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 65, 10**100, 2.0, True, "2"])
+def test_jobs_outside_the_limits_are_refused(jobs: Any) -> None:
+    """``jobs`` must be a whole number from 1 to MAX_JOBS; anything else is refused at once, in one line."""
+    with pytest.raises(EscalationRulesError, match=r"^jobs: expected a whole number from 1 to 64 \(got .*\)$"):
+        screen_compact(SPEC, b"", jobs=jobs)

@@ -158,3 +158,28 @@ def test_unit_errors_name_the_file_and_index(tmp_path: Path, capsys: pytest.Capt
     path.write_text(json.dumps(edit(BASE, {"measurements[code=creatinine].unit": "kg"})), encoding="utf-8")
     assert main(["screen", SPEC, str(path)]) == 2
     assert f"{path}: measurements[3].unit: expected a unit convertible" in capsys.readouterr().err
+
+
+def test_batch_jobs_print_what_one_process_prints(tmp_path: Path) -> None:
+    """``screen --batch FILE --json`` in a fresh process, by default (one process per core) and with --jobs 1 and
+    --jobs 3, prints the same lines and messages and exits with the same status; --jobs out of range is one line."""
+    import subprocess
+    import sys
+
+    from escalation_rules.eligibility._batch import BATCH
+
+    lines = [json.dumps(edit(BASE, {"id": f"Q{i}", "ecog": i % 5}), ensure_ascii=False) for i in range(2 * BATCH + 9)]
+    lines[BATCH + 3] = "{broken"
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    command = [sys.executable, "-c", "from escalation_rules.cli import main; raise SystemExit(main())",
+               "screen", SPEC, "--batch", str(path), "--json"]
+    runs = [subprocess.run(command + extra, capture_output=True, text=True, check=False)
+            for extra in ([], ["--jobs", "1"], ["--jobs", "3"])]
+    assert {(r.returncode, r.stdout, r.stderr) for r in runs} == {(runs[0].returncode, runs[0].stdout, runs[0].stderr)}
+    assert runs[0].returncode == 2 and len(runs[0].stdout.splitlines()) == len(lines)
+    assert runs[0].stderr == f"escalation-rules screen: {path}:{BATCH + 4}: not valid JSON: " \
+                             "Expecting property name enclosed in double quotes at line 1 column 2\n"
+    bad = subprocess.run([*command, "--jobs", "65"], capture_output=True, text=True, check=False)
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "escalation-rules screen: --jobs: expected a whole number from 1 to 64 (got 65)\n"

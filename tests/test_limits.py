@@ -20,6 +20,7 @@ ROWS = {
     "bytes in a users or DLT file": "MAX_FILE_BYTES",
     "characters in a patient record": "MAX_FILE_BYTES",
     "entries in a FHIR Bundle": "MAX_BUNDLE_ENTRIES",
+    "processes screening one batch": "MAX_JOBS",
     "characters in a history": "MAX_HISTORY_CHARS",
     "entries in a history": "MAX_HISTORY_ENTRIES",
     "states in the full state graph": "MAX_STATES",

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HISTORY_CHARS",
     "MAX_HISTORY_ENTRIES",
     "MAX_INT_DIGITS",
+    "MAX_JOBS",
     "MAX_MERGED_STATES",
     "MAX_OPTIONS",
     "MAX_RULES",
@@ -75,6 +76,8 @@ MAX_FILE_BYTES = 1_000_000
 MAX_HISTORY_CHARS = 100_000
 #: Entries (cohorts and decisions) in a history.
 MAX_HISTORY_ENTRIES = 10_000
+#: Processes screening one batch (``screen --batch --jobs``, ``screen_compact(jobs=...)``).
+MAX_JOBS = 64
 #: Digits in any integer read from input (a guard literal, a dose level, a record's number).
 MAX_INT_DIGITS = 15
 

@@ -38,11 +38,13 @@ import codecs
 import functools
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._limits import MAX_JOBS, show
 from ..errors import EscalationRulesError
 from ._record import RecordError, read_record_json
 from ._screen import screen_summary
@@ -85,7 +87,7 @@ def screen_lines(spec: EligibilitySpec, lines: Iterable[str], site: SiteRanges |
 
 
 def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | None = None,
-                   source: str = "<batch>") -> Iterator[tuple[int, str | None, list[str] | None]]:
+                   source: str = "<batch>", *, jobs: int = 1) -> Iterator[tuple[int, str | None, list[str] | None]]:
     """Screen JSON Lines text (or UTF-8 bytes) into the compact lines of ``screen --batch --json``.
 
     Yields ``(line number, compact JSON line, None)`` per screened record and
@@ -93,6 +95,15 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     skipped.  Lines are numbered as :meth:`str.splitlines` numbers them.
     Bytes that are not UTF-8 are refused whole (``UnicodeDecodeError``)
     before anything is screened.
+
+    With ``jobs`` above 1 (at most :data:`~escalation_rules._limits.MAX_JOBS`),
+    the lines are cut into that many contiguous shares of at least
+    :data:`BATCH` lines; this process screens the first while forked copies
+    of it screen the others, and their results follow in input order.  The
+    results are the same as with ``jobs=1``.  Without ``os.fork`` (Windows),
+    while other Python threads run in this process (forking them is unsafe),
+    or with fewer than two shares' worth of lines, everything is screened
+    here.
 
     Examples
     --------
@@ -104,12 +115,83 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     (1, '{"line":1,"record":"P1","outcome":"not eligible","failed":["inc_ecog"],"needed":[]}', None)
     (3, None, ['<batch>:3: expected a JSON object (got [1])'])
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise EscalationRulesError(f"jobs: expected a whole number from 1 to {MAX_JOBS} (got {show(jobs)})")
     if isinstance(data, bytes):
         lines: Sequence[bytes | memoryview | str] = (data.decode("utf-8").splitlines() if _odd_utf8(data) else
                                                      data.splitlines() if b"\r" in data else _views(data))
     else:
         lines = data.splitlines()
+    shares = min(jobs, len(lines) // BATCH)
+    if shares > 1 and _can_fork():
+        size = -(-len(lines) // shares)
+        parts = [(1 + i, lines[i:i + size]) for i in range(0, len(lines), size)]
+        _engine(spec, site)  # compiled once, before the copies are made
+        return _forked(parts, lambda first, share: _compact(spec, share, site, source, first))
     return _compact(spec, lines, site, source)
+
+
+def _can_fork() -> bool:
+    """Whether this process may fork copies of itself: POSIX, and no other Python thread running."""
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+_Row = tuple[int, str | None, list[str] | None]
+
+
+def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence[Any]], Iterator[_Row]]
+            ) -> Iterator[_Row]:
+    """``run(*part)`` for each part, the first in this process and the others in forked children, in order.
+
+    Each child sends its rows back whole through a pipe (pickled) and exits; a child that fails raises
+    :class:`EscalationRulesError` here, naming the lines of its share.  Children left running when the
+    caller stops early are ended.
+    """
+    import pickle
+    import signal
+    import warnings
+
+    children: list[tuple[int, int, int]] = []  # (pid, read end, first line)
+    try:
+        for first, share in parts[1:]:
+            read_end, write_end = os.pipe()
+            with warnings.catch_warnings():  # numpy's BLAS keeps idle native threads; the child never calls BLAS
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the child: screen the share, send the rows, leave without running the parent's code
+                status = 0
+                try:
+                    os.close(read_end)
+                    payload = pickle.dumps((True, list(run(first, share))), pickle.HIGHEST_PROTOCOL)
+                except BaseException as err:  # reported by the parent, whatever it was
+                    status, payload = 1, pickle.dumps((False, f"{type(err).__name__}: {err}"))
+                try:
+                    with open(write_end, "wb") as pipe:
+                        pipe.write(payload)
+                finally:
+                    os._exit(status)
+            os.close(write_end)
+            children.append((pid, read_end, first))
+        yield from run(*parts[0])
+        while children:
+            pid, read_end, first = children.pop(0)
+            try:
+                with open(read_end, "rb") as pipe:
+                    payload = pipe.read()
+            finally:
+                os.waitpid(pid, 0)
+            ok, rows = pickle.loads(payload) if payload else (False, "ended without a result")
+            if not ok:
+                raise EscalationRulesError(f"screening lines {first} and after in a worker process failed: {rows}")
+            every: list[_Row] = rows
+            yield from every
+    finally:
+        for pid, read_end, _ in children:
+            os.kill(pid, signal.SIGTERM)
+            os.close(read_end)
+            os.waitpid(pid, 0)
 
 
 def _odd_utf8(data: bytes) -> bool:
@@ -141,9 +223,9 @@ def _views(data: bytes) -> list[memoryview]:
 
 
 def _compact(spec: EligibilitySpec, lines: Sequence[bytes | memoryview | str], site: SiteRanges | None,
-             source: str) -> Iterator[tuple[int, str | None, list[str] | None]]:
+             source: str, first: int = 1) -> Iterator[_Row]:
     engine = _engine(spec, site)
-    for start, chunk in _chunks(lines, 1):
+    for start, chunk in _chunks(lines, first):
         found = _screen_chunk(engine, chunk)
         if None not in found:  # the usual batch: every line screened over columns
             every: list[Any] = found

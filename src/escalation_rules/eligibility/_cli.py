@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .._limits import MAX_JOBS
 from ..errors import EscalationRulesError
 from ._batch import screen_compact
 from ._record import RecordError, decode_json, read_record_json
@@ -46,6 +48,9 @@ def register(subparsers: Any) -> None:
                    help="with --batch: add the full per-criterion explanation to every record")
     p.add_argument("--site", metavar="FILE",
                    help="the site laboratory's reference ranges (TOML); a record's own range wins")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --batch FILE --json: screen in N processes (default: one per core; 1: this process "
+                        f"only; at most {MAX_JOBS})")
     p.set_defaults(handler=_cmd_screen)
 
     p = subparsers.add_parser("data-items", help="the data items the eligibility criteria read")
@@ -68,12 +73,14 @@ def _read(name: str) -> str:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        raise EscalationRulesError(f"--jobs: expected a whole number from 1 to {MAX_JOBS} (got {args.jobs})")
     spec = _spec(args)
     site = None if args.site is None else load_site(args.site)
     if args.batch and Path(args.patient).is_dir():
         return _batch_folder(spec, Path(args.patient), args.json, args.explain, site)
     if args.batch:
-        return _batch(spec, args.patient, args.json, args.explain, site)
+        return _batch(spec, args.patient, args.json, args.explain, site, args.jobs)
     source = "<stdin>" if args.patient == "-" else args.patient
     result = screen(spec, decode_json(_read(args.patient), source), source, site=site)
     if args.json:
@@ -84,10 +91,10 @@ def _cmd_screen(args: argparse.Namespace) -> int:
 
 
 def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = False,
-           site: SiteRanges | None = None) -> int:
+           site: SiteRanges | None = None, jobs: int | None = None) -> int:
     source = "<stdin>" if name == "-" else name
     if as_json and not explain:  # the compact batch path: column screening, no explanation built
-        return _compact(spec, name, source, site)
+        return _compact(spec, name, source, site, min(os.cpu_count() or 1, MAX_JOBS) if jobs is None else jobs)
     lines = ((number, line) for number, line in enumerate(_read(name).splitlines(), start=1) if line.strip())
     return _screen_each(spec, (("line", number, f"{source}:{number}", functools.partial(read_record_json, line))
                                for number, line in lines), as_json, explain, site, "record(s)")
@@ -140,11 +147,11 @@ def _screen_each(spec: EligibilitySpec, items: Iterable[tuple[str, Any, str, Cal
     return 2 if refused else 0
 
 
-def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | None) -> int:
+def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | None, jobs: int) -> int:
     """``screen --batch FILE --json``: one compact line per record, refused lines reported by number."""
     try:
         data: bytes | str = sys.stdin.read() if name == "-" else Path(name).read_bytes()
-        rows = screen_compact(spec, data, site, source)
+        rows = screen_compact(spec, data, site, source, jobs=jobs)
     except (OSError, UnicodeDecodeError) as err:
         raise EscalationRulesError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     refused = 0
