@@ -182,11 +182,11 @@ def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence
                     payload = pipe.read()
             finally:
                 os.waitpid(pid, 0)
-            ok, rows = pickle.loads(payload) if payload else (False, "ended without a result")
-            if not ok:
-                raise EscalationRulesError(f"screening lines {first} and after in a worker process failed: {rows}")
-            every: list[_Row] = rows
-            yield from every
+            result: tuple[bool, Any] = pickle.loads(payload) if payload else (False, "ended without a result")
+            if not result[0]:
+                raise EscalationRulesError(f"screening lines {first} and after in a worker process failed: "
+                                           f"{result[1]}")
+            yield from result[1]
     finally:
         for pid, read_end, _ in children:
             os.kill(pid, signal.SIGTERM)
