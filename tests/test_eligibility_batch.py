@@ -331,8 +331,8 @@ def test_docs_quote_the_batch_size() -> None:
 
 
 def _share_batch() -> bytes:
-    """Three shares' worth of lines (past 2 x BATCH), with refused, blank and evaluator-only lines among them."""
-    from escalation_rules.eligibility._batch import BATCH
+    """Three shares' worth of lines (past 2 x SHARE), with refused, blank and evaluator-only lines among them."""
+    from escalation_rules.eligibility._batch import SHARE as BATCH
 
     base = [json.dumps(edit(BASE, {"id": f"J{i}", "ecog": i % 5, "measurements[code=alt].value": 20 + i % 90}),
                        ensure_ascii=False) for i in range(64)]

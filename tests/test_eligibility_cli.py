@@ -166,7 +166,7 @@ def test_batch_jobs_print_what_one_process_prints(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from escalation_rules.eligibility._batch import BATCH
+    from escalation_rules.eligibility._batch import SHARE as BATCH
 
     lines = [json.dumps(edit(BASE, {"id": f"Q{i}", "ecog": i % 5}), ensure_ascii=False) for i in range(2 * BATCH + 9)]
     lines[BATCH + 3] = "{broken"

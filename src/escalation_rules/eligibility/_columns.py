@@ -96,6 +96,8 @@ def screen_chunk(engine: _Engine | None, chunk: list[Any]) -> list[tuple[str, _P
 
 
 _ID = operator.attrgetter("id")
+_MEASUREMENT = operator.attrgetter("code", "value", "unit", "date", "reference_range.low", "reference_range.high",
+                                   "reference_range.unit")
 _ENGINES: dict[tuple[int, int], tuple[Any, Any, _Engine | None]] = {}
 _KEPT_ENGINES = 8  # specifications x site files a long-lived process screens with, kept compiled
 
@@ -177,24 +179,28 @@ class _Undated(msgspec.Struct, **_STRUCT):
     unit: str
 
 
-class _Range(msgspec.Struct, **_STRUCT):
+class _Range(msgspec.Struct, frozen=True, **_STRUCT):
     low: _Number | None = None
     high: _Number | None = None
     unit: str | msgspec.UnsetType = msgspec.UNSET  # a null unit is refused by the reader
+
+
+_NO_RANGE = _Range()  # a measurement without a reference range has this one (so its fields read in one pass)
 
 
 _SECTIONS = {name: _struct(name, kinds) for name, kinds in SECTION_FIELDS.items()}
 _LISTS = {name: _struct(name, kinds, required) for name, (kinds, required) in LIST_FIELDS.items()}
 
 
-def _decoder(spec: EligibilitySpec) -> tuple[msgspec.json.Decoder, Any, Any, Any]:
+def _decoder(spec: EligibilitySpec) -> tuple[msgspec.json.Decoder, Any, Any]:
     """A decoder of the records this protocol can screen on the fast path (its codes and attestations only)."""
     codes = sorted(spec._codes)
     if not codes:
         raise _Unsupported("no measurements")
     measurement = msgspec.defstruct("measurement", [
         ("code", typing.Literal[tuple(codes)]), ("value", _Number), ("unit", str), ("date", dt.date | None, None),
-        ("reference_range", _Range | None, None)], **_STRUCT)  # lloq, detected: refused, so the evaluator reads them
+        ("reference_range", _Range | None, _NO_RANGE)],
+        **_STRUCT)  # lloq, detected: refused, so the evaluator reads them
     attested = msgspec.defstruct("attestations", [(k, bool | None, None) for k in sorted(spec._attestations)],
                                  **_STRUCT)
     listed: Any = list  # built at run time: mypy cannot see these as types
@@ -208,7 +214,7 @@ def _decoder(spec: EligibilitySpec) -> tuple[msgspec.json.Decoder, Any, Any, Any
     fields += [(name, struct | None, None) for name, struct in _SECTIONS.items()]
     fields += [(name, listed[struct] | None, None) for name, struct in _LISTS.items()]
     record = msgspec.defstruct("record", fields, **_STRUCT)
-    return msgspec.json.Decoder(record), record, attested, measurement
+    return msgspec.json.Decoder(record), record, attested
 
 
 def _transpose(objs: Sequence[Any], fields: tuple[str, ...], only: tuple[str, ...] | None = None
@@ -264,12 +270,6 @@ class _Units:
         self.ids = np.fromiter(map(index.__getitem__, units), dtype=np.int64, count=len(units))
         self.spellings = list(index)
         self.missing = len(missing)
-
-    def spread(self, where: np.ndarray, n: int) -> None:
-        """Make these the units of entries ``where`` among ``n`` (the others have none)."""
-        ids = np.zeros(n, dtype=np.int64)
-        ids[where] = self.ids
-        self.ids = ids
 
     def same(self, other: _Units, rows: np.ndarray) -> np.ndarray:
         """Whether the unit of ``rows`` here is spelt as in ``other`` (compared once per spelling)."""
@@ -412,11 +412,10 @@ class _Engine:
 
     def __init__(self, spec: EligibilitySpec, site: SiteRanges | None) -> None:
         self.spec, self.site = spec, site
-        decoder, record, attested, measurement = _decoder(spec)
+        decoder, record, attested = _decoder(spec)
         self.decode = decoder.decode
         self.record_fields = record.__struct_fields__
         self.attestation_fields = attested.__struct_fields__
-        self.measurement_fields = measurement.__struct_fields__
         self.codes = {code: k for k, code in enumerate(sorted(spec._codes))}
         self.items = spec.items
         for item in self.items.values():
@@ -528,34 +527,36 @@ class _Engine:
         counts = [0 if ms is None else len(ms) for ms in lists]
         rec = np.repeat(np.arange(n), counts)
         flat = list(itertools.chain.from_iterable(filter(None, lists)))
-        rows = _transpose(flat, self.measurement_fields)
+        try:
+            rows = list(map(_MEASUREMENT, flat))
+        except AttributeError:  # "reference_range": null
+            for m in flat:
+                if m.reference_range is None:
+                    m.reference_range = _NO_RANGE
+            rows = list(map(_MEASUREMENT, flat))
+        code_col, value_col, unit_col, date_col, low_col, high_col, range_unit_col = (
+            zip(*rows, strict=True) if rows else ((),) * 7)
         codes = self.codes
-        code = np.fromiter(map(codes.__getitem__, rows["code"]), dtype=np.int64, count=len(flat))
+        code = np.fromiter(map(codes.__getitem__, code_col), dtype=np.int64, count=len(flat))
         if flat and np.bincount(rec * len(codes) + code).max() > 1:  # two results of one code: the latest counts
             slow |= np.bincount(rec, minlength=n) > np.array([len({m.code for m in ms}) if ms else 0
                                                               for ms in lists])
-        value = _floats(rows["value"])
-        units = _Units(rows["unit"])
-        day = _ordinals(rows["date"])
+        value = _floats(value_col)
+        units = _Units(unit_col)
+        day = _ordinals(date_col)
         past_days = np.zeros(n, dtype=np.int64)
         np.maximum.at(past_days, rec, day)
         past(past_days)
-        ranges = rows["reference_range"]
-        has_table = _present(ranges)
-        tables = np.flatnonzero(has_table)  # only the entries with a range are read
-        range_rows = _transpose([ranges[i] for i in tables.tolist()], _Range.__struct_fields__)
-        low, high = np.full(len(flat), np.nan), np.full(len(flat), np.nan)
-        low[tables], high[tables] = _floats(range_rows["low"]), _floats(range_rows["high"])
+        low, high = _floats(low_col), _floats(high_col)
         has_range = ~np.isnan(low) | ~np.isnan(high)
-        range_units = _Units(range_rows["unit"], (None, msgspec.UNSET))  # UNSET: a range in the value's unit
-        range_units.spread(tables, len(flat))
+        range_units = _Units(range_unit_col, (None, msgspec.UNSET))  # UNSET: a range in the value's unit
         own_unit = range_units.ids >= 2
         bad = ~(value >= 0)
         with np.errstate(invalid="ignore"):
             bad |= (high <= 0) | (low > high)
             scale = units.map(_percent, -1.0)
             bad |= np.isnan(scale) | ((scale >= 0) & (value * scale > 1))
-        bad |= has_table & own_unit & np.isnan(range_units.map(_percent, -1.0))
+        bad |= own_unit & np.isnan(range_units.map(_percent, -1.0))
         slow[rec[bad]] = True
         site = self.site
         for name, item in self.items.items():
