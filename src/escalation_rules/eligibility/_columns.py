@@ -236,6 +236,14 @@ def _transpose(objs: Sequence[Any], fields: tuple[str, ...], only: tuple[str, ..
     return dict(zip(fields, zip(*rows, strict=False), strict=True))
 
 
+def _lengths(lists: Sequence[Any]) -> np.ndarray:
+    """The length of each list (0 for a missing one)."""
+    try:
+        return np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    except TypeError:  # some are missing
+        return np.fromiter((0 if e is None else len(e) for e in lists), dtype=np.int64, count=len(lists))
+
+
 def _present(values: Sequence[Any]) -> np.ndarray:
     """Which values are not ``None`` (any values: structs, lists...)."""
     return np.fromiter(map(operator.is_not, values, itertools.repeat(None)), dtype=bool, count=len(values))
@@ -284,12 +292,15 @@ class _Units:
         return table[self.ids]
 
     def factors(self, target: str, molar: str | None, rows: np.ndarray) -> np.ndarray:
-        """The factor into ``target`` of the units of ``rows`` (worked out for the spellings they use only)."""
+        """The factor into ``target`` of the units of ``rows`` (worked out for the spellings they use only).
+
+        A spelling that does not convert (NaN) can be costly to judge (close matches are looked for), so the
+        spellings no row asks about are not judged at all.
+        """
         ids = self.ids[rows]
         table = np.full(len(self.spellings), math.nan)
-        for k in np.unique(ids).tolist():
-            if k >= self.missing:
-                table[k] = _plain_factor(self.spellings[k], target, molar)
+        for k in np.flatnonzero(np.bincount(ids, minlength=len(self.spellings))[self.missing:]).tolist():
+            table[k + self.missing] = _plain_factor(self.spellings[k + self.missing], target, molar)
         return table[ids]
 
 
@@ -524,8 +535,7 @@ class _Engine:
     def _measurements(self, lists: Sequence[Any], cols: _Columns, anchors: Mapping[str, np.ndarray],
                       past: Callable[[np.ndarray], None]) -> None:
         n, slow = cols.n, cols.slow
-        counts = [0 if ms is None else len(ms) for ms in lists]
-        rec = np.repeat(np.arange(n), counts)
+        rec = np.repeat(np.arange(n), _lengths(lists))
         flat = list(itertools.chain.from_iterable(filter(None, lists)))
         try:
             rows = list(map(_MEASUREMENT, flat))
@@ -612,9 +622,8 @@ class _Engine:
             readers = [item for item in self.items.values() if item.source == source]
             lists = top[source]
             unknown_list = ~_present(lists)
-            counts = [0 if e is None else len(e) for e in lists]
-            rec = np.repeat(np.arange(n), counts)
-            entries = [x for e in lists if e for x in e]
+            rec = np.repeat(np.arange(n), _lengths(lists))
+            entries = list(itertools.chain.from_iterable(filter(None, lists)))
             rows = _transpose(entries, _LISTS[source].__struct_fields__)
             start = _ordinals(rows["start"])
             end = _ordinals(rows["end"]) if "end" in rows else np.zeros(len(entries), dtype=np.int64)
