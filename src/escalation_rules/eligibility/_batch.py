@@ -152,6 +152,7 @@ def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence
     :class:`EscalationRulesError` here, naming the lines of its share.  Children left running when the
     caller stops early are ended.
     """
+    import gc
     import pickle
     import signal
     import warnings
@@ -167,6 +168,7 @@ def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence
                 status = 0
                 try:
                     os.close(read_end)
+                    gc.freeze()  # collections skip the parent's objects: no copying of pages it shares
                     payload = pickle.dumps((True, list(run(first, share))), pickle.HIGHEST_PROTOCOL)
                 except BaseException as err:  # reported by the parent, whatever it was
                     status, payload = 1, pickle.dumps((False, f"{type(err).__name__}: {err}"))

@@ -249,24 +249,6 @@ def _present(values: Sequence[Any]) -> np.ndarray:
     return np.fromiter(map(operator.is_not, values, itertools.repeat(None)), dtype=bool, count=len(values))
 
 
-def _per_unit(units: Sequence[Any], target: str, molar: str | None, dimension: str | None = None) -> np.ndarray:
-    """The factor of each unit into ``target`` (NaN for a missing or unconvertible unit)."""
-    table: dict[Any, float] = {None: math.nan}
-    for u in set(units):
-        if u is not None:
-            table[u] = _plain_factor(u, target, molar, dimension)
-    return np.array([table[u] for u in units], dtype=np.float64)
-
-
-def _per_unit_percent(units: Sequence[Any], missing: float = -1.0) -> np.ndarray:
-    """:func:`_percent` of each unit (``missing`` where there is none)."""
-    table: dict[Any, float] = {None: missing}
-    for u in set(units):
-        if u is not None:
-            table[u] = _percent(u)
-    return np.array([table[u] for u in units], dtype=np.float64)
-
-
 class _Units:
     """A column of unit spellings (or codes) as small integers, so that each spelling is judged once.
 
@@ -291,16 +273,18 @@ class _Units:
                          dtype=np.float64)
         return table[self.ids]
 
-    def factors(self, target: str, molar: str | None, rows: np.ndarray) -> np.ndarray:
-        """The factor into ``target`` of the units of ``rows`` (worked out for the spellings they use only).
+    def factors(self, target: str, molar: str | None, rows: np.ndarray | None = None,
+                dimension: str | None = None) -> np.ndarray:
+        """The factor into ``target`` of the units of ``rows`` (all by default), worked out for the spellings
+        they use only (NaN for none, for one that does not convert, or for one not of ``dimension``).
 
-        A spelling that does not convert (NaN) can be costly to judge (close matches are looked for), so the
+        A spelling that does not convert can be costly to judge (close matches are looked for), so the
         spellings no row asks about are not judged at all.
         """
-        ids = self.ids[rows]
+        ids = self.ids if rows is None else self.ids[rows]
         table = np.full(len(self.spellings), math.nan)
         for k in np.flatnonzero(np.bincount(ids, minlength=len(self.spellings))[self.missing:]).tolist():
-            table[k + self.missing] = _plain_factor(self.spellings[k + self.missing], target, molar)
+            table[k + self.missing] = _plain_factor(self.spellings[k + self.missing], target, molar, dimension)
         return table[ids]
 
 
@@ -513,14 +497,14 @@ class _Engine:
             rows = _transpose(raw, (_Dated if source == "weight" else _Undated).__struct_fields__)
             present = _present(raw)
             values = _floats(rows["value"])
-            units = rows["unit"]
+            units = _Units(rows["unit"])
             if source == "weight":
                 past(_ordinals(rows["date"]))
                 cols.slow |= present & ~(values > 0)
             else:
                 cols.slow |= present & ~(values >= 0)
             target, low, high = PLAUSIBLE[source]
-            to_target = _per_unit(units, target, None, dimension)
+            to_target = units.factors(target, None, dimension=dimension)
             cols.slow |= present & np.isnan(to_target)
             with np.errstate(invalid="ignore"):
                 converted = values * to_target
@@ -528,7 +512,7 @@ class _Engine:
             for name, item in self.items.items():
                 if item.source != source:
                     continue
-                factors = _per_unit(units, item.type.unit, item.molar_mass)
+                factors = units.factors(item.type.unit, item.molar_mass)
                 cols.slow |= present & np.isnan(factors)
                 cols.values[name] = _converted(values, factors)
 
