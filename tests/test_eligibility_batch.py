@@ -325,9 +325,11 @@ def test_bytes_not_utf8_are_refused_whole_as_decoding_them_whole_would() -> None
 
 def test_docs_quote_the_batch_size() -> None:
     """docs/eligibility.md (Speed) names the number of lines screened together as the code has it."""
-    from escalation_rules.eligibility._batch import BATCH
+    from escalation_rules.eligibility._batch import BATCH, SHARE
 
-    assert f"Lines are taken {BATCH:,} at a time" in (ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8")
+    text = " ".join((ROOT / "docs" / "eligibility.md").read_text(encoding="utf-8").split())
+    assert f"Lines are taken {BATCH:,} at a time" in text
+    assert f"cuts a file of at least {2 * SHARE:,} lines into one contiguous share per core" in text
 
 
 def _share_batch() -> bytes:
