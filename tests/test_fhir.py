@@ -433,10 +433,28 @@ def mapping_table() -> str:
     return "\n".join(lines)
 
 
+def medication_tables() -> str:
+    """The indications and prednisone-equivalents tables of docs/howto/fhir.md, built from the shipped fhir.toml."""
+    import tomllib
+
+    names = {SCT: "SNOMED CT", ATC: "ATC", "http://hl7.org/fhir/sid/icd-10": "ICD-10"}
+    raw = tomllib.loads((ROOT / "spec" / "nct07117175" / "fhir.toml").read_text())["fhir"]
+
+    def codes(entry: dict[str, Any]) -> str:
+        return "; ".join(f"{names.get(c['system'], c['system'])} {c['code']} {c['display']}" for c in entry["codes"])
+
+    lines = ["| indication | reason codes |", "| --- | --- |"]
+    lines += [f"| `{e['value']}` | {codes(e)} |" for e in raw["indications"]]
+    lines += ["", "| drug | mg of the drug | mg of prednisone |", "| --- | --- | --- |"]
+    lines += [f"| {codes(e)} | {e['drug_mg']:g} | {e['prednisone_mg']:g} |" for e in raw["prednisone_equivalents"]]
+    return "\n".join(lines)
+
+
 def test_the_docs_mapping_table_is_the_shipped_mapping() -> None:
     """docs/howto/fhir.md shows the mapping exactly as fhir.toml declares it."""
     page = (ROOT / "docs" / "howto" / "fhir.md").read_text()
     assert mapping_table() in page, "regenerate the table: python -c 'from tests.test_fhir import mapping_table; ...'"
+    assert medication_tables() in page, "regenerate: python -c 'from tests.test_fhir import medication_tables; ...'"
 
 
 # ------------------------------------------------------------------ more rules and limits
