@@ -746,3 +746,30 @@ def test_cli_exclusion_12_reads_the_indication_end_to_end(tmp_path: Path, capsys
         assert exc12["result"] is True and "exc_allogeneic_transplant" in data["failed"]
         assert exc12["sources"]["steroid_treatment"] == ["MedicationStatement/dexamethasone",
                                                          "MedicationStatement/hydrocortisone"]
+
+
+def test_a_drug_two_rules_map_gets_one_dose_in_each_entry() -> None:
+    """A resource two rules turn into two entries is still one dose: the day's total counts it once."""
+    steroid = [{"system": ATC, "code": "H02AB02"}]
+    mapping = load_mapping({"map": [{"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "corticosteroid"}},
+                                    {"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "other"}}],
+                            "prednisone_equivalents": [{"drug_mg": 0.75, "prednisone_mg": 5, "codes": steroid}]},
+                           "f.toml")
+    dose = {"value": 4, "code": "mg", "system": UCUM}
+    bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-02T09:00:00Z",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}},
+                        {"resource": given("a1", "H02AB02", "2026-02-01", dose)},
+                        {"resource": given("a2", "H02AB02", "2026-02-01", dose)}]}
+    record, _ = bundle_to_record(mapping, bundle, "b.json")
+    assert [m["prednisone_equivalent_mg_per_day"] for m in record["medications"]] == [pytest.approx(8 * 5 / 0.75)] * 4
+
+
+def test_a_reason_reference_by_full_url_is_followed() -> None:
+    """reasonReference may name the Condition by its entry's fullUrl."""
+    bundle = copy.deepcopy(example("steroid-replacement"))
+    url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"]["id"] == "addison")
+    resources(bundle)["hydrocortisone"]["reasonReference"] = [{"reference": url}]
+    entry, notes = medication(bundle, "MedicationStatement/hydrocortisone")
+    assert (entry["indication"], notes) == ("physiological_replacement", [])

@@ -464,8 +464,8 @@ class _Builder:
         self.ignored: dict[str, str] = {}  # resource -> why it gave no value
         self.unread: dict[str, list[str]] = {}  # resource -> elements it gave no value from, and why
         self.reasons: set[str] = set()  # Conditions read as a medication's reason
-        # MedicationAdministration entries with a prednisone equivalence: (entry, drug code, day, mg or None)
-        self.administered: list[tuple[dict[str, Any], str, tuple[str, str], dt.date, float | None]] = []
+        # a MedicationAdministration's place (entry[i] (...)) -> (drug code, day, mg or None, its entries, its ref)
+        self.administered: dict[str, tuple[tuple[str, str], dt.date, float | None, list[dict[str, Any]], str]] = {}
 
     def unread_element(self, ref: str, note: str) -> None:
         """Note an element that gave no value (``"element: why"``); the result lists them."""
@@ -885,8 +885,12 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
         route = b.mapping.routes.get((system or "", code or "")) or route
     codings = _codings(concept)
     name = next((d for _, _, d in codings if d), None) or (concept or {}).get("text")
-    indication = _indication(b, r, ref, by_id)
-    drug = next(((s, c) for s, c, _ in codings if (s or "", c or "") in b.mapping.prednisone), None)
+    made = [rule for rule in rules if not rule.none]  # the rules that make entries
+    indication = _indication(b, r, ref, by_id) if made else None
+    drug = next(((s or "", c or "") for s, c, _ in codings if (s or "", c or "") in b.mapping.prednisone), None)
+    steroid = any(rule.set.get("category") == "corticosteroid" for rule in made)
+    dose = (_dose(b, r, (where, ref), drug, administration, (start, end))
+            if start is not None and (drug is not None or steroid) else None)
     for rule in rules:
         if rule.none:
             b.known_none[rule.to] = ref
@@ -903,8 +907,10 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
             entry["name"] = name
         if indication is not None:
             entry["indication"] = indication
-        if drug is not None or entry.get("category") == "corticosteroid":
-            _dose(b, r, ref, entry, drug, administration, (start, end))
+        if dose is not None:
+            entry["prednisone_equivalent_mg_per_day"] = dose
+        if where in b.administered:  # its dose is the day's total, set once all resources are read
+            b.administered[where][3].append(entry)
         b.add(rule.to, entry, ref)
 
 
@@ -940,28 +946,29 @@ def _indication(b: _Builder, r: dict[str, Any], ref: str, by_id: Mapping[str, di
     return "physiological_replacement" if found and not unknown else None
 
 
-def _dose(b: _Builder, r: dict[str, Any], ref: str, entry: dict[str, Any], drug: tuple[str | None, str | None] | None,
-          administration: bool, days: tuple[dt.date | None, dt.date | None]) -> None:
-    """Set ``prednisone_equivalent_mg_per_day`` from the dosage when it is exact; else note why not."""
+def _dose(b: _Builder, r: dict[str, Any], at: tuple[str, str], drug: tuple[str, str] | None, administration: bool,
+          days: tuple[dt.date, dt.date | None]) -> float | None:
+    """A MedicationStatement's prednisone-equivalent mg per day when the dosage gives it exactly, else None
+    with the reason noted; a MedicationAdministration's dose is kept for :func:`_daily_totals`.
+
+    ``at`` is the resource's place in the Bundle (``entry[3] (...)``) and its reference.
+    """
+    where, ref = at
     mg, why = _administered_mg(r, days) if administration else _daily_mg(r)
     if why is not None:
         b.unread_element(ref, why + " (prednisone equivalent not computed)")
-        mg = None
     elif mg is None:
-        return  # no dose given: nothing to read
+        return None  # no dose given: nothing to read
     if drug is None:
         if mg is not None:
             b.unread_element(ref, "medication: its code has no prednisone_equivalents entry (prednisone equivalent "
                              "not computed)")
-        return
-    key = (drug[0] or "", drug[1] or "")
+        return None
     if administration:  # several administrations of a drug on one day add up (see _daily_totals)
-        if days[0] is not None:
-            b.administered.append((entry, ref, key, days[0], mg))
-        return
-    if mg is not None:
-        drug_mg, prednisone_mg = b.mapping.prednisone[key]
-        entry["prednisone_equivalent_mg_per_day"] = round(mg * prednisone_mg / drug_mg, 6)
+        b.administered[where] = (drug, days[0], mg, [], ref)
+        return None
+    drug_mg, prednisone_mg = b.mapping.prednisone[drug]
+    return None if mg is None else round(mg * prednisone_mg / drug_mg, 6)
 
 
 def _mg(q: Any, where: str) -> tuple[float | None, str | None]:
@@ -1012,34 +1019,37 @@ def _daily_mg(r: dict[str, Any]) -> tuple[float | None, str | None]:
     return mg * float(frequency) / (float(period) * _PERIOD_DAYS[unit]), None
 
 
-def _administered_mg(r: dict[str, Any], days: tuple[dt.date | None, dt.date | None]) -> tuple[float | None, str | None]:
+def _administered_mg(r: dict[str, Any], days: tuple[dt.date, dt.date | None]) -> tuple[float | None, str | None]:
     """MedicationAdministration: the mg given (one administration on its day), or why not."""
     raw = r.get("dosage")
     dosage: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if "dose" not in dosage:
         rate = any(k.startswith("rate") for k in dosage)
         return None, "dosage.rate[x]: a rate is not read (give dosage.dose)" if rate else None
-    if days[0] is None or days[1] != days[0]:
+    if days[1] != days[0]:
         return None, "effectivePeriod: an administration over more than one day gives no daily dose"
     return _mg(dosage["dose"], "dosage.dose")
 
 
 def _daily_totals(b: _Builder) -> None:
     """Each administration of a drug gets the prednisone equivalent of all that drug's doses on its day."""
-    days: dict[tuple[tuple[str, str], dt.date], list[tuple[dict[str, Any], str, float | None]]] = {}
-    for entry, ref, key, day, mg in b.administered:
-        days.setdefault((key, day), []).append((entry, ref, mg))
-    for (key, day), given in days.items():
-        if any(mg is None for _, _, mg in given):
-            for _, ref, mg in given:
+    days: dict[tuple[tuple[str, str], dt.date], list[str]] = {}
+    for where, (drug, day, _, _, _) in b.administered.items():
+        days.setdefault((drug, day), []).append(where)
+    for (drug, day), places in days.items():
+        doses = [b.administered[where][2] for where in places]
+        if any(mg is None for mg in doses):
+            for where, mg in zip(places, doses, strict=True):
                 if mg is not None:
+                    ref = b.administered[where][4]
                     b.unread_element(ref, f"dosage.dose: another administration of this drug on {day} has no dose "
                                      "read, so the day's total is not known (prednisone equivalent not computed)")
             continue
-        drug_mg, prednisone_mg = b.mapping.prednisone[key]
-        total = round(sum(mg for _, _, mg in given if mg is not None) * prednisone_mg / drug_mg, 6)
-        for entry, _, _ in given:
-            entry["prednisone_equivalent_mg_per_day"] = total
+        drug_mg, prednisone_mg = b.mapping.prednisone[drug]
+        total = round(sum(mg for mg in doses if mg is not None) * prednisone_mg / drug_mg, 6)
+        for where in places:
+            for entry in b.administered[where][3]:
+                entry["prednisone_equivalent_mg_per_day"] = total
 
 
 def _assemble(b: _Builder, record: dict[str, Any], provenance: dict[str, Any]) -> None:
