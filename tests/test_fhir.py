@@ -773,3 +773,23 @@ def test_a_reason_reference_by_full_url_is_followed() -> None:
     resources(bundle)["hydrocortisone"]["reasonReference"] = [{"reference": url}]
     entry, notes = medication(bundle, "MedicationStatement/hydrocortisone")
     assert (entry["indication"], notes) == ("physiological_replacement", [])
+
+
+def test_a_medication_rule_filling_therapies_gets_no_indication_or_dose() -> None:
+    """Indication and dose are fields of medications entries only; a therapies entry from the same drug has none."""
+    steroid = [{"system": ATC, "code": "H02AB02"}]
+    mapping = load_mapping({"map": [{"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "corticosteroid"}},
+                                    {"resource": "Medication", "to": "therapies", "codes": steroid,
+                                     "set": {"category": "chemotherapy"}}],
+                            "indications": [{"value": "treatment", "codes": [{"system": SCT, "code": "402356004"}]}],
+                            "prednisone_equivalents": [{"drug_mg": 0.75, "prednisone_mg": 5, "codes": steroid}]},
+                           "f.toml")
+    course = statement("dex", "H02AB02", mg(4), {"frequency": 1, "period": 1, "periodUnit": "d"},
+                       **reasons((SCT, "402356004")))
+    bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-02T09:00:00Z",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}, {"resource": course}]}
+    record = bundle_record(mapping, bundle, "b.json")
+    (steroid_course,), (therapy,) = record.lists["medications"], record.lists["therapies"]
+    assert (steroid_course.indication, steroid_course.dose) == ("treatment", pytest.approx(4 * 5 / 0.75))
+    assert (therapy.indication, therapy.dose) == ("unspecified", None)

@@ -122,7 +122,8 @@ class FhirRule:
 
 @attrs.frozen
 class FhirMapping:
-    """The checked ``fhir`` section of a protocol: rules, coded answers, routes and the local code system."""
+    """The checked ``fhir`` section of a protocol: rules, coded answers, routes, medication indications and
+    prednisone equivalents, and the local code system."""
 
     __repr__ = value_repr
 
@@ -885,12 +886,12 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
         route = b.mapping.routes.get((system or "", code or "")) or route
     codings = _codings(concept)
     name = next((d for _, _, d in codings if d), None) or (concept or {}).get("text")
-    made = [rule for rule in rules if not rule.none]  # the rules that make entries
+    made = [rule for rule in rules if not rule.none and rule.to == "medications"]  # entries with a dose
     indication = _indication(b, r, ref, by_id) if made else None
     drug = next(((s or "", c or "") for s, c, _ in codings if (s or "", c or "") in b.mapping.prednisone), None)
     steroid = any(rule.set.get("category") == "corticosteroid" for rule in made)
     dose = (_dose(b, r, (where, ref), drug, administration, (start, end))
-            if start is not None and (drug is not None or steroid) else None)
+            if made and start is not None and (drug is not None or steroid) else None)
     for rule in rules:
         if rule.none:
             b.known_none[rule.to] = ref
@@ -905,12 +906,13 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
             entry["route"] = route
         if isinstance(name, str) and name:
             entry["name"] = name
-        if indication is not None:
-            entry["indication"] = indication
-        if dose is not None:
-            entry["prednisone_equivalent_mg_per_day"] = dose
-        if where in b.administered:  # its dose is the day's total, set once all resources are read
-            b.administered[where][3].append(entry)
+        if rule.to == "medications":  # therapies entries have no indication or dose
+            if indication is not None:
+                entry["indication"] = indication
+            if dose is not None:
+                entry["prednisone_equivalent_mg_per_day"] = dose
+            if where in b.administered:  # its dose is the day's total, set once all resources are read
+                b.administered[where][3].append(entry)
         b.add(rule.to, entry, ref)
 
 
