@@ -62,6 +62,7 @@ def record_of(bundle: dict[str, Any]) -> Any:
 
 @pytest.mark.parametrize(("name", "outcome"), [
     ("eligible", "eligible"), ("not-eligible", "not eligible"), ("undetermined", "undetermined"), ("male", "eligible"),
+    ("steroid-replacement", "eligible"),
 ])
 def test_shipped_bundles_screen_to_their_outcome(name: str, outcome: str) -> None:
     """Each example Bundle gives the outcome its name says (the male one without pregnancy data is decided)."""
@@ -112,11 +113,28 @@ def test_every_shipped_rule_names_codes_and_a_record_place() -> None:
      "f.toml: fhir.map[0].codes[0].code: expected a code (got None)"),
     ({"answers": [{"value": "maybe", "codes": [{"system": "s", "code": "c"}]}]},
      "f.toml: fhir.answers[0].value: expected one of positive, negative (got 'maybe')"),
-    ({"mapping": []}, "f.toml: fhir.mapping: unknown key (expected one of: answers, description, local_system"),
+    ({"mapping": []},
+     "f.toml: fhir.mapping: unknown key (expected one of: answers, description, indications, local_system"),
     ({"map": [{"resource": "Observation", "to": "ecog", "none": True, "codes": [{"system": "s", "code": "c"}]}]},
      "f.toml: fhir.map[0].none: only a list"),
     ({"map": [{"resource": "Observation", "to": "measurements.anc", "codes": [{"system": LOINC, "code": "751-8"}]}]},
      "f.toml: fhir.map[0].to: this protocol reads no measurement 'anc' (it reads: alt, ast"),
+    ({"indications": [{"value": "unspecified", "codes": [{"system": "s", "code": "c"}]}]},
+     "f.toml: fhir.indications[0].value: expected one of treatment, physiological_replacement (got 'unspecified')"),
+    ({"prednisone_equivalents": [{"drug_mg": 0, "prednisone_mg": 5, "codes": [{"system": ATC, "code": "H02AB02"}]}]},
+     "f.toml: fhir.prednisone_equivalents[0].drug_mg: expected a number of mg above 0 and at most 1000 (got 0)"),
+    ({"prednisone_equivalents": [{"drug_mg": 4, "prednisone_mg": "5", "codes": [{"system": ATC, "code": "H02AB04"}]}]},
+     "f.toml: fhir.prednisone_equivalents[0].prednisone_mg: expected a number of mg above 0 and at most 1000"),
+    ({"prednisone_equivalents": [{"drug_mg": 4, "prednisone_mg": 5}]},
+     "f.toml: fhir.prednisone_equivalents[0].codes: expected a non-empty list of codes"),
+    ({"prednisone_equivalents": [{"drug_mg": 4, "prednisone_mg": 5, "factor": 1.25,
+                                  "codes": [{"system": ATC, "code": "H02AB04"}]}]},
+     "f.toml: fhir.prednisone_equivalents[0].factor: unknown key (expected one of: codes, drug_mg, prednisone_mg)"),
+    ({"prednisone_equivalents": [{"drug_mg": 4, "prednisone_mg": 5, "codes": [{"system": ATC, "code": "H02AB04"}]},
+                                 {"drug_mg": 5, "prednisone_mg": 5, "codes": [{"system": ATC, "code": "H02AB04"}]}]},
+     "f.toml: fhir.prednisone_equivalents[1].codes: http://www.whocc.no/atc|H02AB04 already has 4 mg = 5 mg"),
+    ({"prednisone_equivalents": {"drug_mg": 4}},
+     "f.toml: fhir.prednisone_equivalents: expected an array of tables (got {'drug_mg': 4})"),
 ])
 def test_a_bad_mapping_is_refused_naming_the_key_path(raw: dict[str, Any], message: str) -> None:
     """Each problem is one line naming the file and the key path."""
@@ -370,7 +388,7 @@ def test_cli_batch_over_a_folder(capsys: pytest.CaptureFixture[str]) -> None:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(d["file"], d["outcome"]) for d in lines] == [
         ("eligible.json", "eligible"), ("male.json", "eligible"), ("not-eligible.json", "not eligible"),
-        ("undetermined.json", "undetermined")]
+        ("steroid-replacement.json", "eligible"), ("undetermined.json", "undetermined")]
 
 
 def test_cli_data_items_prints_the_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -415,10 +433,28 @@ def mapping_table() -> str:
     return "\n".join(lines)
 
 
+def medication_tables() -> str:
+    """The indications and prednisone-equivalents tables of docs/howto/fhir.md, built from the shipped fhir.toml."""
+    import tomllib
+
+    names = {SCT: "SNOMED CT", ATC: "ATC", "http://hl7.org/fhir/sid/icd-10": "ICD-10"}
+    raw = tomllib.loads((ROOT / "spec" / "nct07117175" / "fhir.toml").read_text())["fhir"]
+
+    def codes(entry: dict[str, Any]) -> str:
+        return "; ".join(f"{names.get(c['system'], c['system'])} {c['code']} {c['display']}" for c in entry["codes"])
+
+    lines = ["| indication | reason codes |", "| --- | --- |"]
+    lines += [f"| `{e['value']}` | {codes(e)} |" for e in raw["indications"]]
+    lines += ["", "| drug | mg of the drug | mg of prednisone |", "| --- | --- | --- |"]
+    lines += [f"| {codes(e)} | {e['drug_mg']:g} | {e['prednisone_mg']:g} |" for e in raw["prednisone_equivalents"]]
+    return "\n".join(lines)
+
+
 def test_the_docs_mapping_table_is_the_shipped_mapping() -> None:
     """docs/howto/fhir.md shows the mapping exactly as fhir.toml declares it."""
     page = (ROOT / "docs" / "howto" / "fhir.md").read_text()
     assert mapping_table() in page, "regenerate the table: python -c 'from tests.test_fhir import mapping_table; ...'"
+    assert medication_tables() in page, "regenerate: python -c 'from tests.test_fhir import medication_tables; ...'"
 
 
 # ------------------------------------------------------------------ more rules and limits
@@ -512,3 +548,248 @@ def _same_lists(a: dict[str, Any], b: dict[str, Any]) -> bool:
             return {k: norm(v) for k, v in value.items()}
         return value
     return bool(norm(a) == norm(b))
+
+
+# ------------------------------------------------------------------ medications: indication, prednisone-equivalent dose
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+def statement(rid: str, atc: str, dose: dict[str, Any] | None = None, timing: dict[str, Any] | None = None,
+              **extra: Any) -> dict[str, Any]:
+    """An active MedicationStatement of an ATC drug, with dosage[0]'s doseAndRate and timing.repeat."""
+    dosage: dict[str, Any] = {}
+    if dose is not None:
+        dosage["doseAndRate"] = [dose]
+    if timing is not None:
+        dosage["timing"] = {"repeat": timing}
+    return {"resourceType": "MedicationStatement", "id": rid, "status": "active",
+            "medicationCodeableConcept": {"coding": [{"system": ATC, "code": atc}]},
+            "subject": {"reference": "Patient/p1"}, "effectivePeriod": {"start": "2026-02-01"},
+            **({"dosage": [dosage]} if dosage else {}), **extra}
+
+
+def mg(value: float, unit: str = "mg") -> dict[str, Any]:
+    return {"doseQuantity": {"value": value, "system": UCUM, "code": unit}}
+
+
+def given(rid: str, atc: str, day: str, dose: dict[str, Any] | None) -> dict[str, Any]:
+    """A completed MedicationAdministration of an ATC drug on one day."""
+    return {"resourceType": "MedicationAdministration", "id": rid, "status": "completed",
+            "medicationCodeableConcept": {"coding": [{"system": ATC, "code": atc}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
+            **({"dosage": {"dose": dose}} if dose is not None else {})}
+
+
+def medication(bundle: dict[str, Any], ref: str) -> tuple[dict[str, Any], list[str]]:
+    """The medications entry a resource gave, and the elements of it that were not read."""
+    record, provenance = bundle_to_record(SPEC.fhir, bundle, "b.json")
+    entry = record["medications"][provenance["medications"].index(ref)]
+    return entry, provenance.get("#unread", {}).get(ref, [])
+
+
+def daily(resource: dict[str, Any]) -> float | None:
+    entry, _ = medication(add(example("eligible"), resource), f"{resource['resourceType']}/{resource['id']}")
+    value = entry.get("prednisone_equivalent_mg_per_day")
+    return None if value is None else float(value)
+
+
+@pytest.mark.parametrize(("resource", "expected"), [
+    (statement("dex", "H02AB02", mg(4), {"frequency": 2, "period": 1, "periodUnit": "d"}), 4 * 2 * 5 / 0.75),
+    (statement("hc", "H02AB09", mg(10), {"frequency": 1, "period": 8, "periodUnit": "h"}), 30 / 4),
+    (statement("pred", "H02AB06", mg(0.35, "g"), {"frequency": 1, "period": 1, "periodUnit": "wk"}), 50.0),
+    (statement("mp", "H02AB04", mg(500, "ug"), {"frequency": 3, "period": 1, "periodUnit": "d"}), 1.5 * 5 / 4),
+    (statement("dfz", "H02AB13", mg(6), {"frequency": 1, "period": 2, "periodUnit": "d"}), 2.5),
+])
+def test_the_prednisone_equivalent_is_dose_times_frequency_per_day_times_the_equivalence(
+        resource: dict[str, Any], expected: float) -> None:
+    """dose (in mg through the unit machinery) x frequency / period in days x prednisone_mg / drug_mg."""
+    assert daily(resource) == pytest.approx(expected)
+
+
+def test_the_prednisone_equivalent_scales_linearly_with_the_frequency_and_the_dose() -> None:
+    """Property: n doses a day give n times the daily dose of one; k times the dose gives k times the daily dose."""
+    from hypothesis import given as hypothesis_given
+    from hypothesis import settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=20, deadline=None)
+    @hypothesis_given(st.integers(1, 6), st.sampled_from([0.5, 1, 2.5, 4, 10, 20]), st.sampled_from(["h", "d", "wk"]))
+    def check(frequency: int, dose: float, unit: str) -> None:
+        once = daily(statement("s", "H02AB02", mg(dose), {"frequency": 1, "period": 1, "periodUnit": unit}))
+        many = daily(statement("s", "H02AB02", mg(dose), {"frequency": frequency, "period": 1, "periodUnit": unit}))
+        double = daily(statement("s", "H02AB02", mg(2 * dose), {"frequency": frequency, "period": 1,
+                                                                "periodUnit": unit}))
+        assert once is not None and many is not None and double is not None
+        assert many == pytest.approx(frequency * once) and double == pytest.approx(2 * many)
+
+    check()
+
+
+@pytest.mark.parametrize(("resource", "note"), [
+    (statement("s", "H02AB02", mg(4)), "dosage[0].timing.repeat.frequency/period/periodUnit: missing"),
+    (statement("s", "H02AB02", mg(4), {"period": 1, "periodUnit": "d"}), "timing.repeat.frequency: missing"),
+    (statement("s", "H02AB02", {"doseRange": {"low": {"value": 4, "code": "mg", "system": UCUM},
+                                              "high": {"value": 8, "code": "mg", "system": UCUM}}},
+               {"frequency": 1, "period": 1, "periodUnit": "d"}), "doseRange: a range gives no exact dose"),
+    (statement("s", "H02AB02", mg(1, "mL"), {"frequency": 1, "period": 1, "periodUnit": "d"}),
+     "doseQuantity: 'mL' is not a mass"),
+    (statement("s", "H02AB02", mg(0.1, "mg/kg"), {"frequency": 1, "period": 1, "periodUnit": "d"}),
+     "doseQuantity: 'mg/kg' is not a mass"),
+    (statement("s", "H02AB02", mg(4), {"frequency": 1, "frequencyMax": 2, "period": 1, "periodUnit": "d"}),
+     "timing.repeat.frequencyMax: a range gives no exact daily dose"),
+    (statement("s", "H02AB02", mg(4), {"frequency": 1, "period": 1, "periodUnit": "mo"}),
+     "periodUnit: 'mo' has no fixed length in days"),
+    (statement("s", "H02AB02", dosage=[{"doseAndRate": [mg(8)]}, {"doseAndRate": [mg(4)]}]),
+     "dosage: 2 dosage instructions (a taper or split doses) give no single daily dose"),
+    (statement("s", "H02AB03", mg(20), {"frequency": 1, "period": 1, "periodUnit": "d"}),
+     "medication: its code has no prednisone_equivalents entry"),
+    (given("a", "H02AB02", "2026-02-01", None) | {"dosage": {"rateQuantity": {"value": 1, "code": "mg/h",
+                                                                             "system": UCUM}}},
+     "dosage.rate[x]: a rate is not read (give dosage.dose)"),
+    ({**given("a", "H02AB02", "2026-02-01", {"value": 8, "code": "mg", "system": UCUM}),
+      "effectivePeriod": {"start": "2026-02-01", "end": "2026-02-03"}} | {"effectiveDateTime": None},
+     "effectivePeriod: an administration over more than one day gives no daily dose"),
+])
+def test_a_dose_that_cannot_be_computed_exactly_is_left_unset_and_reported(resource: dict[str, Any], note: str) -> None:
+    """No frequency, a range, a unit that is not a mass, a month, a taper, no equivalence: no dose, and why."""
+    resource = {k: v for k, v in resource.items() if v is not None}
+    ref = f"{resource['resourceType']}/{resource['id']}"
+    entry, notes = medication(add(example("eligible"), resource), ref)
+    assert "prednisone_equivalent_mg_per_day" not in entry
+    assert any(note in n and n.endswith("(prednisone equivalent not computed)") for n in notes), notes
+    result = screen(SPEC, add(example("eligible"), resource))
+    assert note in result.to_dict()["unread_elements"][ref][0]
+    assert result.text().splitlines()[-1].startswith(f"not read: {ref} (")
+
+
+def test_a_medication_without_a_dose_is_not_reported() -> None:
+    """Nothing to read is not a problem: the shipped dexamethasone has a route only."""
+    entry, notes = medication(example("eligible"), "MedicationStatement/dexamethasone")
+    assert "prednisone_equivalent_mg_per_day" not in entry and notes == []
+    assert "unread_elements" not in screen(SPEC, example("eligible")).to_dict()
+
+
+def test_administrations_of_one_drug_on_one_day_add_up() -> None:
+    """Each MedicationAdministration is one dose on its day; two of dexamethasone that day make the daily dose."""
+    dose = {"value": 4, "code": "mg", "system": UCUM}
+    bundle = add(example("eligible"), given("a1", "H02AB02", "2026-02-01", dose),
+                 given("a2", "H02AB02", "2026-02-01T20:00:00Z", dose), given("a3", "H02AB02", "2026-02-02", dose))
+    record, provenance = bundle_to_record(SPEC.fhir, bundle, "b.json")
+    doses = {ref: m.get("prednisone_equivalent_mg_per_day")
+             for ref, m in zip(provenance["medications"], record["medications"], strict=True)}
+    assert doses["MedicationAdministration/a1"] == doses["MedicationAdministration/a2"] == pytest.approx(8 * 5 / 0.75)
+    assert doses["MedicationAdministration/a3"] == pytest.approx(4 * 5 / 0.75)
+    blank = add(example("eligible"), given("a1", "H02AB02", "2026-02-01", dose),
+                given("a2", "H02AB02", "2026-02-01", {"value": 1, "code": "mL", "system": UCUM}))
+    entry, notes = medication(blank, "MedicationAdministration/a1")
+    assert "prednisone_equivalent_mg_per_day" not in entry
+    assert "another administration of this drug on 2026-02-01 has no dose read" in notes[0]
+
+
+def reasons(*codes: tuple[str, str]) -> dict[str, Any]:
+    return {"reasonCode": [{"coding": [{"system": system, "code": code}]} for system, code in codes]}
+
+
+@pytest.mark.parametrize(("extra", "indication", "note"), [
+    (reasons((ICD10, "E27.1")), "physiological_replacement", None),
+    (reasons((SCT, "363732003")), "physiological_replacement", None),
+    (reasons((SCT, "402356004")), "treatment", None),
+    (reasons((ICD10, "E27.1"), (SCT, "402355000")), "treatment", None),
+    (reasons((ICD10, "E27.1"), (SCT, "195967001")), None,
+     "reasonCode: http://snomed.info/sct|195967001 is in no indications table entry (indication unspecified)"),
+    (reasons((SCT, "195967001")), None, "reasonCode: http://snomed.info/sct|195967001 is in no indications table"),
+    ({"reasonReference": [{"reference": "Observation/ecog"}]}, None,
+     "reasonReference: 'Observation/ecog' is not a Condition in this Bundle"),
+    ({}, None, None),
+])
+def test_reason_codes_give_the_indication(extra: dict[str, Any], indication: str | None, note: str | None) -> None:
+    """fhir.indications maps reasons; treatment wins; replacement needs every reason mapped to it; else unspecified."""
+    resource = statement("hc", "H02AB09", mg(10), {"frequency": 2, "period": 1, "periodUnit": "d"}, **extra)
+    entry, notes = medication(add(example("eligible"), resource), "MedicationStatement/hc")
+    assert entry.get("indication") == indication
+    assert entry["prednisone_equivalent_mg_per_day"] == 5.0
+    if note is None:
+        assert notes == []
+    else:
+        assert any(note in n for n in notes), notes
+
+
+def test_a_reason_reference_to_a_condition_in_the_bundle_gives_the_indication() -> None:
+    """The shipped Bundle: hydrocortisone for Addison's disease (a Condition it names) is replacement, and the
+    Condition, read as the reason, is not listed as ignored."""
+    bundle = example("steroid-replacement")
+    entry, notes = medication(bundle, "MedicationStatement/hydrocortisone")
+    assert (entry["indication"], entry["prednisone_equivalent_mg_per_day"], notes) == ("physiological_replacement",
+                                                                                       5.0, [])
+    assert "ignored_resources" not in screen(SPEC, bundle).to_dict()
+
+
+def test_cli_exclusion_12_reads_the_indication_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After an allogeneic transplant, ongoing hydrocortisone for Addison's disease does not exclude (replacement);
+    the same course given for GVHD, or with no reason, does (Exclusion 12)."""
+    spec = str(ROOT / "spec" / "nct07117175")
+    assert main(["screen", spec, str(EXAMPLES / "steroid-replacement.json"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    exc12 = next(c for c in data["criteria"] if c["id"] == "exc_allogeneic_transplant")
+    assert (data["outcome"], exc12["result"]) == ("eligible", False)
+    for change in ({"reasonCode": [{"coding": [{"system": SCT, "code": "402356004"}]}]}, {}):
+        bundle = copy.deepcopy(example("steroid-replacement"))
+        course = resources(bundle)["hydrocortisone"]
+        del course["reasonReference"]
+        course.update(change)
+        path = tmp_path / "b.json"
+        path.write_text(json.dumps(bundle))
+        assert main(["screen", spec, str(path), "--json"]) == 3
+        data = json.loads(capsys.readouterr().out)
+        exc12 = next(c for c in data["criteria"] if c["id"] == "exc_allogeneic_transplant")
+        assert exc12["result"] is True and "exc_allogeneic_transplant" in data["failed"]
+        assert exc12["sources"]["steroid_treatment"] == ["MedicationStatement/dexamethasone",
+                                                         "MedicationStatement/hydrocortisone"]
+
+
+def test_a_drug_two_rules_map_gets_one_dose_in_each_entry() -> None:
+    """A resource two rules turn into two entries is still one dose: the day's total counts it once."""
+    steroid = [{"system": ATC, "code": "H02AB02"}]
+    mapping = load_mapping({"map": [{"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "corticosteroid"}},
+                                    {"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "other"}}],
+                            "prednisone_equivalents": [{"drug_mg": 0.75, "prednisone_mg": 5, "codes": steroid}]},
+                           "f.toml")
+    dose = {"value": 4, "code": "mg", "system": UCUM}
+    bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-02T09:00:00Z",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}},
+                        {"resource": given("a1", "H02AB02", "2026-02-01", dose)},
+                        {"resource": given("a2", "H02AB02", "2026-02-01", dose)}]}
+    record, _ = bundle_to_record(mapping, bundle, "b.json")
+    assert [m["prednisone_equivalent_mg_per_day"] for m in record["medications"]] == [pytest.approx(8 * 5 / 0.75)] * 4
+
+
+def test_a_reason_reference_by_full_url_is_followed() -> None:
+    """reasonReference may name the Condition by its entry's fullUrl."""
+    bundle = copy.deepcopy(example("steroid-replacement"))
+    url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"]["id"] == "addison")
+    resources(bundle)["hydrocortisone"]["reasonReference"] = [{"reference": url}]
+    entry, notes = medication(bundle, "MedicationStatement/hydrocortisone")
+    assert (entry["indication"], notes) == ("physiological_replacement", [])
+
+
+def test_a_medication_rule_filling_therapies_gets_no_indication_or_dose() -> None:
+    """Indication and dose are fields of medications entries only; a therapies entry from the same drug has none."""
+    steroid = [{"system": ATC, "code": "H02AB02"}]
+    mapping = load_mapping({"map": [{"resource": "Medication", "to": "medications", "codes": steroid,
+                                     "set": {"category": "corticosteroid"}},
+                                    {"resource": "Medication", "to": "therapies", "codes": steroid,
+                                     "set": {"category": "chemotherapy"}}],
+                            "indications": [{"value": "treatment", "codes": [{"system": SCT, "code": "402356004"}]}],
+                            "prednisone_equivalents": [{"drug_mg": 0.75, "prednisone_mg": 5, "codes": steroid}]},
+                           "f.toml")
+    course = statement("dex", "H02AB02", mg(4), {"frequency": 1, "period": 1, "periodUnit": "d"},
+                       **reasons((SCT, "402356004")))
+    bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-02T09:00:00Z",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}, {"resource": course}]}
+    record = bundle_record(mapping, bundle, "b.json")
+    (steroid_course,), (therapy,) = record.lists["medications"], record.lists["therapies"]
+    assert (steroid_course.indication, steroid_course.dose) == ("treatment", pytest.approx(4 * 5 / 0.75))
+    assert (therapy.indication, therapy.dose) == ("unspecified", None)

@@ -30,8 +30,9 @@ import attrs
 
 from .._attrs import value_repr
 from .._limits import MAX_BUNDLE_ENTRIES, show
-from ..errors import ProtocolError
+from ..errors import EscalationRulesError, ProtocolError
 from ._record import LIST_FIELDS, SECTION_FIELDS, PatientRecord, RecordError, read_record
+from ._units import lab_factor
 
 __all__ = ["FhirCode", "FhirError", "FhirMapping", "FhirRule", "blame", "bundle_record", "bundle_to_record",
            "is_bundle", "load_mapping"]
@@ -51,6 +52,9 @@ _ELEMENTS = {"demographics.sex": "Patient.gender", "demographics.birth_date": "P
              "anchors.screening": "Bundle.timestamp"}
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _UCUM = "http://unitsofmeasure.org"
+_NO_RULE = "no mapping rule for its code"
+#: Timing.repeat.periodUnit in days (a month and a year have no fixed length).
+_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0}
 
 
 class FhirError(RecordError):
@@ -118,7 +122,8 @@ class FhirRule:
 
 @attrs.frozen
 class FhirMapping:
-    """The checked ``fhir`` section of a protocol: rules, coded answers, routes and the local code system."""
+    """The checked ``fhir`` section of a protocol: rules, coded answers, routes, medication indications and
+    prednisone equivalents, and the local code system."""
 
     __repr__ = value_repr
 
@@ -128,6 +133,10 @@ class FhirMapping:
     routes: Mapping[tuple[str, str], str]
     local_system: str
     description: str = ""
+    #: A medication's reason (a condition code) to its indication: treatment or physiological_replacement.
+    indications: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    #: A drug code to (mg of the drug, mg of prednisone): the doses of equal glucocorticoid effect.
+    prednisone: Mapping[tuple[str, str], tuple[float, float]] = attrs.field(factory=dict)
 
     def codes_for(self, place: str, where: Mapping[str, tuple[Any, ...]] | None = None,
                   where_not: Mapping[str, tuple[Any, ...]] | None = None) -> list[dict[str, str]]:
@@ -171,7 +180,10 @@ def _kept(fields: Mapping[str, Any], where: Mapping[str, tuple[Any, ...]],
 
 # ------------------------------------------------------------------ loading the mapping
 
-_TOP = ("description", "local_system", "answers", "routes", "map")
+_TOP = ("description", "local_system", "answers", "routes", "indications", "prednisone_equivalents", "map")
+_INDICATIONS = tuple(v for v in LIST_FIELDS["medications"][0]["indication"] if v != "unspecified")
+_EQUIVALENCE_KEYS = ("drug_mg", "prednisone_mg", "codes")
+_MAX_EQUIVALENT_MG = 1000.0
 _RULE_KEYS = ("resource", "to", "codes", "set", "value", "prefix", "none")
 
 
@@ -247,13 +259,17 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
             out.append(FhirCode(system, code, display))
         return tuple(out)
 
-    def table(name: str, allowed: tuple[str, ...]) -> dict[tuple[str, str], str]:
-        out: dict[tuple[str, str], str] = {}
+    def array(name: str) -> list[Any]:
+        """The array of tables ``fhir.NAME`` (empty when absent, or reported when not an array)."""
         value = raw.get(name, [])
         if not isinstance(value, list):
             problem(f"fhir.{name}", f"expected an array of tables (got {show(value)})")
-            return out
-        for path, entry, _ in tables(value, f"fhir.{name}", ("value", "codes")):
+            return []
+        return value
+
+    def table(name: str, allowed: tuple[str, ...]) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        for path, entry, _ in tables(array(name), f"fhir.{name}", ("value", "codes")):
             meaning = entry.get("value")
             if meaning not in allowed:
                 problem(f"{path}.value", f"expected one of {', '.join(allowed)} (got {show(meaning)})")
@@ -264,12 +280,26 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
 
     answers = table("answers", ("positive", "negative"))
     routes = table("routes", LIST_FIELDS["medications"][0]["route"])
+    indications = table("indications", _INDICATIONS)
+    prednisone: dict[tuple[str, str], tuple[float, float]] = {}
+    for path, entry, _ in tables(array("prednisone_equivalents"), "fhir.prednisone_equivalents", _EQUIVALENCE_KEYS):
+        doses = []
+        for key in ("drug_mg", "prednisone_mg"):
+            mg = entry.get(key)
+            if isinstance(mg, bool) or not isinstance(mg, int | float) or not 0 < mg <= _MAX_EQUIVALENT_MG:
+                problem(f"{path}.{key}", f"expected a number of mg above 0 and at most {_MAX_EQUIVALENT_MG:g} "
+                        f"(got {show(mg)})")
+                continue
+            doses.append(float(mg))
+        for c in codes(entry.get("codes"), f"{path}.codes"):
+            old = prednisone.get((c.system, c.code))
+            if len(doses) == 2 and old is not None and old != tuple(doses):
+                problem(f"{path}.codes", f"{c.system}|{c.code} already has {old[0]:g} mg = {old[1]:g} mg "
+                        "prednisone (one equivalence per drug code)")
+            elif len(doses) == 2:
+                prednisone[(c.system, c.code)] = (doses[0], doses[1])
     rules: list[FhirRule] = []
-    raw_rules = raw.get("map", [])
-    if not isinstance(raw_rules, list):
-        problem("fhir.map", f"expected an array of tables (got {show(raw_rules)})")
-        raw_rules = []
-    for path, entry, known in tables(raw_rules, "fhir.map", _RULE_KEYS):
+    for path, entry, known in tables(array("map"), "fhir.map", _RULE_KEYS):
         before = len(problems)
         resource, to = entry.get("resource"), entry.get("to")
         if resource not in _RULE_RESOURCES:
@@ -293,7 +323,7 @@ def load_mapping(raw: Any, source: str, measurements: frozenset[str] | None = No
             rules.append(FhirRule(resource, str(to), rule_codes, dict(fields), value, prefix, none))
     if problems:
         raise ProtocolError(problems)
-    return FhirMapping(source, tuple(rules), answers, routes, local, description)
+    return FhirMapping(source, tuple(rules), answers, routes, local, description, indications, prednisone)
 
 
 def _check_place(resource: str, to: Any, fields: Any, value: Any, none: Any) -> tuple[str, str] | None:
@@ -433,6 +463,14 @@ class _Builder:
         self.known_none: dict[str, str] = {}
         self.fields: dict[str, tuple[Any, str]] = {}
         self.ignored: dict[str, str] = {}  # resource -> why it gave no value
+        self.unread: dict[str, list[str]] = {}  # resource -> elements it gave no value from, and why
+        self.reasons: set[str] = set()  # Conditions read as a medication's reason
+        # a MedicationAdministration's place (entry[i] (...)) -> (drug code, day, mg or None, its entries, its ref)
+        self.administered: dict[str, tuple[tuple[str, str], dt.date, float | None, list[dict[str, Any]], str]] = {}
+
+    def unread_element(self, ref: str, note: str) -> None:
+        """Note an element that gave no value (``"element: why"``); the result lists them."""
+        self.unread.setdefault(ref, []).append(note)
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{self.source}: {where}: {message}")
@@ -548,11 +586,11 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
         provenance["demographics.birth_date"] = f"Patient/{pid}"
     if demographics:
         record["demographics"] = demographics
-    by_id: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, dict[str, Any]] = {}  # Medications and Conditions a medication may refer to
     for i, r in resources:
-        if r.get("resourceType") == "Medication":
+        if r.get("resourceType") in ("Medication", "Condition"):
             if isinstance(r.get("id"), str):
-                by_id[f"Medication/{r['id']}"] = r
+                by_id[f"{r['resourceType']}/{r['id']}"] = r
             url = entries[i].get("fullUrl")
             if isinstance(url, str):
                 by_id[url] = r
@@ -580,9 +618,15 @@ def bundle_to_record(mapping: FhirMapping, bundle: Mapping[str, Any],
             _medication(b, r, where, by_id)
     if b.problems:
         raise FhirError(b.problems)
+    _daily_totals(b)
+    for ref in b.reasons:  # a Condition read as a medication's reason gave a value
+        if b.ignored.get(ref) == _NO_RULE:
+            del b.ignored[ref]
     _assemble(b, record, provenance)
     if b.ignored:
         provenance["#ignored"] = b.ignored
+    if b.unread:
+        provenance["#unread"] = {ref: list(notes) for ref, notes in b.unread.items()}
     return record, provenance
 
 
@@ -616,7 +660,7 @@ def _observation(b: _Builder, r: dict[str, Any], where: str) -> None:
         return
     rules = _rules(b.mapping, "Observation", r.get("code"))
     if not rules:
-        b.ignored[ref] = "no mapping rule for its code"
+        b.ignored[ref] = _NO_RULE
     for rule in rules:
         head, _, rest = rule.to.partition(".")
         if rule.to == "ecog":
@@ -748,7 +792,7 @@ def _condition(b: _Builder, r: dict[str, Any], where: str) -> None:
     verification = {c or "" for _, c, _ in _codings(r.get("verificationStatus"))}
     rules = _rules(b.mapping, "Condition", r.get("code"))
     if not rules or verification & _UNSURE:
-        b.ignored[ref] = ("no mapping rule for its code" if not rules else
+        b.ignored[ref] = (_NO_RULE if not rules else
                           f"verificationStatus {'/'.join(sorted(verification & _UNSURE))}: not a diagnosis to "
                           "screen on")
         return
@@ -797,7 +841,7 @@ def _procedure(b: _Builder, r: dict[str, Any], where: str) -> None:
     ref = _ref(r)
     rules = _rules(b.mapping, "Procedure", r.get("code"))
     if status in ("not-done", "entered-in-error") or not rules:
-        b.ignored[ref] = f"status {status}" if rules else "no mapping rule for its code"
+        b.ignored[ref] = f"status {status}" if rules else _NO_RULE
         return
     for rule in rules:
         if rule.none:
@@ -823,16 +867,17 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
     reference = (r.get("medicationReference") or {}).get("reference")
     if concept is None and reference is not None:
         medication = by_id.get(reference)
-        if medication is None:
+        if medication is None or medication.get("resourceType") != "Medication":
             b.problem(where, f"medicationReference: {reference!r} is not a Medication in this Bundle")
             return
         concept = medication.get("code")
     rules = _rules(b.mapping, "Medication", concept)
     if not rules:
-        b.ignored[ref] = "no mapping rule for its code"
+        b.ignored[ref] = _NO_RULE
         return
     start, end = _period(r, "effective")
-    if r.get("resourceType") == "MedicationAdministration" and "effectivePeriod" not in r:
+    administration = r.get("resourceType") == "MedicationAdministration"
+    if administration and "effectivePeriod" not in r:
         end = start
     dosage = r.get("dosage")
     dosage = dosage[0] if isinstance(dosage, list) and dosage else dosage if isinstance(dosage, dict) else {}
@@ -841,6 +886,12 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
         route = b.mapping.routes.get((system or "", code or "")) or route
     codings = _codings(concept)
     name = next((d for _, _, d in codings if d), None) or (concept or {}).get("text")
+    made = [rule for rule in rules if not rule.none and rule.to == "medications"]  # entries with a dose
+    indication = _indication(b, r, ref, by_id) if made else None
+    drug = next(((s or "", c or "") for s, c, _ in codings if (s or "", c or "") in b.mapping.prednisone), None)
+    steroid = any(rule.set.get("category") == "corticosteroid" for rule in made)
+    dose = (_dose(b, r, (where, ref), drug, administration, (start, end))
+            if made and start is not None and (drug is not None or steroid) else None)
     for rule in rules:
         if rule.none:
             b.known_none[rule.to] = ref
@@ -855,7 +906,152 @@ def _medication(b: _Builder, r: dict[str, Any], where: str, by_id: Mapping[str, 
             entry["route"] = route
         if isinstance(name, str) and name:
             entry["name"] = name
+        if rule.to == "medications":  # therapies entries have no indication or dose
+            if indication is not None:
+                entry["indication"] = indication
+            if dose is not None:
+                entry["prednisone_equivalent_mg_per_day"] = dose
+            if where in b.administered:  # its dose is the day's total, set once all resources are read
+                b.administered[where][3].append(entry)
         b.add(rule.to, entry, ref)
+
+
+def _indication(b: _Builder, r: dict[str, Any], ref: str, by_id: Mapping[str, dict[str, Any]]) -> str | None:
+    """The indication the reasons of a medication give (``None``: unspecified).
+
+    A reason mapped to treatment makes it treatment; physiological replacement
+    needs every reason mapped to it (an unknown reason may be a treatment).
+    """
+    concepts: list[tuple[str, Any]] = [("reasonCode", c) for c in r.get("reasonCode") or ()]
+    for reason in r.get("reasonReference") or ():
+        target = reason.get("reference") if isinstance(reason, dict) else None
+        condition = by_id.get(target) if isinstance(target, str) else None
+        if condition is None or condition.get("resourceType") != "Condition":
+            b.unread_element(ref, f"reasonReference: {target!r} is not a Condition in this Bundle (only a "
+                             "Condition's code gives an indication)")
+            continue
+        b.reasons.add(_ref(condition))
+        concepts.append((f"reasonReference ({_ref(condition)})", condition.get("code")))
+    found: set[str] = set()
+    unknown: list[str] = []
+    for element, concept in concepts:
+        meanings = {b.mapping.indications.get((s or "", c or "")) for s, c, _ in _codings(concept)} - {None}
+        if meanings:
+            found |= {m for m in meanings if m is not None}
+        else:
+            shown = ", ".join(f"{s}|{c}" for s, c, _ in _codings(concept)) or (concept or {}).get("text") or "no code"
+            unknown.append(f"{element}: {shown} is in no indications table entry")
+    if "treatment" in found:
+        return "treatment"
+    for note in unknown:
+        b.unread_element(ref, note + " (indication unspecified)")
+    return "physiological_replacement" if found and not unknown else None
+
+
+def _dose(b: _Builder, r: dict[str, Any], at: tuple[str, str], drug: tuple[str, str] | None, administration: bool,
+          days: tuple[dt.date, dt.date | None]) -> float | None:
+    """A MedicationStatement's prednisone-equivalent mg per day when the dosage gives it exactly, else None
+    with the reason noted; a MedicationAdministration's dose is kept for :func:`_daily_totals`.
+
+    ``at`` is the resource's place in the Bundle (``entry[3] (...)``) and its reference.
+    """
+    where, ref = at
+    mg, why = _administered_mg(r, days) if administration else _daily_mg(r)
+    if why is not None:
+        b.unread_element(ref, why + " (prednisone equivalent not computed)")
+    elif mg is None:
+        return None  # no dose given: nothing to read
+    if drug is None:
+        if mg is not None:
+            b.unread_element(ref, "medication: its code has no prednisone_equivalents entry (prednisone equivalent "
+                             "not computed)")
+        return None
+    if administration:  # several administrations of a drug on one day add up (see _daily_totals)
+        b.administered[where] = (drug, days[0], mg, [], ref)
+        return None
+    drug_mg, prednisone_mg = b.mapping.prednisone[drug]
+    return None if mg is None else round(mg * prednisone_mg / drug_mg, 6)
+
+
+def _mg(q: Any, where: str) -> tuple[float | None, str | None]:
+    """A dose quantity in mg, or why it is not one."""
+    if not isinstance(q, dict) or q.get("value") is None:
+        return None, f"{where}: no value"
+    if q.get("comparator") is not None:
+        return None, f"{where}.comparator: {q['comparator']!r} gives no exact dose"
+    unit = q.get("code") if q.get("system") in (None, _UCUM) and q.get("code") else q.get("unit")
+    if not isinstance(unit, str) or not unit:
+        return None, f"{where}: no unit"
+    try:
+        factor = lab_factor(unit, "mg")
+    except EscalationRulesError:
+        return None, f"{where}: {unit!r} is not a mass (mg, g, ug)"
+    return float(q["value"]) * factor, None
+
+
+def _daily_mg(r: dict[str, Any]) -> tuple[float | None, str | None]:
+    """MedicationStatement: mg per day from ``dosage[0]`` (dose times frequency per period), or why not."""
+    dosages = [d for d in r.get("dosage") or () if isinstance(d, dict)]
+    if len(dosages) > 1:
+        return None, f"dosage: {len(dosages)} dosage instructions (a taper or split doses) give no single daily dose"
+    dose_and_rate = (dosages[0].get("doseAndRate") or [{}])[0] if dosages else {}
+    if "doseRange" in dose_and_rate:
+        return None, "dosage[0].doseAndRate[0].doseRange: a range gives no exact dose"
+    if "doseQuantity" not in dose_and_rate:
+        rate = any(k.startswith("rate") for k in dose_and_rate)
+        return None, "dosage[0].doseAndRate[0].rate[x]: a rate is not read (give doseQuantity)" if rate else None
+    mg, why = _mg(dose_and_rate["doseQuantity"], "dosage[0].doseAndRate[0].doseQuantity")
+    if mg is None:
+        return None, why
+    timing = dosages[0].get("timing") or {}
+    repeat = timing.get("repeat") or {}
+    for key in ("frequencyMax", "periodMax"):
+        if key in repeat:
+            return None, f"dosage[0].timing.repeat.{key}: a range gives no exact daily dose"
+    frequency, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
+    if frequency is None or period is None or unit is None:
+        missing = "/".join(k for k, v in (("frequency", frequency), ("period", period), ("periodUnit", unit))
+                           if v is None)
+        code = " (timing.code is not read)" if timing.get("code") else ""
+        return None, f"dosage[0].timing.repeat.{missing}: missing, so how often is not known{code}"
+    if unit not in _PERIOD_DAYS:
+        return None, f"dosage[0].timing.repeat.periodUnit: {unit!r} has no fixed length in days"
+    if not float(period) > 0:
+        return None, f"dosage[0].timing.repeat.period: {period!r} is not a length of time"
+    return mg * float(frequency) / (float(period) * _PERIOD_DAYS[unit]), None
+
+
+def _administered_mg(r: dict[str, Any], days: tuple[dt.date, dt.date | None]) -> tuple[float | None, str | None]:
+    """MedicationAdministration: the mg given (one administration on its day), or why not."""
+    raw = r.get("dosage")
+    dosage: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if "dose" not in dosage:
+        rate = any(k.startswith("rate") for k in dosage)
+        return None, "dosage.rate[x]: a rate is not read (give dosage.dose)" if rate else None
+    if days[1] != days[0]:
+        return None, "effectivePeriod: an administration over more than one day gives no daily dose"
+    return _mg(dosage["dose"], "dosage.dose")
+
+
+def _daily_totals(b: _Builder) -> None:
+    """Each administration of a drug gets the prednisone equivalent of all that drug's doses on its day."""
+    days: dict[tuple[tuple[str, str], dt.date], list[str]] = {}
+    for where, (drug, day, _, _, _) in b.administered.items():
+        days.setdefault((drug, day), []).append(where)
+    for (drug, day), places in days.items():
+        doses = [b.administered[where][2] for where in places]
+        if any(mg is None for mg in doses):
+            for where, mg in zip(places, doses, strict=True):
+                if mg is not None:
+                    ref = b.administered[where][4]
+                    b.unread_element(ref, f"dosage.dose: another administration of this drug on {day} has no dose "
+                                     "read, so the day's total is not known (prednisone equivalent not computed)")
+            continue
+        drug_mg, prednisone_mg = b.mapping.prednisone[drug]
+        total = round(sum(mg for mg in doses if mg is not None) * prednisone_mg / drug_mg, 6)
+        for where in places:
+            for entry in b.administered[where][3]:
+                entry["prednisone_equivalent_mg_per_day"] = total
 
 
 def _assemble(b: _Builder, record: dict[str, Any], provenance: dict[str, Any]) -> None:

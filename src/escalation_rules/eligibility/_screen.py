@@ -190,6 +190,8 @@ class ScreeningResult:
             out["input"] = "fhir"
             if provenance.get("#ignored"):
                 out["ignored_resources"] = dict(provenance["#ignored"])
+            if provenance.get("#unread"):
+                out["unread_elements"] = {ref: list(notes) for ref, notes in provenance["#unread"].items()}
         return out
 
     @property
@@ -219,6 +221,9 @@ class ScreeningResult:
         ignored = self._context.record.provenance.get("#ignored")
         if ignored:
             lines.append("ignored: " + "; ".join(f"{ref} ({why})" for ref, why in ignored.items()))
+        unread = self._context.record.provenance.get("#unread")
+        if unread:
+            lines.append("not read: " + "; ".join(f"{ref} ({'; '.join(notes)})" for ref, notes in unread.items()))
         return "\n".join(lines)
 
 
