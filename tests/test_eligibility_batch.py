@@ -307,7 +307,27 @@ def test_compact_numbers_lines_as_splitlines_whatever_the_line_break(end: str) -
         rows = list(screen_compact(SPEC, data.encode("utf-8")))
         assert [n for n, _, _ in rows] == [1, 3, 4]
         assert rows == list(screen_compact(SPEC, data))
+        assert rows == list(screen_compact(SPEC, bytearray(data.encode("utf-8"))))
+        assert rows == list(screen_compact(SPEC, _mapped(data.encode("utf-8"))))
         assert rows[1][2] is not None and rows[1][2][0].startswith("<batch>:3: ")
+
+
+def _mapped(data: bytes) -> Any:
+    """``data`` as a read-only mmap of a temporary file (as ``screen --batch`` maps a file)."""
+    import mmap
+    import tempfile
+
+    with tempfile.TemporaryFile() as file:
+        file.write(data)
+        file.flush()
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def test_compact_refuses_data_of_another_type_in_one_line() -> None:
+    """Anything but text, bytes, a bytearray or an mmap is refused naming what arrived."""
+    with pytest.raises(EscalationRulesError, match=r"^data: expected str, bytes, bytearray or mmap.mmap "
+                                                    r"\(got memoryview\)$"):
+        screen_compact(SPEC, memoryview(b"{}"))  # type: ignore[arg-type]
 
 
 def test_bytes_not_utf8_are_refused_whole_as_decoding_them_whole_would() -> None:
@@ -318,6 +338,9 @@ def test_bytes_not_utf8_are_refused_whole_as_decoding_them_whole_would() -> None
     for data in (good + b"\xff\n", good + "µ".encode()[:1]):
         with pytest.raises(UnicodeDecodeError) as err:
             list(screen_compact(SPEC, data))
+        with pytest.raises(UnicodeDecodeError) as mapped:
+            list(screen_compact(SPEC, _mapped(data)))
+        assert str(mapped.value) == str(err.value)
         with pytest.raises(UnicodeDecodeError) as whole:
             data.decode("utf-8")
         assert str(err.value) == str(whole.value)
@@ -360,6 +383,7 @@ def test_jobs_give_the_rows_of_one_process_in_input_order(jobs: int) -> None:
     data, before = _share_batch(), _children()
     one = list(screen_compact(SPEC, data))
     assert list(screen_compact(SPEC, data, jobs=jobs)) == one
+    assert list(screen_compact(SPEC, _mapped(data), jobs=jobs)) == one
     assert [n for n, t, _ in one if t is None] == [4, 2 * 4096 + 2]
     assert _children() <= before
 

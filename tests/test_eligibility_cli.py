@@ -183,3 +183,21 @@ def test_batch_jobs_print_what_one_process_prints(tmp_path: Path) -> None:
     bad = subprocess.run([*command, "--jobs", "65"], capture_output=True, text=True, check=False)
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr == "escalation-rules screen: --jobs: expected a whole number from 1 to 64 (got 65)\n"
+
+
+def test_batch_json_of_an_empty_file_or_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty file screens nothing and succeeds; a named pipe (not a regular file) is read, not mapped."""
+    import os
+    import threading
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert main(["screen", SPEC, "--batch", str(empty), "--json"]) == 0
+    assert capsys.readouterr().out == ""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(json.dumps(edit(BASE, {"id": "F1"})) + "\n",))
+    writer.start()
+    assert main(["screen", SPEC, "--batch", str(fifo), "--json"]) == 0
+    writer.join()
+    assert json.loads(capsys.readouterr().out)["record"] == "F1"

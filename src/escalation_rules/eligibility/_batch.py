@@ -38,6 +38,7 @@ import codecs
 import functools
 import itertools
 import json
+import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring
@@ -89,7 +90,7 @@ def screen_lines(spec: EligibilitySpec, lines: Iterable[str], site: SiteRanges |
             yield {"line": number, **summary}
 
 
-def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | None = None,
+def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.mmap, site: SiteRanges | None = None,
                    source: str = "<batch>", *, jobs: int = 1) -> Iterator[tuple[int, str | None, list[str] | None]]:
     """Screen JSON Lines text (or UTF-8 bytes) into the compact lines of ``screen --batch --json``.
 
@@ -97,7 +98,10 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     ``(line number, None, problems)`` per refused line; blank lines are
     skipped.  Lines are numbered as :meth:`str.splitlines` numbers them.
     Bytes that are not UTF-8 are refused whole (``UnicodeDecodeError``)
-    before anything is screened.
+    before anything is screened.  ``data`` may be an :class:`mmap.mmap` of
+    the file (read-only): its lines are read where they lie, never copied
+    (the file must not shrink while it is screened: the operating system
+    ends a process that reads a mapped page the file no longer has).
 
     With ``jobs`` above 1 (at most :data:`~escalation_rules._limits.MAX_JOBS`),
     the lines are cut into that many contiguous shares of at least
@@ -120,15 +124,18 @@ def screen_compact(spec: EligibilitySpec, data: bytes | str, site: SiteRanges | 
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
         raise EscalationRulesError(f"jobs: expected a whole number from 1 to {MAX_JOBS} (got {show(jobs)})")
-    if isinstance(data, bytes):
-        lines: Sequence[bytes | memoryview | str] = (data.decode("utf-8").splitlines() if _odd_utf8(data) else
-                                                     data.splitlines() if b"\r" in data else _views(data))
-    else:
+    lines: Sequence[bytes | memoryview | str]
+    if isinstance(data, str):
         lines = data.splitlines()
+    elif isinstance(data, bytes | bytearray | mmap.mmap):
+        lines = (str(data, "utf-8").splitlines() if _odd_utf8(data) else
+                 bytes(data).splitlines() if data.find(b"\r") != -1 else _views(data))
+    else:
+        raise EscalationRulesError(f"data: expected str, bytes, bytearray or mmap.mmap (got {type(data).__name__})")
     shares = min(jobs, len(lines) // SHARE)
     if shares > 1 and _can_fork():
         size = -(-len(lines) // shares)
-        parts = [(1 + i, lines[i:i + size]) for i in range(0, len(lines), size)]
+        parts: list[tuple[int, Sequence[Any]]] = [(1 + i, lines[i:i + size]) for i in range(0, len(lines), size)]
         _engine(spec, site)  # compiled once, before the copies are made
         return _forked(parts, lambda first, share: _compact(spec, share, site, source, first))
     return _compact(spec, lines, site, source)
@@ -199,7 +206,7 @@ def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence
             os.waitpid(pid, 0)
 
 
-def _odd_utf8(data: bytes) -> bool:
+def _odd_utf8(data: bytes | bytearray | mmap.mmap) -> bool:
     """Whether ``data`` has a line break only text knows; ``UnicodeDecodeError`` (for the whole) if not UTF-8.
 
     Checked a megabyte at a time, so that no copy of the whole text is made.
@@ -211,12 +218,12 @@ def _odd_utf8(data: bytes) -> bool:
             odd = odd or any(mark in piece for mark in _ODD_BREAKS)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        data.decode("utf-8")  # the same error as decoding the whole (its position counted from the start)
+        str(data, "utf-8")  # the same error as decoding the whole (its position counted from the start)
         raise
     return odd
 
 
-def _views(data: bytes) -> list[memoryview]:
+def _views(data: bytes | bytearray | mmap.mmap) -> list[memoryview]:
     """The lines of ``data`` split at ``\\n`` alone, as views into it (``bytes.splitlines`` without the copies)."""
     view, find, out, start = memoryview(data), data.find, [], 0
     while (end := find(b"\n", start)) != -1:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import mmap
 import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -150,7 +152,7 @@ def _screen_each(spec: EligibilitySpec, items: Iterable[tuple[str, Any, str, Cal
 def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | None, jobs: int) -> int:
     """``screen --batch FILE --json``: one compact line per record, refused lines reported by number."""
     try:
-        data: bytes | str = sys.stdin.read() if name == "-" else Path(name).read_bytes()
+        data = sys.stdin.read() if name == "-" else _mapped(name)
         rows = screen_compact(spec, data, site, source, jobs=jobs)
     except (OSError, UnicodeDecodeError) as err:
         raise EscalationRulesError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
@@ -174,6 +176,17 @@ def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | N
     if done:
         write("\n".join(done) + "\n")
     return 2 if refused else 0
+
+
+def _mapped(name: str) -> bytes | mmap.mmap:
+    """The file mapped into memory, read-only (read whole if it is not a regular file or is empty).
+
+    A mapped file is read where it lies: no copy of it is made, and forked workers share it.
+    """
+    with open(name, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode) or os.fstat(file.fileno()).st_size == 0:
+            return file.read()
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)  # open after the file is closed
 
 
 def _reason(err: Exception) -> str:
