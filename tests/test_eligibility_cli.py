@@ -201,3 +201,15 @@ def test_batch_json_of_an_empty_file_or_a_pipe(tmp_path: Path, capsys: pytest.Ca
     assert main(["screen", SPEC, "--batch", str(fifo), "--json"]) == 0
     writer.join()
     assert json.loads(capsys.readouterr().out)["record"] == "F1"
+
+
+@pytest.mark.parametrize(("patient", "extra"), [("eligible.json", []), ("eligible.json", ["--batch"]),
+                                                ("eligible.json", ["--batch", "--explain", "--json"]),
+                                                ("", ["--batch", "--json"])])
+def test_jobs_without_the_compact_batch_is_refused(patient: str, extra: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs only applies to ``--batch FILE --json``; anywhere else (one record, the text output, --explain, a
+    folder) it is refused in one line, not ignored."""
+    assert main(["screen", SPEC, str(PATIENTS / patient), *extra, "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("escalation-rules screen: --jobs: only with --batch FILE --json") and err.count("\n") == 1

@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--site", metavar="FILE",
                    help="the site laboratory's reference ranges (TOML); a record's own range wins")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="with --batch FILE --json: screen in N processes (default: one per core; 1: this process "
+                   help="with --batch FILE --json: screen in N processes (default: one per core this process may "
+                        "use; 1: this process "
                         f"only; at most {MAX_JOBS})")
     p.set_defaults(handler=_cmd_screen)
 
@@ -77,6 +78,10 @@ def _read(name: str) -> str:
 def _cmd_screen(args: argparse.Namespace) -> int:
     if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
         raise EscalationRulesError(f"--jobs: expected a whole number from 1 to {MAX_JOBS} (got {args.jobs})")
+    if args.jobs is not None and not (args.batch and args.json and not args.explain
+                                      and not Path(args.patient).is_dir()):
+        raise EscalationRulesError("--jobs: only with --batch FILE --json (the compact lines of a JSON Lines file; "
+                                   "folders, --explain and the text output are screened by one process)")
     spec = _spec(args)
     site = None if args.site is None else load_site(args.site)
     if args.batch and Path(args.patient).is_dir():
@@ -96,7 +101,7 @@ def _batch(spec: EligibilitySpec, name: str, as_json: bool, explain: bool = Fals
            site: SiteRanges | None = None, jobs: int | None = None) -> int:
     source = "<stdin>" if name == "-" else name
     if as_json and not explain:  # the compact batch path: column screening, no explanation built
-        return _compact(spec, name, source, site, min(os.cpu_count() or 1, MAX_JOBS) if jobs is None else jobs)
+        return _compact(spec, name, source, site, _cores() if jobs is None else jobs)
     lines = ((number, line) for number, line in enumerate(_read(name).splitlines(), start=1) if line.strip())
     return _screen_each(spec, (("line", number, f"{source}:{number}", functools.partial(read_record_json, line))
                                for number, line in lines), as_json, explain, site, "record(s)")
@@ -176,6 +181,12 @@ def _compact(spec: EligibilitySpec, name: str, source: str, site: SiteRanges | N
     if done:
         write("\n".join(done) + "\n")
     return 2 if refused else 0
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it), at most MAX_JOBS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
 
 
 def _mapped(name: str) -> bytes | mmap.mmap:
