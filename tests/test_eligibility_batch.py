@@ -412,8 +412,7 @@ def test_a_failing_worker_is_reported_naming_its_lines(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(_batch, "_compact", failing)
     before = _children()
-    lines = 3 * _batch.SHARE + 17  # this process takes a little more than its half (_OWN_WEIGHT)
-    first = round(lines * _batch._OWN_WEIGHT / (_batch._OWN_WEIGHT + 1)) + 1
+    first = -(-(3 * _batch.SHARE + 17) // 2) + 1  # the second of two equal shares
     with pytest.raises(EscalationRulesError, match=rf"^screening lines {first} and after in a worker process failed: "
                                                     r"MemoryError: no room$"):
         list(screen_compact(SPEC, _share_batch(), jobs=2))

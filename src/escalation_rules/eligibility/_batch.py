@@ -134,17 +134,12 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
         raise EscalationRulesError(f"data: expected str, bytes, bytearray or mmap.mmap (got {type(data).__name__})")
     shares = min(jobs, len(lines) // SHARE)
     if shares > 1 and _can_fork():
-        # this process takes a little more than the others: they also pack their rows and send them over
-        cuts = [0, *(round(len(lines) * (_OWN_WEIGHT + k - 1) / (_OWN_WEIGHT + shares - 1))
-                     for k in range(1, shares)), len(lines)]
-        parts: list[tuple[int, Sequence[Any]]] = [(1 + a, lines[a:b]) for a, b in itertools.pairwise(cuts)]
+        size = -(-len(lines) // shares)  # equal shares: measured to finish together (the others pack and send
+        parts: list[tuple[int, Sequence[Any]]] = [  # their rows while this one relays them)
+            (1 + i, lines[i:i + size]) for i in range(0, len(lines), size)]
         _engine(spec, site)  # compiled once, before the copies are made
         return _forked(parts, lambda first, share: _compact(spec, share, site, source, first))
     return _compact(spec, lines, site, source)
-
-
-#: The share this process screens, against 1 for each forked one (measured: they finish together).
-_OWN_WEIGHT = 1.06
 
 
 def _can_fork() -> bool:
