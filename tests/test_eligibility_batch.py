@@ -384,6 +384,9 @@ def test_jobs_give_the_rows_of_one_process_in_input_order(jobs: int) -> None:
     one = list(screen_compact(SPEC, data))
     assert list(screen_compact(SPEC, data, jobs=jobs)) == one
     assert list(screen_compact(SPEC, _mapped(data), jobs=jobs)) == one
+    assert list(screen_compact(SPEC, data.decode("utf-8"), jobs=jobs)) == one  # shares cut in the lines
+    crlf = data.replace(b"\n", b"\r\n")  # \r breaks lines too: cut in the lines as well
+    assert list(screen_compact(SPEC, crlf, jobs=jobs)) == list(screen_compact(SPEC, crlf))
     assert [n for n, t, _ in one if t is None] == [4, 2 * 4096 + 2]
     assert _children() <= before
 
@@ -412,10 +415,12 @@ def test_a_failing_worker_is_reported_naming_its_lines(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(_batch, "_compact", failing)
     before = _children()
-    first = -(-(3 * _batch.SHARE + 17) // 2) + 1  # the second of two equal shares
-    with pytest.raises(EscalationRulesError, match=rf"^screening lines {first} and after in a worker process failed: "
-                                                    r"MemoryError: no room$"):
-        list(screen_compact(SPEC, _share_batch(), jobs=2))
+    for data in (_share_batch(), _share_batch().decode("utf-8")):  # shares cut in the bytes, or in the lines
+        with pytest.raises(EscalationRulesError, match=r"^screening lines (\d+) and after in a worker process "
+                                                        r"failed: MemoryError: no room$") as err:
+            list(screen_compact(SPEC, data, jobs=2))
+        first = int(str(err.value).split()[2])  # the second of two shares of about half the lines each
+        assert abs(first - (3 * _batch.SHARE + 17) // 2) < 100
     assert _children() <= before
 
 
@@ -444,3 +449,19 @@ def test_jobs_outside_the_limits_are_refused(jobs: Any) -> None:
     """``jobs`` must be a whole number from 1 to MAX_JOBS; anything else is refused at once, in one line."""
     with pytest.raises(EscalationRulesError, match=r"^jobs: expected a whole number from 1 to 64 \(got .*\)$"):
         screen_compact(SPEC, b"", jobs=jobs)
+
+
+def test_jobs_find_breaks_only_text_knows_and_bad_utf8_before_giving_a_row() -> None:
+    """With shares cut in the bytes, this process checks the whole text while the others screen: a line break
+    only text knows (U+2028 inside a line) makes it screen the text in one process instead (same rows as
+    without jobs), and bytes that are not UTF-8 are refused whole, as without jobs; no child is left."""
+    before = _children()
+    odd = _share_batch().replace(b'"J3"', '"J\u2028 3"'.encode("utf-8"))
+    assert list(screen_compact(SPEC, odd, jobs=2)) == list(screen_compact(SPEC, odd))
+    for bad in (_share_batch() + b"\n\xff\n", b"\xe2\x80\n" + _share_batch()):  # in the last share, the first
+        with pytest.raises(UnicodeDecodeError) as err:
+            next(iter(screen_compact(SPEC, bad, jobs=2)))
+        with pytest.raises(UnicodeDecodeError) as alone:
+            list(screen_compact(SPEC, bad))
+        assert str(err.value) == str(alone.value)
+    assert _children() <= before

@@ -128,6 +128,13 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
     if isinstance(data, str):
         lines = data.splitlines()
     elif isinstance(data, bytes | bytearray | mmap.mmap):
+        if jobs > 1 and data.find(b"\r") == -1 and _can_fork():
+            cuts = _byte_shares(data, jobs)
+            if len(cuts) > 2:  # each process finds its own lines; this one checks the whole text meanwhile
+                _engine(spec, site)  # compiled once, before the copies are made
+                return _forked(list(itertools.pairwise(cuts)), lambda cut: _plain_views(data, *cut),
+                               lambda first, share: _compact(spec, share, site, source, first),
+                               lambda: screen_compact(spec, data, site, source))
         lines = (str(data, "utf-8").splitlines() if _odd_utf8(data) else
                  bytes(data).splitlines() if data.find(b"\r") != -1 else _views(data))
     else:
@@ -135,11 +142,32 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
     shares = min(jobs, len(lines) // SHARE)
     if shares > 1 and _can_fork():
         size = -(-len(lines) // shares)  # equal shares: measured to finish together (the others pack and send
-        parts: list[tuple[int, Sequence[Any]]] = [  # their rows while this one relays them)
-            (1 + i, lines[i:i + size]) for i in range(0, len(lines), size)]
-        _engine(spec, site)  # compiled once, before the copies are made
-        return _forked(parts, lambda first, share: _compact(spec, share, site, source, first))
+        parts = [lines[i:i + size] for i in range(0, len(lines), size)]  # their rows while this one relays)
+        _engine(spec, site)
+        return _forked(parts, lambda part: part, lambda first, share: _compact(spec, share, site, source, first),
+                       lambda: _compact(spec, lines, site, source))
     return _compact(spec, lines, site, source)
+
+
+def _byte_shares(data: bytes | bytearray | mmap.mmap, jobs: int) -> list[int]:
+    """Where to cut ``data`` (after a line break) into at most ``jobs`` shares of about :data:`SHARE` lines or more.
+
+    The number of lines is estimated from the first ``2 * SHARE`` (counting them all would cost more than
+    finding them); ``[0, len(data)]`` (one share) when there are fewer.
+    """
+    end = -1
+    for _ in range(2 * SHARE):
+        end = data.find(b"\n", end + 1)
+        if end == -1:
+            return [0, len(data)]
+    shares = min(jobs, int(len(data) * 2 / (end + 1)))  # lines per 2 x SHARE lines' bytes: shares of SHARE
+    cuts = [0]
+    for k in range(1, shares):
+        at = data.find(b"\n", max(len(data) * k // shares, cuts[-1]))
+        if at == -1 or at + 1 >= len(data):
+            break
+        cuts.append(at + 1)
+    return [*cuts, len(data)]
 
 
 def _can_fork() -> bool:
@@ -150,49 +178,66 @@ def _can_fork() -> bool:
 
 
 _Row = tuple[int, str | None, list[str] | None]
+_Share = Any  # what one process screens: a list of lines, or where its lines lie in the data
 
 
-def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence[Any]], Iterator[_Row]]
+def _forked(shares: Sequence[_Share], lines_of: Callable[[_Share], Sequence[Any] | None],
+            run: Callable[[int, Sequence[Any]], Iterator[_Row]], whole: Callable[[], Iterator[_Row]]
             ) -> Iterator[_Row]:
-    """``run(*part)`` for each part, the first in this process and the others in forked children, in order.
+    """``run(first line number, lines_of(share))`` for each share, the first in this process and the others in
+    forked children, rows in order.
 
-    Each child sends its rows back whole through a pipe (pickled) and exits; a child that fails raises
-    :class:`EscalationRulesError` here, naming the lines of its share.  Children left running when the
-    caller stops early are ended.
+    Each child finds its lines, tells this process how many there are (or that ``lines_of`` found its share
+    cannot be screened apart: then all is screened by ``whole()`` here, in one process, and the children are
+    ended), is told the number of its first line, screens, sends its rows back whole through a pipe (pickled)
+    and exits.  A child that fails raises :class:`EscalationRulesError`, naming the first line of its share.
+    Children left running when the caller stops early are ended.
     """
     import gc
     import pickle
-    import signal
     import warnings
 
-    children: list[tuple[int, int, int]] = []  # (pid, read end, first line)
+    children: list[list[int]] = []  # [pid, rows read end, count read end, first write end]; -1 once closed
     try:
-        for first, share in parts[1:]:
-            read_end, write_end = os.pipe()
+        for share in shares[1:]:
+            rows_r, rows_w = os.pipe()
+            count_r, count_w = os.pipe()
+            first_r, first_w = os.pipe()
             with warnings.catch_warnings():  # numpy's BLAS keeps idle native threads; the child never calls BLAS
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pid = os.fork()
-            if pid == 0:  # the child: screen the share, send the rows, leave without running the parent's code
-                status = 0
-                try:
-                    os.close(read_end)
-                    gc.freeze()  # collections skip the parent's objects: no copying of pages it shares
-                    payload = pickle.dumps((True, list(run(first, share))), pickle.HIGHEST_PROTOCOL)
-                except BaseException as err:  # reported by the parent, whatever it was
-                    status, payload = 1, pickle.dumps((False, f"{type(err).__name__}: {err}"))
-                try:
-                    with open(write_end, "wb") as pipe:
-                        pipe.write(payload)
-                finally:
-                    os._exit(status)
-            os.close(write_end)
-            children.append((pid, read_end, first))
-        yield from run(*parts[0])
+            if pid == 0:  # the child: never returns into the parent's code
+                _child(share, lines_of, run, rows_w, count_w, first_r,
+                       [rows_r, count_r, first_w, *(fd for child in children for fd in child[1:] if fd != -1)])
+            for fd in (rows_w, count_w, first_r):
+                os.close(fd)
+            children.append([pid, rows_r, count_r, first_w])
+        own = lines_of(shares[0])
+        counts: list[int] = []
+        for child in children:
+            count = _read_all(child[2])
+            child[2] = -1
+            if len(count) != 8:  # it failed before it found its lines: its rows pipe says why
+                payload = _read_all(child[1])
+                child[1] = -1
+                _raise_failed(pickle.loads(payload) if payload else (False, "ended without a result"),
+                              1 + sum(counts) + (len(own) if own is not None else 0))
+            counts.append(int.from_bytes(count, "little"))
+        if own is None or _APART in counts:
+            _end(children)
+            yield from whole()
+            return
+        starts = list(itertools.accumulate([1 + len(own), *counts[:-1]]))
+        for child, start in zip(children, starts, strict=True):
+            os.write(child[3], start.to_bytes(8, "little"))
+            os.close(child[3])
+            child[3] = -1
+        yield from run(1, own)
         while children:
-            pid, read_end, first = children.pop(0)
+            pid, rows_r, _, _ = children.pop(0)
+            start = starts.pop(0)
             try:
-                with open(read_end, "rb") as pipe:
-                    payload = pipe.read()
+                payload = _read_all(rows_r)
             finally:
                 os.waitpid(pid, 0)
             collecting = gc.isenabled()
@@ -203,41 +248,108 @@ def _forked(parts: list[tuple[int, Sequence[Any]]], run: Callable[[int, Sequence
                 if collecting:
                     gc.enable()
             if not result[0]:
-                raise EscalationRulesError(f"screening lines {first} and after in a worker process failed: "
-                                           f"{result[1]}")
+                _raise_failed(result, start)
             yield from result[1]
     finally:
-        for pid, read_end, _ in children:
-            os.kill(pid, signal.SIGTERM)
-            os.close(read_end)
-            os.waitpid(pid, 0)
+        _end(children)
 
 
-def _odd_utf8(data: bytes | bytearray | mmap.mmap) -> bool:
-    """Whether ``data`` has a line break only text knows; ``UnicodeDecodeError`` (for the whole) if not UTF-8.
+_APART = (1 << 64) - 1  # the count a child sends when its share cannot be screened apart
+
+
+def _plain_views(data: bytes | bytearray | mmap.mmap, start: int, stop: int) -> list[memoryview] | None:
+    """:func:`_views` of ``data[start:stop]``, or ``None`` if that part is not UTF-8 or has a line break only
+    text knows (the whole is then read as one process reads it, which refuses or splits it as it should)."""
+    try:
+        if _odd_utf8(data, start, stop):
+            return None
+    except UnicodeDecodeError:
+        return None
+    return _views(data, start, stop)
+
+
+def _child(share: _Share, lines_of: Callable[[_Share], Sequence[Any] | None],
+           run: Callable[[int, Sequence[Any]], Iterator[_Row]], rows_w: int, count_w: int, first_r: int,
+           parents: list[int]) -> None:
+    """The forked child of :func:`_forked`: find the lines, count them, learn the first number, screen, send."""
+    import gc
+    import pickle
+
+    status = 0
+    try:
+        for fd in parents:  # the other ends, and the pipes of the children forked before this one
+            os.close(fd)
+        gc.freeze()  # collections skip the parent's objects: no copying of the pages it shares
+        lines = lines_of(share)
+        os.write(count_w, (_APART if lines is None else len(lines)).to_bytes(8, "little"))
+        os.close(count_w)
+        first = _read_all(first_r)
+        if len(first) != 8:  # the parent stopped (or found nothing to screen here): leave quietly
+            os._exit(0)
+        assert lines is not None  # the parent never sends a first line number then
+        payload = pickle.dumps((True, list(run(int.from_bytes(first, "little"), lines))), pickle.HIGHEST_PROTOCOL)
+    except BaseException as err:  # reported by the parent, whatever it was
+        status, payload = 1, pickle.dumps((False, f"{type(err).__name__}: {err}"))
+    try:
+        with open(rows_w, "wb") as pipe:
+            pipe.write(payload)
+    finally:
+        os._exit(status)
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything a pipe gives until its writer closes it (the read end is closed after)."""
+    with open(fd, "rb") as pipe:
+        return pipe.read()
+
+
+def _raise_failed(result: tuple[bool, Any], first: int) -> None:
+    raise EscalationRulesError(f"screening lines {first} and after in a worker process failed: {result[1]}")
+
+
+def _end(children: list[list[int]]) -> None:
+    """End the children still running and close the pipes still open."""
+    import signal
+
+    for pid, *fds in children:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        for fd in fds:
+            if fd != -1:
+                os.close(fd)
+    children.clear()
+
+
+def _odd_utf8(data: bytes | bytearray | mmap.mmap, begin: int = 0, stop: int | None = None) -> bool:
+    """Whether ``data[begin:stop]`` has a line break only text knows; ``UnicodeDecodeError`` if it is not UTF-8
+    (for the whole of ``data``, the error decoding it whole gives).
 
     Checked a megabyte at a time, so that no copy of the whole text is made.
     """
+    stop = len(data) if stop is None else stop
     decoder, view, odd = codecs.getincrementaldecoder("utf-8")(), memoryview(data), False
     try:
-        for start in range(0, len(data), 1 << 20):
-            piece = decoder.decode(view[start:start + (1 << 20)])
+        for start in range(begin, stop, 1 << 20):
+            piece = decoder.decode(view[start:min(start + (1 << 20), stop)])
             odd = odd or any(mark in piece for mark in _ODD_BREAKS)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        str(data, "utf-8")  # the same error as decoding the whole (its position counted from the start)
+        if begin == 0 and stop == len(data):
+            str(data, "utf-8")  # the same error as decoding the whole (its position counted from the start)
         raise
     return odd
 
 
-def _views(data: bytes | bytearray | mmap.mmap) -> list[memoryview]:
-    """The lines of ``data`` split at ``\\n`` alone, as views into it (``bytes.splitlines`` without the copies)."""
-    view, find, out, start = memoryview(data), data.find, [], 0
-    while (end := find(b"\n", start)) != -1:
+def _views(data: bytes | bytearray | mmap.mmap, start: int = 0, stop: int | None = None) -> list[memoryview]:
+    """The lines of ``data[start:stop]`` split at ``\\n`` alone, as views into it (``bytes.splitlines`` without
+    the copies); ``start`` is the start of a line."""
+    stop = len(data) if stop is None else stop
+    view, find, out = memoryview(data), data.find, []
+    while (end := find(b"\n", start, stop)) != -1:
         out.append(view[start:end])
         start = end + 1
-    if start < len(data):
-        out.append(view[start:])
+    if start < stop:
+        out.append(view[start:stop])
     return out
 
 
