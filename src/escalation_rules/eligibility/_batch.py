@@ -104,13 +104,14 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
     ends a process that reads a mapped page the file no longer has).
 
     With ``jobs`` above 1 (at most :data:`~escalation_rules._limits.MAX_JOBS`),
-    the lines are cut into that many contiguous shares of at least
-    :data:`SHARE` lines; this process screens the first while forked copies
-    of it screen the others, and their results follow in input order.  The
-    results are the same as with ``jobs=1``.  Without ``os.fork`` (Windows),
-    while other Python threads run in this process (forking them is unsafe),
-    or with fewer than two shares' worth of lines, everything is screened
-    here.
+    the data are cut into that many contiguous shares of about :data:`SHARE`
+    lines or more (bytes after a line break, each process then finding and
+    checking the lines of its own share); this process screens the first
+    while forked copies of it screen the others, and their results follow in
+    input order.  The results are the same as with ``jobs=1``.  Without
+    ``os.fork`` (Windows), while other Python threads run in this process
+    (forking them is unsafe), or with fewer than two shares' worth of lines,
+    everything is screened here.
 
     Examples
     --------
@@ -130,7 +131,7 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
     elif isinstance(data, bytes | bytearray | mmap.mmap):
         if jobs > 1 and data.find(b"\r") == -1 and _can_fork():
             cuts = _byte_shares(data, jobs)
-            if len(cuts) > 2:  # each process finds its own lines; this one checks the whole text meanwhile
+            if len(cuts) > 2:  # each process finds and checks the lines of its own share
                 _engine(spec, site)  # compiled once, before the copies are made
                 return _forked(list(itertools.pairwise(cuts)), lambda cut: _plain_views(data, *cut),
                                lambda first, share: _compact(spec, share, site, source, first),
