@@ -465,3 +465,14 @@ def test_jobs_find_breaks_only_text_knows_and_bad_utf8_before_giving_a_row() -> 
             list(screen_compact(SPEC, bad))
         assert str(err.value) == str(alone.value)
     assert _children() <= before
+
+
+def test_a_null_reference_range_stays_on_the_column_path() -> None:
+    """``"reference_range": null`` (no range, said outright) is read over columns as an absent range, with the
+    evaluator's result."""
+    variants = [BASE, edit(BASE, {"measurements[code=alt].reference_range": None}), BASE]
+    lines = [json.dumps(v, ensure_ascii=False) for v in variants]
+    assert None not in _screen_chunk(_engine(SPEC, None), lines)
+    rows = list(screen_lines(SPEC, lines))
+    assert rows == [_expected(SPEC, text, i) for i, text in enumerate(lines, start=1)]
+    assert rows[1]["outcome"] == "undetermined" and "alt.uln" in rows[1]["needed"]
