@@ -392,7 +392,7 @@ def test_fast_commands_import_neither_networkx_nor_numpy_nor_pint(argv: list[str
     Nor the smaller costs found by ``python -X importtime``: cryptography, a
     FHIR model, the pure-Python tomllib (tomli's compiled parser reads the
     protocol), shutil (argparse's terminal width), concurrent.futures and
-    logging, calendar, random.
+    logging, calendar, random, mmap.
 
     Whole-process start-up is measured in benchmarks/bench_core.py; this
     checks, in a fresh interpreter, the imports that would cost it.
@@ -405,7 +405,8 @@ def test_fast_commands_import_neither_networkx_nor_numpy_nor_pint(argv: list[str
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    status = main({[a.format(db=db) for a in argv]!r})\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('networkx', 'numpy', 'pint', 'matplotlib',"
-        " 'sphinx', 'cryptography', 'fhir', 'tomllib', 'shutil', 'concurrent', 'logging', 'calendar', 'random')"
+        " 'sphinx', 'cryptography', 'fhir', 'tomllib', 'shutil', 'concurrent', 'logging', 'calendar', 'random',"
+        " 'mmap')"
         " or m.startswith(('escalation_rules.analysis', 'escalation_rules.verify')))\n"
         "print(status, heavy)\n"
     )

@@ -38,7 +38,6 @@ import codecs
 import functools
 import itertools
 import json
-import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring
@@ -52,7 +51,8 @@ from ._screen import screen_summary
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
 
-if TYPE_CHECKING:  # concurrent.futures imports logging: not paid by every screen at start-up
+if TYPE_CHECKING:  # concurrent.futures imports logging, mmap loads a library: not paid by every screen at start-up
+    import mmap
     from concurrent.futures import Executor
 
 __all__ = ["screen_compact", "screen_jsonl", "screen_lines"]
@@ -125,11 +125,14 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
         raise EscalationRulesError(f"jobs: expected a whole number from 1 to {MAX_JOBS} (got {show(jobs)})")
+    import mmap
+
     lines: Sequence[bytes | memoryview | str]
     if isinstance(data, str):
         lines = data.splitlines()
     elif isinstance(data, bytes | bytearray | mmap.mmap):
-        if jobs > 1 and data.find(b"\r") == -1 and _can_fork():
+        carriage = data.find(b"\r") != -1  # \r breaks lines too: the lines are then split as bytes.splitlines does
+        if jobs > 1 and not carriage and _can_fork():
             cuts = _byte_shares(data, jobs)
             if len(cuts) > 2:  # each process finds and checks the lines of its own share
                 _engine(spec, site)  # compiled once, before the copies are made
@@ -137,7 +140,7 @@ def screen_compact(spec: EligibilitySpec, data: str | bytes | bytearray | mmap.m
                                lambda first, share: _compact(spec, share, site, source, first),
                                lambda: screen_compact(spec, data, site, source))
         lines = (str(data, "utf-8").splitlines() if _odd_utf8(data) else
-                 bytes(data).splitlines() if data.find(b"\r") != -1 else _views(data))
+                 bytes(data).splitlines() if carriage else _views(data))
     else:
         raise EscalationRulesError(f"data: expected str, bytes, bytearray or mmap.mmap (got {type(data).__name__})")
     shares = min(jobs, len(lines) // SHARE)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import mmap
 import os
 import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._limits import MAX_JOBS
 from ..errors import EscalationRulesError
@@ -29,6 +28,9 @@ from ._record import RecordError, decode_json, read_record_json
 from ._screen import OUTCOMES, data_dictionary, screen
 from ._site import SiteRanges, load_site
 from ._spec import EligibilitySpec, load_eligibility
+
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = ["register"]
 
@@ -194,8 +196,11 @@ def _mapped(name: str) -> bytes | mmap.mmap:
 
     A mapped file is read where it lies: no copy of it is made, and forked workers share it.
     """
+    import mmap
+
     with open(name, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode) or os.fstat(file.fileno()).st_size == 0:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             return file.read()
         return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)  # open after the file is closed
 
